@@ -1,0 +1,54 @@
+"""spark-submit entry point: build one curindex version, and publish it with --publish.
+
+    spark-submit [--master URL] jobs/build_index.py --conf conf/demo.toml [--version ID] [--publish]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from curindex import CurIndexError
+from curindex.build import run_build
+from curindex.config import load_config
+from curindex.spark import session_from_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="build_index.py", description=__doc__.split("\n")[0])
+    p.add_argument("--conf", required=True, help="TOML build config")
+    p.add_argument("--version", help="version id (default: UTC time + random suffix)")
+    p.add_argument("--publish", action="store_true", help="point CURRENT at the new version")
+    args = p.parse_args(argv)
+    # force: pyspark may have configured the root logger already. (Under spark-submit the
+    # JVM merges the driver's stderr into its stdout.)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args.conf)
+        spark = session_from_config(cfg.spark)
+        try:
+            result = run_build(spark, cfg, version=args.version, publish=args.publish)
+        finally:
+            spark.stop()
+    except CurIndexError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    m = result.manifest
+    print(json.dumps({
+        "version": result.version,
+        "store": result.store_uri,
+        "published": result.published,
+        "items": m["counts"]["items"],
+        "shards": m["counts"]["shards"],
+        "effective_rank": m["factorization"]["effective_rank"],
+        "timings_s": m["timings_s"],
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

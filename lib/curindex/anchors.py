@@ -1,0 +1,67 @@
+"""Anchor selection: which queries are scored against every item, which are held out for
+validation, and which items span the item space.
+
+``random`` (the reference method) is a seeded pseudo-random choice made by ranking ids on a
+seeded 64-bit hash: the same seed picks the same anchors however the data is partitioned, on
+one machine or a cluster, and nothing but the chosen rows reaches the driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from curindex.config import AnchorsConfig
+from curindex.errors import InputError
+
+
+@dataclass(frozen=True)
+class Anchors:
+    query_ids: list[str]  # k_q anchor queries
+    query_texts: list[str]
+    test_ids: list[str]  # n_test held-out queries, scored in the same pass
+    test_texts: list[str]
+    item_ids: list[str]  # k_i anchor items
+    item_texts: list[str]
+
+    @property
+    def scored_query_texts(self) -> list[str]:
+        """Every query scored against the corpus: anchors first, then test queries."""
+        return self.query_texts + self.test_texts
+
+
+def seeded_sample(df: DataFrame, n: int, *, seed: int, salt: str) -> list[tuple[str, str]]:
+    """n (id, text) rows of df chosen pseudo-randomly by seed, in a stable order."""
+    key = F.xxhash64(F.lit(f"curindex:{salt}:{seed}"), F.col("id"))
+    rows = df.select("id", "text", key.alias("_k")).orderBy("_k", "id").limit(n).collect()
+    return [(r["id"], r["text"]) for r in rows]
+
+
+def choose_anchors(
+    items: DataFrame, queries: DataFrame, cfg: AnchorsConfig, *, n_items: int, n_queries: int
+) -> Anchors:
+    """Pick k_q anchor queries, n_test test queries (disjoint) and k_i anchor items.
+
+    Raises InputError when the sources hold fewer rows than asked for.
+    """
+    need_q = cfg.n_queries + cfg.n_test
+    if n_queries < need_q:
+        raise InputError(
+            f"queries: {n_queries} queries, fewer than k_q + n_test = {cfg.n_queries} + "
+            f"{cfg.n_test} = {need_q}"
+        )
+    if n_items < cfg.n_items:
+        raise InputError(f"items: {n_items} items, fewer than k_i = {cfg.n_items} anchor items")
+    q = seeded_sample(queries, need_q, seed=cfg.seed, salt="queries")
+    it = seeded_sample(items, cfg.n_items, seed=cfg.seed, salt="items")
+    k = cfg.n_queries
+    return Anchors(
+        query_ids=[i for i, _ in q[:k]],
+        query_texts=[t for _, t in q[:k]],
+        test_ids=[i for i, _ in q[k:]],
+        test_texts=[t for _, t in q[k:]],
+        item_ids=[i for i, _ in it],
+        item_texts=[t for _, t in it],
+    )

@@ -1,0 +1,256 @@
+"""Typed, validated build settings loaded from TOML.
+
+An unknown key, a wrong type or an impossible value is a :class:`ConfigError` that names the
+file and the key (``conf/demo.toml: [anchors] n_items: ...``). Relative paths are resolved
+against the config file's folder, so a build does not depend on the directory it is started
+from. ``BuildConfig.to_dict()`` is what a version's manifest records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curindex.errors import ConfigError
+
+BUILTIN_PREFIX = "builtin:"
+INPUT_FORMATS = ("auto", "parquet", "jsonl", "beir")
+SCORER_KINDS = ("maxsim-minilm", "cross-encoder", "callable", "toy")
+ANCHOR_ITEM_STRATEGIES = ("random",)
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Where a table of texts comes from: Parquet, JSON lines, a BEIR folder, or a builtin."""
+
+    path: str
+    format: str = "auto"  # auto | parquet | jsonl | beir
+    id_column: str = "_id"
+    # Texts of several columns are joined with text_separator; null or empty parts are skipped
+    # (BEIR's convention: "title: text" when the title is not empty, else "text").
+    text_columns: list[str] = field(default_factory=lambda: ["title", "text"])
+    text_separator: str = ": "
+
+
+@dataclass(frozen=True)
+class QueriesConfig(InputConfig):
+    """The query source: the same settings as items, one text column by default."""
+
+    text_columns: list[str] = field(default_factory=lambda: ["text"])
+
+
+@dataclass(frozen=True)
+class AnchorsConfig:
+    n_queries: int = 200  # k_q: anchor queries scored against every item
+    n_items: int = 50  # k_i: anchor items, the dimension of the item vectors
+    n_test: int = 50  # held-out queries scored in the same pass, for validation
+    seed: int = 0
+    items: str = "random"  # anchor item strategy
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    kind: str = "maxsim-minilm"  # maxsim-minilm | cross-encoder | callable | toy
+    path: str = ""  # model directory (cross-encoder; optional override for maxsim-minilm)
+    target: str = ""  # "module:callable" returning a Scorer (kind = "callable")
+    batch_size: int = 64  # model forward-pass batch size
+    max_query_tokens: int = 64
+    max_item_tokens: int = 128
+    threads: int = 0  # torch threads per task; 0 = the cores Spark gives each task
+    options: dict[str, str] = field(default_factory=dict)  # passed to callable/toy scorers
+
+
+@dataclass(frozen=True)
+class FactorizeConfig:
+    # Singular values below rcond * largest are dropped: pinv of a near-square U amplifies noise.
+    rcond: float = 1e-3
+    min_rank: int = 2  # fewer usable directions than this is a FactorizeError
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    factory: str = "IDMap,Flat"  # any faiss index_factory string, inner-product metric
+    num_shards: int = 4
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    uri: str = "store"  # local path or any URI pyarrow.fs opens (s3://, hdfs://, ...)
+    # Where Spark writes the intermediate scores (a Hadoop URI: file:/, s3a://, hdfs://).
+    # Default: <store>/_work when the store is a local path; required otherwise.
+    work_dir: str = ""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[2]"  # used only when spark-submit did not set --master
+    app_name: str = "curindex-build"
+    score_partitions: int = 0  # 0 = 4 x the default parallelism
+    block_items: int = 1024  # items per Arrow batch handed to score_block
+    log_level: str = "WARN"  # Spark's own log level (curindex logs its stages at INFO)
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    items: InputConfig
+    queries: QueriesConfig
+    anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    factorize: FactorizeConfig = field(default_factory=FactorizeConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    source: str = "<dict>"  # the file it came from (not a TOML key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every setting (what the manifest records)."""
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+
+def load_config(path: str | Path) -> BuildConfig:
+    """Read and validate a TOML build config; raise ConfigError naming the file and key."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    return config_from_dict(data, source=str(p), base_dir=p.resolve().parent)
+
+
+def config_from_dict(
+    data: dict[str, Any], *, source: str = "<dict>", base_dir: Path | None = None
+) -> BuildConfig:
+    """Validate a parsed config. Relative input/store paths are resolved against base_dir."""
+    cfg = _build(BuildConfig, data, source, where="")
+    if base_dir is not None:
+        cfg = _resolve_paths(cfg, base_dir)
+    _check(cfg, source)
+    return dataclasses.replace(cfg, source=source)
+
+
+def _err(source: str, where: str, msg: str) -> ConfigError:
+    return ConfigError(f"{source}: {where or 'top level'}: {msg}")
+
+
+def _build(cls: type, data: Any, source: str, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise _err(source, where, f"expected a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        key = f"{where} {unknown[0]}" if where else unknown[0]
+        raise _err(source, key, f"unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"[{name}]" if not where else f"{where} {name}"
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise _err(source, key, "required key is missing")
+            continue
+        kwargs[name] = _coerce(hints[name], data[name], source, key)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, source, key if key.startswith("[") else f"[{key}]")
+    origin = typing.get_origin(tp)
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _err(source, key, f"expected a list of strings, got {value!r}")
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _err(source, key, f"expected a table of strings, got {value!r}")
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, dict | list):
+                raise _err(source, f"{key}.{k}", f"expected a string, number or bool, got {v!r}")
+            out[str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
+        return out
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (tp in (int, float) and isinstance(value, bool)) or not isinstance(value, tp):
+        raise _err(source, key, f"expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _resolve_paths(cfg: BuildConfig, base: Path) -> BuildConfig:
+    def local(p: str) -> str:
+        if not p or p.startswith(BUILTIN_PREFIX) or "://" in p or Path(p).is_absolute():
+            return p
+        return str((base / p).resolve())
+
+    return dataclasses.replace(
+        cfg,
+        items=dataclasses.replace(cfg.items, path=local(cfg.items.path)),
+        queries=dataclasses.replace(cfg.queries, path=local(cfg.queries.path)),
+        scorer=dataclasses.replace(cfg.scorer, path=local(cfg.scorer.path)),
+        store=dataclasses.replace(
+            cfg.store, uri=local(cfg.store.uri), work_dir=local(cfg.store.work_dir)
+        ),
+    )
+
+
+def _check(cfg: BuildConfig, source: str) -> None:
+    """Values that type-check but are impossible."""
+    a, s = cfg.anchors, cfg.scorer
+
+    def need(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise _err(source, key, msg)
+
+    for name, inp in (("items", cfg.items), ("queries", cfg.queries)):
+        need(bool(inp.path), f"[{name}] path", "must not be empty")
+        need(inp.format in INPUT_FORMATS, f"[{name}] format", f"must be one of {INPUT_FORMATS}")
+        need(bool(inp.id_column), f"[{name}] id_column", "must not be empty")
+        need(bool(inp.text_columns), f"[{name}] text_columns", "must name at least one column")
+    need(a.n_queries >= 1, "[anchors] n_queries", f"must be >= 1, got {a.n_queries}")
+    need(a.n_items >= 1, "[anchors] n_items", f"must be >= 1, got {a.n_items}")
+    need(
+        a.n_items <= a.n_queries,
+        "[anchors] n_items",
+        f"k_i = {a.n_items} > k_q = n_queries = {a.n_queries}: the intersection matrix would be "
+        "wide and its pseudo-inverse under-determined; use several times more anchor queries",
+    )
+    need(a.n_test >= 0, "[anchors] n_test", f"must be >= 0, got {a.n_test}")
+    need(
+        a.items in ANCHOR_ITEM_STRATEGIES,
+        "[anchors] items",
+        f"unknown strategy {a.items!r} (known: {', '.join(ANCHOR_ITEM_STRATEGIES)})",
+    )
+    need(s.kind in SCORER_KINDS, "[scorer] kind", f"must be one of {SCORER_KINDS}, got {s.kind!r}")
+    need(s.kind != "cross-encoder" or bool(s.path), "[scorer] path", "cross-encoder needs a path")
+    need(
+        s.kind != "callable" or (":" in s.target and all(s.target.split(":", 1))),
+        "[scorer] target",
+        f"kind = 'callable' needs target = 'module:callable', got {s.target!r}",
+    )
+    need(s.batch_size >= 1, "[scorer] batch_size", f"must be >= 1, got {s.batch_size}")
+    need(s.max_query_tokens >= 2, "[scorer] max_query_tokens", "must be >= 2")
+    need(s.max_item_tokens >= 2, "[scorer] max_item_tokens", "must be >= 2")
+    need(s.threads >= 0, "[scorer] threads", f"must be >= 0, got {s.threads}")
+    f = cfg.factorize
+    need(0.0 <= f.rcond < 1.0, "[factorize] rcond", f"must be in [0, 1), got {f.rcond}")
+    need(f.min_rank >= 1, "[factorize] min_rank", f"must be >= 1, got {f.min_rank}")
+    need(
+        f.min_rank <= a.n_items,
+        "[factorize] min_rank",
+        f"{f.min_rank} > k_i = {a.n_items}: no intersection matrix could reach that rank",
+    )
+    need(cfg.index.num_shards >= 1, "[index] num_shards", "must be >= 1")
+    need(bool(cfg.index.factory.strip()), "[index] factory", "must not be empty")
+    need(bool(cfg.store.uri), "[store] uri", "must not be empty")
+    need(cfg.spark.score_partitions >= 0, "[spark] score_partitions", "must be >= 0")
+    need(cfg.spark.block_items >= 1, "[spark] block_items", "must be >= 1")
+

@@ -1,0 +1,27 @@
+"""Errors raised by curindex. Every message names the input and the problem."""
+
+
+class CurIndexError(Exception):
+    """Base class of every error curindex raises on purpose."""
+
+
+class ConfigError(CurIndexError):
+    """A config file is missing, malformed, or holds an unknown key, a wrong type or an
+    impossible value."""
+
+
+class InputError(CurIndexError):
+    """The item corpus or the query source is missing, empty or malformed."""
+
+
+class ScorerError(CurIndexError):
+    """A scorer could not be loaded, or returned something other than finite float scores of
+    the expected shape."""
+
+
+class FactorizeError(CurIndexError):
+    """The anchor intersection matrix cannot be inverted into a usable index."""
+
+
+class StoreError(CurIndexError):
+    """The index store holds something missing, corrupt or not allowed, or a write lost a race."""

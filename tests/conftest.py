@@ -1,0 +1,56 @@
+"""Shared fixtures: one local SparkSession for the whole run, small generated corpora."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import make_texts, write_jsonl
+
+TESTS = Path(__file__).resolve().parent
+# Spark's Python workers must run this interpreter and import test scorers from tests/.
+os.environ["PYSPARK_PYTHON"] = sys.executable
+os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
+sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The one local SparkSession of the test run (UTC, loopback, 2 cores)."""
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("curindex-tests")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.default.parallelism", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> dict:
+    """A generated BEIR-style corpus: 300 items, 120 queries, as JSONL files."""
+    items = make_texts(300, seed=1, prefix="doc")
+    queries = make_texts(120, seed=2, prefix="q", min_words=2, max_words=5)
+    items_path = write_jsonl(tmp_path / "items.jsonl",
+                             [{"_id": i, "title": "", "text": t} for i, t in items])
+    queries_path = write_jsonl(tmp_path / "queries.jsonl", [{"_id": i, "text": t}
+                                                           for i, t in queries])
+    return {"items": items, "queries": queries, "items_path": items_path,
+            "queries_path": queries_path, "root": tmp_path}

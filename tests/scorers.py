@@ -1,0 +1,65 @@
+"""Scorers used by the tests through `kind = "callable"` (imported by Spark's workers too)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+
+from curindex.config import ScorerConfig
+from curindex.scoring.toy import ToyScorer
+
+
+class _Counting(ToyScorer):
+    """The toy scorer, logging each construction and each block to files in options.log_dir."""
+
+    def __init__(self, cfg: ScorerConfig) -> None:
+        super().__init__(cfg, fingerprint="")
+        self.log_dir = cfg.options["log_dir"]
+        self._write("loads")
+
+    def _write(self, kind: str) -> None:
+        with open(os.path.join(self.log_dir, f"{kind}-{os.getpid()}-{uuid.uuid4().hex}"), "w"):
+            pass
+
+    def score_block(self, queries, items):
+        self._write("blocks")
+        return super().score_block(queries, items)
+
+
+def counting(cfg: ScorerConfig) -> _Counting:
+    return _Counting(cfg)
+
+
+class _NaN(ToyScorer):
+    def score_block(self, queries, items):
+        out = super().score_block(queries, items)
+        out[0, -1] = np.nan
+        return out
+
+
+def nan_scores(cfg: ScorerConfig) -> _NaN:
+    return _NaN(cfg, fingerprint="")
+
+
+class _WrongShape(ToyScorer):
+    def score_block(self, queries, items):
+        return super().score_block(queries, items)[:, :-1]
+
+
+def wrong_shape(cfg: ScorerConfig) -> _WrongShape:
+    return _WrongShape(cfg, fingerprint="")
+
+
+class _Constant:
+    def score_block(self, queries, items):
+        return np.ones((len(queries), len(items)), dtype=np.float32)
+
+
+def constant(cfg: ScorerConfig) -> _Constant:
+    return _Constant()
+
+
+def not_a_scorer(cfg: ScorerConfig) -> object:
+    return object()

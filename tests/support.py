@@ -1,0 +1,69 @@
+"""Helpers shared by the tests: generated corpora, configs, and reading a built version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow.parquet as pq
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+WORDS = (
+    "river mountain cloud data index search model query vector matrix forest ocean signal "
+    "engine planet orbit carbon climate energy solar wind storm rain city market price "
+    "bank music piano guitar song film actor stage novel poem language grammar python "
+    "spark table "
+).split()
+
+
+def make_texts(n: int, *, seed: int, prefix: str, min_words: int = 4, max_words: int = 12):
+    """n deterministic (id, text) pairs of random words."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        words = rng.choice(WORDS, size=int(rng.integers(min_words, max_words + 1)))
+        out.append((f"{prefix}{i:05d}", " ".join(words)))
+    return out
+
+
+def tiny_config(corpus: dict, *, store: Path | None = None, **sections) -> dict:
+    """A build config dict over `corpus` using the toy scorer; sections override defaults."""
+    cfg = {
+        "items": {"path": str(corpus["items_path"])},
+        "queries": {"path": str(corpus["queries_path"])},
+        "anchors": {"n_queries": 40, "n_items": 12, "n_test": 10, "seed": 3},
+        "scorer": {"kind": "toy", "options": {"dim": "8"}},
+        "factorize": {"rcond": 1e-6},
+        "index": {"num_shards": 3},
+        "store": {"uri": str(store or corpus["root"] / "store")},
+        "spark": {"block_items": 32, "score_partitions": 4},
+    }
+    for name, values in sections.items():
+        cfg[name] = {**cfg.get(name, {}), **values}
+    return cfg
+
+
+def read_version_vectors(store, version: str) -> tuple[list[str], np.ndarray]:
+    """(item ids, item vectors [n, k_i]) of every shard of a built flat-index version."""
+    manifest = store.read_manifest(version)
+    ids, vecs = [], []
+    for s in manifest["index"]["shards"]:
+        index = faiss.read_index(store.local_path(version, s["index"]))
+        inner = faiss.downcast_index(index.index)
+        labels = faiss.vector_to_array(index.id_map)
+        table = pq.read_table(store.local_path(version, s["ids"]))
+        by_label = dict(zip(table.column("label").to_pylist(),
+                            table.column("item_id").to_pylist(), strict=True))
+        ids += [by_label[int(lab)] for lab in labels]
+        vecs.append(inner.reconstruct_n(0, index.ntotal))
+    return ids, np.concatenate(vecs)

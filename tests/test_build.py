@@ -1,0 +1,147 @@
+"""The Spark build against a single-machine numpy CUR of the same exact score matrix."""
+
+from __future__ import annotations
+
+import collections
+
+import faiss
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from curindex.build import run_build
+from curindex.config import ScorerConfig, config_from_dict
+from curindex.scoring import build_scorer
+from curindex.search import Searcher
+from curindex.shardindex import split_labels
+from curindex.store import Store
+from support import make_texts, read_version_vectors, tiny_config, write_jsonl
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def built(spark, tmp_path_factory):
+    """One published build of the tiny corpus with the toy scorer, shared by this module."""
+    root = tmp_path_factory.mktemp("built")
+    items = make_texts(300, seed=1, prefix="doc")
+    queries = make_texts(120, seed=2, prefix="q", min_words=2, max_words=5)
+    corpus = {
+        "items": items, "queries": queries, "root": root,
+        "items_path": write_jsonl(root / "items.jsonl",
+                                  [{"_id": i, "title": "", "text": t} for i, t in items]),
+        "queries_path": write_jsonl(root / "queries.jsonl",
+                                    [{"_id": i, "text": t} for i, t in queries]),
+    }
+    raw = tiny_config(corpus, scorer={"kind": "toy", "options": {"dim": "32"}})
+    cfg = config_from_dict(raw)
+    result = run_build(spark, cfg, version="v1", publish=True)
+    return {"cfg": cfg, "result": result, "corpus": corpus, "store": Store.open(cfg.store.uri)}
+
+
+def exact_matrix(cfg, queries: list[str], items: list[str]) -> np.ndarray:
+    """The scorer run directly on one machine: [len(queries), len(items)]."""
+    return build_scorer(ScorerConfig(**cfg.to_dict()["scorer"])).score_block(queries, items)
+
+
+def test_vectors_equal_numpy_cur_of_the_exact_matrix(built):
+    cfg, store = built["cfg"], built["store"]
+    ids, vectors = read_version_vectors(store, "v1")
+    anchors = pq.read_table(store.local_path("v1", "anchors/items.parquet")).to_pydict()
+    queries = pq.read_table(store.local_path("v1", "anchors/queries.parquet")).to_pydict()
+    anchor_q = [t for t, r in zip(queries["text"], queries["role"], strict=True) if r == "anchor"]
+    item_ids = [i for i, _ in built["corpus"]["items"]]
+    texts = dict(built["corpus"]["items"])
+    h = exact_matrix(cfg, anchor_q, [texts[i] for i in item_ids]).astype(np.float64)
+    cols = [item_ids.index(a) for a in anchors["id"]]
+    g = np.linalg.pinv(h[:, cols], rcond=cfg.factorize.rcond)  # [k_i, k_q]
+    want = (g @ h).T  # [n, k_i]
+    got = vectors[np.argsort(ids)]
+    assert sorted(ids) == sorted(item_ids)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(got, want[np.argsort(item_ids)], atol=1e-5 * max(1.0, scale))
+    manifest = store.read_manifest("v1")
+    assert manifest["factorization"]["effective_rank"] == len(cols)
+    assert manifest["counts"]["items"] == 300
+    assert manifest["anchors"]["n_queries"] == len(anchor_q) == cfg.anchors.n_queries
+
+
+def test_every_item_in_exactly_one_shard_once(built):
+    store = built["store"]
+    manifest = store.read_manifest("v1")
+    seen = collections.Counter()
+    for s in manifest["index"]["shards"]:
+        ids = pq.read_table(store.local_path("v1", s["ids"]))
+        shard_of_label, rows = split_labels(ids.column("label").to_numpy())
+        assert set(shard_of_label.tolist()) == {s["shard"]}
+        assert rows.tolist() == list(range(ids.num_rows))
+        index = faiss.read_index(store.local_path("v1", s["index"]))
+        assert index.ntotal == ids.num_rows == s["n_items"]
+        seen.update(ids.column("item_id").to_pylist())
+    assert set(seen) == {i for i, _ in built["corpus"]["items"]}
+    assert set(seen.values()) == {1}
+
+
+def test_search_equals_brute_force_then_exact_rerank(built):
+    cfg, store = built["cfg"], built["store"]
+    searcher = Searcher.open(cfg.store.uri)
+    assert searcher.version == "v1"
+    ids, vectors = read_version_vectors(store, "v1")
+    texts = dict(built["corpus"]["items"])
+    queries = ["river data", "piano song film", "solar wind storm"]
+    k, n_cand = 5, 25
+    budget = len(searcher.anchor_ids) + n_cand
+    results = searcher.search(queries, k=k, budget=budget)
+    for q, r in zip(queries, results, strict=True):
+        c = exact_matrix(cfg, [q], searcher.anchor_texts)[0].astype(np.float64)
+        approx = vectors.astype(np.float64) @ c
+        order = [ids[j] for j in np.argsort(-approx, kind="stable")
+                 if ids[j] not in searcher.anchor_ids][:n_cand]
+        pool = list(searcher.anchor_ids) + order
+        exact = exact_matrix(cfg, [q], [texts[i] for i in pool])[0]
+        best = np.argsort(-exact, kind="stable")[:k]
+        assert r.ids == [pool[j] for j in best]
+        np.testing.assert_allclose(r.scores, exact[best], rtol=1e-6)
+        assert r.model_calls == budget
+        assert r.texts == [texts[i] for i in r.ids]
+
+
+def test_scorer_loads_once_per_python_worker(spark, tiny_corpus, tmp_path):
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    raw = tiny_config(tiny_corpus, scorer={"kind": "callable", "target": "scorers:counting",
+                                           "options": {"log_dir": str(log_dir)}},
+                      spark={"block_items": 16, "score_partitions": 6})
+    run_build(spark, config_from_dict(raw), version="counted")
+    loads = collections.Counter(p.name.split("-")[1] for p in log_dir.glob("loads-*"))
+    blocks = list(log_dir.glob("blocks-*"))
+    assert loads and set(loads.values()) == {1}, loads  # one load per worker process
+    assert len(blocks) >= 300 // 16 > len(loads)  # many blocks, few loads
+
+
+def test_truncated_items_are_counted(spark, tmp_path):
+    items = make_texts(80, seed=5, prefix="d")
+    long_ids = {"d00003", "d00042"}
+    rows = [{"_id": i, "title": "", "text": (t + " ") * (40 if i in long_ids else 1)}
+            for i, t in items]
+    corpus = {"items_path": write_jsonl(tmp_path / "i.jsonl", rows),
+              "queries_path": write_jsonl(tmp_path / "q.jsonl", [
+                  {"_id": i, "text": t} for i, t in make_texts(70, seed=6, prefix="q")]),
+              "root": tmp_path}
+    raw = tiny_config(corpus, scorer={"kind": "toy", "max_item_tokens": 100})
+    manifest = run_build(spark, config_from_dict(raw), version="t").manifest
+    assert manifest["counts"]["items_truncated"] == len(long_ids)
+
+
+def test_cli_search_prints_top_items(built, capsys):
+    from curindex.cli import main
+
+    uri = built["cfg"].store.uri
+    want = Searcher.open(uri).search(["river data"], k=3, budget=40)[0]
+    assert main(["search", "--store", uri, "--k", "3", "--budget", "40", "river data"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln.split() for ln in out.splitlines() if ln.strip()[:1].isdigit()]
+    assert [ln[2] for ln in lines] == want.ids
+    assert [float(ln[1]) for ln in lines] == pytest.approx(want.scores.tolist(), abs=1e-4)
+    assert main(["search", "--store", uri, "--budget", "5", "x"]) == 2  # budget <= k_i
+    assert "must exceed the 12 anchor items" in capsys.readouterr().err
