@@ -38,17 +38,17 @@ def good_items(n=300):
 @pytest.mark.parametrize(
     ("mutate", "fragment"),
     [
-        (lambda rows: rows + [{"_id": "doc00007", "title": "", "text": "again"}],
+        (lambda rows: [*rows, {"_id": "doc00007", "title": "", "text": "again"}],
          "duplicate ids (for example 'doc00007')"),
-        (lambda rows: rows[:5] + [{"_id": "nul", "title": None, "text": None}] + rows[5:],
+        (lambda rows: [*rows[:5], {"_id": "nul", "title": None, "text": None}, *rows[5:]],
          "1 rows have null or empty text (ids: 'nul')"),
-        (lambda rows: rows + [{"_id": "blank", "title": " ", "text": "  "}],
+        (lambda rows: [*rows, {"_id": "blank", "title": " ", "text": "  "}],
          "null or empty text (ids: 'blank')"),
         (lambda rows: [{k: v for k, v in r.items() if k != "text"} for r in rows],
          "missing column 'text'"),
         (lambda rows: rows[:8], "8 items, fewer than k_i = 12 anchor items"),
         (lambda rows: [], "no rows (empty items)"),
-        (lambda rows: rows + [{"_id": None, "title": "", "text": "x y"}], "null id"),
+        (lambda rows: [*rows, {"_id": None, "title": "", "text": "x y"}], "null id"),
     ],
 )
 def test_bad_items(spark, tiny_corpus, tmp_path, mutate, fragment):
