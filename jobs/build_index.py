@@ -1,6 +1,10 @@
 """spark-submit entry point: build one curindex version, and publish it with --publish.
 
-    spark-submit [--master URL] jobs/build_index.py --conf conf/demo.toml [--version ID] [--publish]
+    spark-submit [--master URL] jobs/build_index.py --conf FILE [--version ID] [--publish]
+        [--stage prepare|score|factorize|write_shards|validate|commit]
+
+Without --stage every stage runs in this one application; with it only that stage runs (it
+needs --version and the earlier stages' outputs), which is how the Airflow DAG runs a build.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 import sys
 
 from curindex import CurIndexError
-from curindex.build import run_build
+from curindex.build import STAGES, run_build, run_stage
 from curindex.config import load_config
 from curindex.spark import session_from_config
 
@@ -21,7 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conf", required=True, help="TOML build config")
     p.add_argument("--version", help="version id (default: UTC time + random suffix)")
     p.add_argument("--publish", action="store_true", help="point CURRENT at the new version")
+    p.add_argument("--stage", choices=STAGES, help="run only this stage (needs --version)")
     args = p.parse_args(argv)
+    if args.stage and not args.version:
+        p.error("--stage needs --version")
+    if args.stage and args.publish:
+        p.error("--publish goes with a whole build; publish a staged build with `curindex "
+                "publish`")
     # force: pyspark may have configured the root logger already. (Under spark-submit the
     # JVM merges the driver's stderr into its stdout.)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
@@ -31,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.conf)
         spark = session_from_config(cfg.spark)
         try:
+            if args.stage:
+                state = run_stage(spark, cfg, version=args.version, stage=args.stage)
+                print(json.dumps({"version": args.version, "stage": args.stage,
+                                  "state": state}, indent=2, default=str))
+                return 0
             result = run_build(spark, cfg, version=args.version, publish=args.publish)
         finally:
             spark.stop()
@@ -45,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "items": m["counts"]["items"],
         "shards": m["counts"]["shards"],
         "effective_rank": m["factorization"]["effective_rank"],
+        "recall": m["validation"]["recall"],
         "timings_s": m["timings_s"],
     }, indent=2))
     return 0

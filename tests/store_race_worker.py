@@ -12,6 +12,12 @@ from curindex.errors import StoreError
 from curindex.store import Store
 
 
+def candidate(name: str, round_: int) -> str:
+    """The version ``name`` publishes in a round: never the one the round before made current,
+    so every round is a real swap, and three pairs of versions serve any number of rounds."""
+    return f"{name}{round_ % 3}"
+
+
 def race(uri: str, name: str, rounds: int, barrier: Any, results: Any, settle: float) -> None:
     """Per round: read CURRENT with the rival, then both publish against what they read."""
     store = Store.open(uri)
@@ -23,7 +29,7 @@ def race(uri: str, name: str, rounds: int, barrier: Any, results: Any, settle: f
             expected = store.current()
             barrier.wait()
             try:
-                store.publish(f"r{i:03d}-{name}", expect_current=expected)
+                store.publish(candidate(name, i), expect_current=expected)
                 wins += 1
             except StoreError as e:
                 losses.append(str(e))

@@ -145,3 +145,63 @@ def test_cli_search_prints_top_items(built, capsys):
     assert [float(ln[1]) for ln in lines] == pytest.approx(want.scores.tolist(), abs=1e-4)
     assert main(["search", "--store", uri, "--budget", "5", "x"]) == 2  # budget <= k_i
     assert "must exceed the 12 anchor items" in capsys.readouterr().err
+
+
+def test_distributed_recall_equals_numpy_on_the_same_matrix(built):
+    from curindex.evaluate import figure_keys, recall_brute_force
+
+    cfg, store = built["cfg"], built["store"]
+    manifest = store.read_manifest("v1")
+    recall = manifest["validation"]["recall"]
+    anchors = pq.read_table(store.local_path("v1", "anchors/items.parquet")).to_pydict()
+    queries = pq.read_table(store.local_path("v1", "anchors/queries.parquet")).to_pydict()
+    role = queries["role"]
+    anchor_q = [t for t, r in zip(queries["text"], role, strict=True) if r == "anchor"]
+    test_q = [t for t, r in zip(queries["text"], role, strict=True) if r == "test"]
+    item_ids = [i for i, _ in built["corpus"]["items"]]
+    texts = [t for _, t in built["corpus"]["items"]]
+    h = exact_matrix(cfg, anchor_q, texts).astype(np.float64)  # [k_q, n]
+    exact = exact_matrix(cfg, test_q, texts).astype(np.float64)  # [n_test, n]
+    cols = [item_ids.index(a) for a in anchors["id"]]
+    g = np.linalg.pinv(h[:, cols], rcond=cfg.factorize.rcond)
+    approx = exact[:, cols] @ g @ h  # the CUR estimate for the test queries
+    budgets = [b for b in cfg.validate.budgets if b < len(item_ids)]  # 500 > 300 items
+    pairs = figure_keys(cfg.validate.ks, budgets, len(cols))
+    want = recall_brute_force(exact, approx, item_ids, anchors["id"], pairs)
+    assert set(recall) == set(want) == {"1@100", "10@100", "1@200", "10@200", "100@200"}
+    assert recall == pytest.approx(want, abs=1e-12)
+    assert min(recall.values()) > 0.0 and manifest["validation"]["passed"] is True
+
+
+def test_version_under_its_threshold_is_not_publishable(spark, tiny_corpus):
+    from curindex.build import publish_version
+    from curindex.errors import QualityGateError
+
+    raw = tiny_config(tiny_corpus, validate={"ks": [10], "budgets": [20],
+                                             "min_recall": {"10@20": 1.0}})
+    cfg = config_from_dict(raw)
+    with pytest.raises(QualityGateError, match=r"Top-10-Recall@20 = 0\.\d{4} < 1\.0000"):
+        run_build(spark, cfg, version="weak", publish=True)
+    store = Store.open(cfg.store.uri)
+    assert store.list_versions() == ["weak"]  # kept, for inspection
+    assert store.current() is None  # but not published
+    assert store.read_manifest("weak")["validation"]["passed"] is False
+    with pytest.raises(QualityGateError, match="Top-10-Recall@20"):
+        publish_version(store, "weak")
+
+
+def test_stages_run_one_by_one_equal_a_whole_build(spark, built):
+    from curindex.build import STAGES, run_stage
+
+    cfg = built["cfg"]
+    for stage in STAGES:
+        run_stage(spark, cfg, version="staged", stage=stage)
+        if stage == "score":  # a retried stage overwrites its own output
+            run_stage(spark, cfg, version="staged", stage=stage)
+    store = built["store"]
+    ids_a, vec_a = read_version_vectors(store, "v1")
+    ids_b, vec_b = read_version_vectors(store, "staged")
+    assert ids_a == ids_b
+    np.testing.assert_array_equal(vec_a, vec_b)
+    assert (store.read_manifest("staged")["validation"]["recall"]
+            == store.read_manifest("v1")["validation"]["recall"])

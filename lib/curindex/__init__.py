@@ -5,6 +5,7 @@ from curindex.errors import (
     CurIndexError,
     FactorizeError,
     InputError,
+    QualityGateError,
     ScorerError,
     StoreError,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "CurIndexError",
     "FactorizeError",
     "InputError",
+    "QualityGateError",
     "ScorerError",
     "StoreError",
     "__version__",

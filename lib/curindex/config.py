@@ -78,6 +78,15 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class ValidateConfig:
+    # Top-k-Recall@budget is measured on the held-out test queries for k < budget, budget > k_i.
+    ks: list[int] = field(default_factory=lambda: [1, 10, 100])
+    budgets: list[int] = field(default_factory=lambda: [100, 200, 500])
+    # Quality gate: {"10@200" = 0.9} means Top-10-Recall@200 must be >= 0.9 to publish.
+    min_recall: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     uri: str = "store"  # local path or any URI pyarrow.fs opens (s3://, hdfs://, ...)
     # Where Spark writes the intermediate scores (a Hadoop URI: file:/, s3a://, hdfs://).
@@ -103,6 +112,7 @@ class BuildConfig:
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     factorize: FactorizeConfig = field(default_factory=FactorizeConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     source: str = "<dict>"  # the file it came from (not a TOML key)
@@ -166,18 +176,22 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         return _build(tp, value, source, key if key.startswith("[") else f"[{key}]")
     origin = typing.get_origin(tp)
     if origin is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise _err(source, key, f"expected a list of strings, got {value!r}")
-        return list(value)
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise _err(source, key, f"expected a list of {item.__name__}, got {value!r}")
+        return [_coerce(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
+        _, item = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise _err(source, key, f"expected a table of strings, got {value!r}")
-        out = {}
-        for k, v in value.items():
-            if isinstance(v, dict | list):
-                raise _err(source, f"{key}.{k}", f"expected a string, number or bool, got {v!r}")
-            out[str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
-        return out
+            raise _err(source, key, f"expected a table, got {value!r}")
+        if item is str:  # string tables take any scalar (Spark settings are strings)
+            bad = [k for k, v in value.items() if isinstance(v, dict | list)]
+            if bad:
+                raise _err(source, f"{key}.{bad[0]}",
+                           f"expected a string, number or bool, got {value[bad[0]]!r}")
+            return {str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                    for k, v in value.items()}
+        return {str(k): _coerce(item, v, source, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if (tp in (int, float) and isinstance(value, bool)) or not isinstance(value, tp):
@@ -248,6 +262,18 @@ def _check(cfg: BuildConfig, source: str) -> None:
         "[factorize] min_rank",
         f"{f.min_rank} > k_i = {a.n_items}: no intersection matrix could reach that rank",
     )
+    v = cfg.validate
+    need(all(k >= 1 for k in v.ks), "[validate] ks", f"must all be >= 1, got {v.ks}")
+    need(all(b >= 1 for b in v.budgets), "[validate] budgets", f"must all be >= 1, got {v.budgets}")
+    for name, floor in v.min_recall.items():
+        k, _, b = name.partition("@")
+        need(k.isdigit() and b.isdigit() and int(k) < int(b), f"[validate] min_recall.{name}",
+             "keys are 'k@budget' with k < budget, e.g. \"10@200\"")
+        need(int(b) > a.n_items, f"[validate] min_recall.{name}",
+             f"budget {b} must exceed k_i = {a.n_items}")
+        need(0.0 <= floor <= 1.0, f"[validate] min_recall.{name}",
+             f"must be in [0, 1], got {floor}")
+        need(a.n_test > 0, f"[validate] min_recall.{name}", "a threshold needs n_test > 0")
     need(cfg.index.num_shards >= 1, "[index] num_shards", "must be >= 1")
     need(bool(cfg.index.factory.strip()), "[index] factory", "must not be empty")
     need(bool(cfg.store.uri), "[store] uri", "must not be empty")

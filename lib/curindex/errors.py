@@ -25,3 +25,8 @@ class FactorizeError(CurIndexError):
 
 class StoreError(CurIndexError):
     """The index store holds something missing, corrupt or not allowed, or a write lost a race."""
+
+
+class QualityGateError(CurIndexError):
+    """A version's measured recall is below the thresholds its config sets, so it cannot be
+    published."""

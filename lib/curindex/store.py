@@ -18,7 +18,7 @@ with an atomic rename. Object stores have neither, but a single PUT replaces an 
 atomically and reads after writes are consistent: a publisher writes the lease, waits
 ``lease_settle`` seconds for any writer that saw the same free lease, and only holds it if the
 lease still names it then. That is not exact (a writer stalled for longer than the wait can
-still overlap), so the lease and CURRENT are checked again right before each write; without
+still overlap), so the lease is checked once more right before CURRENT is written; without
 conditional writes, which pyarrow does not offer, an object store allows no more.
 
 Only JSON is ever read back; nothing in the store runs as code.
@@ -182,7 +182,16 @@ class Store:
         return "/".join((self.root, *parts))
 
     def _vdir(self, version: str) -> str:
-        return self._p(VERSIONS_DIR, validate_version_id(version))
+        try:
+            return self._p(VERSIONS_DIR, validate_version_id(version))
+        except StoreError as e:
+            raise self._err(str(e)) from None
+
+    def _rel(self, version: str, rel: str) -> str:
+        try:
+            return validate_relpath(rel)
+        except StoreError as e:
+            raise self._err(f"version {version}: {e}") from None
 
     def _err(self, msg: str) -> StoreError:
         return StoreError(f"store {self.uri}: {msg}")
@@ -264,7 +273,7 @@ class Store:
         return vdir
 
     def _file_path(self, version: str, rel: str) -> str:
-        validate_relpath(rel)
+        self._rel(version, rel)
         if rel == MANIFEST:
             raise self._err(f"version {version}: {MANIFEST} is written by commit_version only")
         return f"{self._refuse_committed(version)}/{rel}"
@@ -317,7 +326,7 @@ class Store:
             if not _SHA256_RE.match(str(e.sha256)):
                 raise self._err(f"version {version}: file {e.path}: {e.sha256!r} is no sha256")
             entry = {"size": int(e.size), "sha256": e.sha256}
-            if listed.setdefault(validate_relpath(e.path), entry) != entry:
+            if listed.setdefault(self._rel(version, e.path), entry) != entry:
                 raise self._err(f"version {version}: file {e.path} is listed twice, differently")
         names = sorted(listed)
         infos = self.fs.get_file_info([f"{vdir}/{rel}" for rel in names])
@@ -359,10 +368,7 @@ class Store:
         if not isinstance(files, dict) or not isinstance(doc.get("created_at"), str):
             raise self._err(f"{where} lacks 'files' or 'created_at'")
         for rel, entry in files.items():
-            try:
-                validate_relpath(rel)
-            except StoreError as e:
-                raise self._err(f"{where}: {e}") from None
+            self._rel(f"{version}: {MANIFEST}", rel)
             if (
                 not isinstance(entry, dict)
                 or type(entry.get("size")) is not int
@@ -397,14 +403,14 @@ class Store:
         return doc
 
     def read_bytes(self, version: str, rel: str) -> bytes:
-        data = self._read(f"{self._vdir(version)}/{validate_relpath(rel)}")
+        data = self._read(f"{self._vdir(version)}/{self._rel(version, rel)}")
         if data is None:
             raise self._err(f"version {version}: file {rel} is missing")
         return data
 
     def local_path(self, version: str, rel: str, *, cache_dir: str | None = None) -> str:
         """A local path to the file: the file itself on a local store, else a verified copy."""
-        path = f"{self._vdir(version)}/{validate_relpath(rel)}"
+        path = f"{self._vdir(version)}/{self._rel(version, rel)}"
         if self._local:
             if not os.path.isfile(path):
                 raise self._err(f"version {version}: file {rel} is missing")
@@ -536,7 +542,7 @@ class Store:
         if time.monotonic() > deadline:
             who = held and f"{held.get('host')} pid {held.get('pid')}"
             raise self._err(f"{LEASE} is held by {who}; gave up after {self.lease_wait:.0f}s")
-        time.sleep(random.uniform(0.02, 0.06))
+        time.sleep(random.uniform(0.005, 0.03))
 
     def _acquire(self, token: str, *, give_up: Callable[[], None] | None = None) -> None:
         """Take the lease on CURRENT, waiting while another holds it; ``give_up`` may raise
@@ -554,13 +560,14 @@ class Store:
                     self._remove_local_lease(held["owner"])
                     continue
             else:
-                started = time.monotonic()
                 held = self._read_lease()
                 if held is None or held["owner"] == token or held["expires_at"] < time.time():
+                    started = time.monotonic()
                     self._put(path, self._lease_body(token))
-                    # A rival that read the lease free when we did takes about as long as we
-                    # did to write it; wait that out before reading back who holds it.
-                    time.sleep(max(self.lease_settle, 3 * (time.monotonic() - started)))
+                    # A rival that read the lease free just before our write landed needs
+                    # about as long as we did to land its own; wait that out (twice, for slack)
+                    # before reading back who holds the lease.
+                    time.sleep(max(self.lease_settle, 2 * (time.monotonic() - started)))
                     held = self._read_lease()
                     if held is not None and held["owner"] == token:
                         return
@@ -626,7 +633,7 @@ class Store:
         """
         if self.crash_at is not None and self.crash_at not in PUBLISH_STEPS:
             raise ValueError(f"crash_at {self.crash_at!r} is not one of {PUBLISH_STEPS}")
-        validate_version_id(version)
+        self._vdir(version)
         self.verify(version)
         self._step("verified")
         seen = self.current()
@@ -666,9 +673,6 @@ class Store:
             )
 
     def _swap(self, version: str, expected: object, token: str) -> bool:
-        # On an object store two publishers can both believe they took the lease (see the
-        # module docstring), so it is checked again before each write.
-        self._check_lease(version, token)
         pointer = self._pointer()
         cur = None if pointer is None else pointer["version"]
         if cur != expected:
@@ -683,6 +687,8 @@ class Store:
         # History first: then every value CURRENT ever takes is already recorded.
         self._put(self._p(HISTORY_DIR, f"{seq:012d}.json"), data)
         self._step("history_written")
+        # On an object store two publishers can both believe they took the lease (see the
+        # module docstring), and a slow one may have outlived its lease: check once more.
         self._check_lease(version, token)
         path = self._p(POINTER)
         if self._local:

@@ -1,0 +1,336 @@
+"""The index build as stages with durable outputs:
+
+    prepare -> score -> factorize -> write_shards -> validate -> commit [-> publish]
+
+``run_build`` runs them in one Spark application; ``run_stage`` runs one (the Airflow DAG runs
+each as its own spark-submit). A stage reads what earlier stages left, in the version's folder
+of the store (``_build/<stage>.json``, anchors, ``G.npy``, shards) or in the work folder (the
+scores Parquet), and overwrites only its own outputs, so a retried stage is idempotent. The
+version becomes visible only when ``commit`` writes its manifest (last); serving readers see it
+only once it is published, and ``publish`` refuses a version under its recall thresholds.
+Library code receives a SparkSession and never creates one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+
+from curindex import __version__
+from curindex.anchors import Anchors, choose_anchors
+from curindex.build.factorize import factorize, gather_anchor_rows
+from curindex.build.score import score_items
+from curindex.build.shards import write_shards
+from curindex.build.validate import validate_recall
+from curindex.config import BuildConfig
+from curindex.corpus import check_texts, read_texts
+from curindex.errors import ConfigError, CurIndexError, QualityGateError
+from curindex.scoring import fingerprint_for
+from curindex.shardindex import LABEL_SHIFT, empty_index
+from curindex.store import FileEntry, Store, validate_version_id
+
+log = logging.getLogger("curindex.build")
+
+MANIFEST_FORMAT = 1
+STAGES = ("prepare", "score", "factorize", "write_shards", "validate", "commit")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    version: str
+    store_uri: str
+    manifest: dict
+    published: bool
+
+
+def new_version_id() -> str:
+    """A sortable, unique version id: UTC time plus a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def work_dir(cfg: BuildConfig, version: str) -> str:
+    """Where Spark writes this build's intermediate scores (a Hadoop URI or local path)."""
+    if cfg.store.work_dir:
+        return f"{cfg.store.work_dir.rstrip('/')}/{version}"
+    if "://" in cfg.store.uri:
+        raise ConfigError(
+            f"{cfg.source}: [store] work_dir: required when the store is not a local path "
+            f"(store uri {cfg.store.uri!r}); give a Hadoop URI Spark can write, e.g. s3a://..."
+        )
+    return f"{cfg.store.uri.rstrip('/')}/_work/{version}"
+
+
+class _Build:
+    """One version's build: the config, the store, and the stage outputs kept there."""
+
+    def __init__(self, spark: SparkSession, cfg: BuildConfig, version: str) -> None:
+        self.spark, self.cfg, self.version = spark, cfg, validate_version_id(version)
+        self.store = Store.open(cfg.store.uri)
+        self.work = work_dir(cfg, self.version)
+        self.k_q = cfg.anchors.n_queries
+
+    # -- stage state: small JSON documents under <store>/_builds/<version>/, outside the
+    # version folder (which must hold only what its manifest lists) --
+    def _state_path(self, stage: str = "") -> str:
+        base = f"{self.store.root.rstrip('/')}/_builds/{self.version}"
+        return f"{base}/{stage}.json" if stage else base
+
+    def clear_states(self) -> None:
+        info = self.store.fs.get_file_info(self._state_path())
+        if info.type != pafs.FileType.NotFound:
+            self.store.fs.delete_dir(self._state_path())
+
+    def save(self, stage: str, state: dict, files: list[FileEntry]) -> None:
+        doc = json.dumps({**state, "files": [dataclasses.asdict(f) for f in files]}).encode()
+        self.store.fs.create_dir(self._state_path(), recursive=True)
+        tmp = self._state_path(f"{stage}.tmp-{secrets.token_hex(4)}")
+        with self.store.fs.open_output_stream(tmp) as out:
+            out.write(doc)
+        self.store.fs.move(tmp, self._state_path(stage))  # a reader sees all of it or none
+
+    def load(self, stage: str) -> dict:
+        try:
+            with self.store.fs.open_input_stream(self._state_path(stage)) as f:
+                return json.loads(f.read())
+        except (FileNotFoundError, OSError) as e:
+            raise CurIndexError(
+                f"version {self.version}: stage {stage!r} has not completed; run it first"
+            ) from e
+
+    def scores(self):
+        return self.spark.read.parquet(f"{self.work}/scores")
+
+    def anchors(self) -> Anchors:
+        items = pq.read_table(io.BytesIO(self.store.read_bytes(self.version,
+                                                              "anchors/items.parquet")))
+        qs = pq.read_table(io.BytesIO(self.store.read_bytes(self.version,
+                                                           "anchors/queries.parquet")))
+        role = qs.column("role").to_pylist()
+        qid, qtext = qs.column("id").to_pylist(), qs.column("text").to_pylist()
+        return Anchors(
+            query_ids=[i for i, r in zip(qid, role, strict=True) if r == "anchor"],
+            query_texts=[t for t, r in zip(qtext, role, strict=True) if r == "anchor"],
+            test_ids=[i for i, r in zip(qid, role, strict=True) if r == "test"],
+            test_texts=[t for t, r in zip(qtext, role, strict=True) if r == "test"],
+            item_ids=items.column("id").to_pylist(),
+            item_texts=items.column("text").to_pylist(),
+        )
+
+    def npy(self, rel: str) -> np.ndarray:
+        return np.load(io.BytesIO(self.store.read_bytes(self.version, rel)), allow_pickle=False)
+
+    # -- the stages --
+    def prepare(self) -> tuple[dict, list[FileEntry]]:
+        cfg = self.cfg
+        empty_index(cfg.index.factory, cfg.anchors.n_items)  # a bad factory string fails first
+        fingerprint = fingerprint_for(cfg.scorer)
+        self.store.begin_version(self.version)  # clears leftovers of an earlier attempt
+        self.clear_states()
+        items = read_texts(self.spark, cfg.items, role="items")
+        queries = read_texts(self.spark, cfg.queries, role="queries")
+        item_stats = check_texts(items, role="items", source=cfg.items.path)
+        query_stats = check_texts(queries, role="queries", source=cfg.queries.path)
+        anchors = choose_anchors(items, queries, cfg.anchors, n_items=item_stats.rows,
+                                 n_queries=query_stats.rows)
+        files = _write_anchor_tables(self.store, self.version, anchors)
+        state = {"fingerprint": fingerprint, "items": item_stats.rows,
+                 "queries_available": query_stats.rows, "item_max_chars": item_stats.max_chars,
+                 "item_mean_chars": round(item_stats.mean_chars, 1)}
+        return state, files
+
+    def score(self) -> tuple[dict, list[FileEntry]]:
+        prep, anchors, cfg = self.load("prepare"), self.anchors(), self.cfg
+        items = read_texts(self.spark, cfg.items, role="items")
+        partitions = cfg.spark.score_partitions or 4 * self.spark.sparkContext.defaultParallelism
+        score_items(self.spark, items, queries=anchors.scored_query_texts,
+                    scorer_cfg=cfg.scorer, fingerprint=prep["fingerprint"],
+                    num_shards=cfg.index.num_shards, partitions=partitions,
+                    block_items=cfg.spark.block_items, out_path=f"{self.work}/scores")
+        state = {"pairs_scored": prep["items"] * len(anchors.scored_query_texts),
+                 "items_truncated": self.scores().where("truncated").count()}
+        return state, []
+
+    def factorize(self) -> tuple[dict, list[FileEntry]]:
+        anchors = self.anchors()
+        rows = gather_anchor_rows(self.scores(), anchors.item_ids)  # [k_i, k_q + n_test]
+        fac = factorize(rows, k_q=self.k_q, rcond=self.cfg.factorize.rcond,
+                        min_rank=self.cfg.factorize.min_rank)
+        log.info("U %dx%d: effective rank %d of %d (rcond %g)", self.k_q, len(anchors.item_ids),
+                 fac.rank, fac.singular_values.size, fac.rcond)
+        files = [self.store.write_bytes(self.version, "G.npy", _npy_bytes(fac.g)),
+                 self.store.write_bytes(self.version, "anchors/scores.npy", _npy_bytes(rows))]
+        return fac.diagnostics(), files
+
+    def write_shards(self) -> tuple[dict, list[FileEntry]]:
+        prep = self.load("prepare")
+        shards = write_shards(self.spark, self.scores(), g=self.npy("G.npy"), k_q=self.k_q,
+                              factory=self.cfg.index.factory, n_items=prep["items"],
+                              store_uri=self.store.uri, version=self.version)
+        n = sum(s["n_items"] for s in shards)
+        if n != prep["items"]:
+            raise CurIndexError(f"version {self.version}: shards hold {n} items, the corpus "
+                                f"{prep['items']}")
+        files = [FileEntry(**f) for s in shards for f in s.pop("files")]
+        return {"shards": shards}, files
+
+    def validate(self) -> tuple[dict, list[FileEntry]]:
+        v, n_items = self.cfg.validate, self.load("prepare")["items"]
+        # A budget that reaches the whole corpus measures nothing.
+        budgets = [b for b in v.budgets if b < n_items]
+        recall = validate_recall(self.spark, self.scores(), g=self.npy("G.npy"),
+                                 anchor_rows=self.npy("anchors/scores.npy"),
+                                 anchor_ids=self.anchors().item_ids, k_q=self.k_q,
+                                 ks=list(v.ks), budgets=budgets)
+        failed = gate_failures(recall, v.min_recall)
+        for name, value in sorted(recall.items(), key=lambda kv: _figure_order(kv[0])):
+            log.info("Top-%s-Recall@%s = %.4f", *name.split("@"), value)
+        return {"recall": recall, "min_recall": dict(v.min_recall), "passed": not failed,
+                "failures": failed, "n_test": self.cfg.anchors.n_test}, []
+
+    def commit(self) -> dict:
+        cfg = self.cfg
+        states = {s: self.load(s) for s in STAGES[:-1]}
+        files = [FileEntry(**f) for st in states.values() for f in st.pop("files")]
+        timings = {s: st.pop("seconds") for s, st in states.items()}
+        prep, anchors = states["prepare"], self.anchors()
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "curindex_version": __version__,
+            "config": cfg.to_dict(),
+            "config_source": cfg.source,
+            "scorer": {"kind": cfg.scorer.kind, "fingerprint": prep["fingerprint"]},
+            "anchors": {
+                "n_queries": len(anchors.query_ids), "n_items": len(anchors.item_ids),
+                "n_test": len(anchors.test_ids), "seed": cfg.anchors.seed,
+                "strategy": cfg.anchors.items, "items_file": "anchors/items.parquet",
+                "queries_file": "anchors/queries.parquet", "scores_file": "anchors/scores.npy",
+            },
+            "counts": {
+                "items": prep["items"], "queries_available": prep["queries_available"],
+                "items_truncated": states["score"]["items_truncated"],
+                "item_max_chars": prep["item_max_chars"],
+                "shards": len(states["write_shards"]["shards"]),
+                "pairs_scored": states["score"]["pairs_scored"],
+            },
+            "factorization": states["factorize"],
+            "index": {
+                "factory": cfg.index.factory, "dim": len(anchors.item_ids),
+                "metric": "inner_product", "label_shift": LABEL_SHIFT, "g_file": "G.npy",
+                "shards": states["write_shards"]["shards"],
+            },
+            "validation": states["validate"],
+            "timings_s": timings,
+        }
+        manifest = self.store.commit_version(self.version, manifest, files)
+        _remove_work(self.spark, self.work)
+        self.clear_states()
+        return manifest
+
+
+def gate_failures(recall: dict[str, float], min_recall: dict[str, float]) -> list[str]:
+    """Human-readable failures of the quality gate ("Top-10-Recall@200 = 0.81 < 0.90")."""
+    out = []
+    for name, floor in sorted(min_recall.items(), key=lambda kv: _figure_order(kv[0])):
+        value = recall.get(name)
+        k, b = name.split("@")
+        if value is None:
+            out.append(f"Top-{k}-Recall@{b} was not measured (add {k} to ks and {b} to budgets)")
+        elif value < floor:
+            out.append(f"Top-{k}-Recall@{b} = {value:.4f} < {floor:.4f}")
+    return out
+
+
+def _figure_order(name: str) -> tuple[int, int]:
+    k, b = name.split("@")
+    return int(b), int(k)
+
+
+def check_publishable(manifest: dict) -> None:
+    """Raise QualityGateError, with the figures, when a version failed its recall thresholds."""
+    v = manifest.get("validation") or {}
+    if v and not v.get("passed", False):
+        raise QualityGateError(
+            f"version {manifest.get('version')} is below its recall thresholds and cannot be "
+            f"published: {'; '.join(v.get('failures', []))}"
+        )
+
+
+def run_stage(spark: SparkSession, cfg: BuildConfig, *, version: str, stage: str) -> dict:
+    """Run one stage of the build of `version`; returns its state (the manifest for commit)."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+    build = _Build(spark, cfg, version)
+    t0 = time.perf_counter()
+    log.info("version %s: stage %s: start", build.version, stage)
+    if stage == "commit":
+        result = build.commit()
+    else:
+        result, files = getattr(build, stage)()
+        build.save(stage, {**result, "seconds": round(time.perf_counter() - t0, 3)}, files)
+    log.info("version %s: stage %s: done in %.1f s", build.version, stage,
+             time.perf_counter() - t0)
+    return result
+
+
+def run_build(spark: SparkSession, cfg: BuildConfig, *, version: str | None = None,
+              publish: bool = False) -> BuildResult:
+    """Build every stage of one version, then publish it when asked and it passed its gate."""
+    version = validate_version_id(version or new_version_id())
+    log.info("building version %s into %s", version, cfg.store.uri)
+    manifest: dict = {}
+    for stage in STAGES:
+        manifest = run_stage(spark, cfg, version=version, stage=stage)
+    if publish:
+        publish_version(Store.open(cfg.store.uri), version)
+    return BuildResult(version=version, store_uri=Store.open(cfg.store.uri).uri,
+                       manifest=manifest, published=publish)
+
+
+def publish_version(store: Store, version: str) -> None:
+    """Publish a committed version unless it failed its quality gate."""
+    check_publishable(store.read_manifest(version))
+    store.publish(version)
+    log.info("published version %s", version)
+
+
+def _write_anchor_tables(store: Store, version: str, anchors: Anchors) -> list[FileEntry]:
+    n_q, n_t = len(anchors.query_ids), len(anchors.test_ids)
+    items = pa.table({"id": anchors.item_ids, "text": anchors.item_texts})
+    queries = pa.table({
+        "id": anchors.query_ids + anchors.test_ids,
+        "text": anchors.query_texts + anchors.test_texts,
+        "role": ["anchor"] * n_q + ["test"] * n_t,
+    })
+    return [store.write_bytes(version, "anchors/items.parquet", _parquet_bytes(items)),
+            store.write_bytes(version, "anchors/queries.parquet", _parquet_bytes(queries))]
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _remove_work(spark: SparkSession, work: str) -> None:
+    """Delete the intermediate scores through Hadoop's FileSystem (any URI Spark writes)."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(work)
+    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
