@@ -10,7 +10,7 @@ import pytest
 
 from curindex.build import run_build
 from curindex.config import config_from_dict
-from curindex.errors import FactorizeError, InputError, ScorerError
+from curindex.errors import FactorizeError, InputError, ScorerError, StoreError
 from curindex.store import Store
 from support import make_texts, tiny_config, write_jsonl
 
@@ -99,7 +99,13 @@ def test_bad_scorers(spark, tiny_corpus, target, error, fragment):
 
 def test_committed_version_is_immutable(spark, tiny_corpus):
     cfg = config_from_dict(tiny_config(tiny_corpus))
-    run_build(spark, cfg, version="once")
-    with pytest.raises(Exception, match="once"):
-        run_build(spark, cfg, version="once")
-    assert Store.open(cfg.store.uri).list_versions() == ["once"]
+    first = run_build(spark, cfg, version="once").manifest
+    store = Store.open(cfg.store.uri)
+    # Re-running the same build is a no-op that returns the committed manifest...
+    assert run_build(spark, cfg, version="once").manifest == first
+    # ...and a different config can never overwrite it.
+    other = config_from_dict(tiny_config(tiny_corpus, anchors={"seed": 9}))
+    with pytest.raises(StoreError, match=r"version once is already committed .* different config"):
+        run_build(spark, other, version="once")
+    assert store.list_versions() == ["once"]
+    assert store.read_manifest("once") == first

@@ -44,6 +44,7 @@ from typing import IO, Any
 import pyarrow.fs as pafs
 
 from curindex.errors import StoreError
+from curindex.gate import check_publishable
 
 # \Z, not $: "$" also matches before a trailing newline. Ids must also not contain "..".
 VERSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
@@ -635,6 +636,7 @@ class Store:
             raise ValueError(f"crash_at {self.crash_at!r} is not one of {PUBLISH_STEPS}")
         self._vdir(version)
         self.verify(version)
+        check_publishable(self.read_manifest(version))  # a version under its gate stays unseen
         self._step("verified")
         seen = self.current()
         expected = seen if expect_current is ANY else expect_current

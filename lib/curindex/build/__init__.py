@@ -3,7 +3,6 @@
 from curindex.build.pipeline import (
     STAGES,
     BuildResult,
-    check_publishable,
     new_version_id,
     publish_version,
     run_build,
@@ -13,7 +12,6 @@ from curindex.build.pipeline import (
 __all__ = [
     "STAGES",
     "BuildResult",
-    "check_publishable",
     "new_version_id",
     "publish_version",
     "run_build",

@@ -36,7 +36,8 @@ from curindex.build.shards import write_shards
 from curindex.build.validate import validate_recall
 from curindex.config import BuildConfig
 from curindex.corpus import check_texts, read_texts
-from curindex.errors import ConfigError, CurIndexError, QualityGateError
+from curindex.errors import ConfigError, CurIndexError, StoreError
+from curindex.gate import figure_order, gate_failures
 from curindex.scoring import fingerprint_for
 from curindex.shardindex import LABEL_SHIFT, empty_index
 from curindex.store import FileEntry, Store, validate_version_id
@@ -108,6 +109,18 @@ class _Build:
             raise CurIndexError(
                 f"version {self.version}: stage {stage!r} has not completed; run it first"
             ) from e
+
+    def committed_manifest(self) -> dict | None:
+        """The manifest when this version is already committed with this same config; None
+        when it is not committed; StoreError when it was committed from another config."""
+        try:
+            manifest = self.store.read_manifest(self.version)
+        except StoreError:
+            return None
+        if manifest.get("config") != self.cfg.to_dict():
+            raise StoreError(f"version {self.version} is already committed in {self.store.uri} "
+                             "from a different config; versions are immutable, use a new id")
+        return manifest
 
     def scores(self):
         return self.spark.read.parquet(f"{self.work}/scores")
@@ -194,7 +207,7 @@ class _Build:
                                  anchor_ids=self.anchors().item_ids, k_q=self.k_q,
                                  ks=list(v.ks), budgets=budgets)
         failed = gate_failures(recall, v.min_recall)
-        for name, value in sorted(recall.items(), key=lambda kv: _figure_order(kv[0])):
+        for name, value in sorted(recall.items(), key=lambda kv: figure_order(kv[0])):
             log.info("Top-%s-Recall@%s = %.4f", *name.split("@"), value)
         return {"recall": recall, "min_recall": dict(v.min_recall), "passed": not failed,
                 "failures": failed, "n_test": self.cfg.anchors.n_test}, []
@@ -239,39 +252,15 @@ class _Build:
         return manifest
 
 
-def gate_failures(recall: dict[str, float], min_recall: dict[str, float]) -> list[str]:
-    """Human-readable failures of the quality gate ("Top-10-Recall@200 = 0.81 < 0.90")."""
-    out = []
-    for name, floor in sorted(min_recall.items(), key=lambda kv: _figure_order(kv[0])):
-        value = recall.get(name)
-        k, b = name.split("@")
-        if value is None:
-            out.append(f"Top-{k}-Recall@{b} was not measured (add {k} to ks and {b} to budgets)")
-        elif value < floor:
-            out.append(f"Top-{k}-Recall@{b} = {value:.4f} < {floor:.4f}")
-    return out
-
-
-def _figure_order(name: str) -> tuple[int, int]:
-    k, b = name.split("@")
-    return int(b), int(k)
-
-
-def check_publishable(manifest: dict) -> None:
-    """Raise QualityGateError, with the figures, when a version failed its recall thresholds."""
-    v = manifest.get("validation") or {}
-    if v and not v.get("passed", False):
-        raise QualityGateError(
-            f"version {manifest.get('version')} is below its recall thresholds and cannot be "
-            f"published: {'; '.join(v.get('failures', []))}"
-        )
-
-
 def run_stage(spark: SparkSession, cfg: BuildConfig, *, version: str, stage: str) -> dict:
     """Run one stage of the build of `version`; returns its state (the manifest for commit)."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
     build = _Build(spark, cfg, version)
+    committed = build.committed_manifest()
+    if committed is not None:  # a re-run of a finished build: nothing to do, nothing to undo
+        log.info("version %s is already committed: stage %s skipped", build.version, stage)
+        return committed if stage == "commit" else {"skipped": "version already committed"}
     t0 = time.perf_counter()
     log.info("version %s: stage %s: start", build.version, stage)
     if stage == "commit":
@@ -299,8 +288,7 @@ def run_build(spark: SparkSession, cfg: BuildConfig, *, version: str | None = No
 
 
 def publish_version(store: Store, version: str) -> None:
-    """Publish a committed version unless it failed its quality gate."""
-    check_publishable(store.read_manifest(version))
+    """Publish a committed version (the store refuses one that failed its quality gate)."""
     store.publish(version)
     log.info("published version %s", version)
 
