@@ -205,3 +205,45 @@ def test_stages_run_one_by_one_equal_a_whole_build(spark, built):
     np.testing.assert_array_equal(vec_a, vec_b)
     assert (store.read_manifest("staged")["validation"]["recall"]
             == store.read_manifest("v1")["validation"]["recall"])
+
+
+def test_ivf_index_validation_matches_what_the_searcher_returns(spark, tiny_corpus):
+    """With an approximate index the validation figures come from the built shards: they must
+    equal the recall of the Searcher's own answers; the bi-encoder baseline must equal an
+    independent sentence-transformers computation."""
+    from sentence_transformers import SentenceTransformer
+
+    from curindex.evaluate import figure_keys
+    from curindex.scoring.base import default_minilm_path
+
+    raw = tiny_config(tiny_corpus, index={"factory": "IVF8,Flat", "nprobe": 2},
+                      validate={"ks": [1, 10], "budgets": [40, 80], "baseline": "bi-encoder"})
+    cfg = config_from_dict(raw)
+    manifest = run_build(spark, cfg, version="ivf", publish=True).manifest
+    v = manifest["validation"]
+    assert 0.0 < v["index_recall_vs_exact"]["40"] < 1.0  # nprobe 2 of 8 lists misses some
+    store = Store.open(cfg.store.uri)
+    queries = pq.read_table(store.local_path("ivf", "anchors/queries.parquet")).to_pydict()
+    test_q = [t for t, r in zip(queries["text"], queries["role"], strict=True) if r == "test"]
+    item_ids = [i for i, _ in tiny_corpus["items"]]
+    texts = [t for _, t in tiny_corpus["items"]]
+    exact = exact_matrix(cfg, test_q, texts)  # [n_test, n]
+    pairs = figure_keys([1, 10], [40, 80], cfg.anchors.n_items)
+    searcher = Searcher.open(cfg.store.uri)
+    for k, budget in pairs:
+        got = searcher.search(test_q, k=k, budget=budget)
+        want = [{item_ids[j] for j in np.argsort(-exact[t], kind="stable")[:k]}
+                for t in range(len(test_q))]
+        recall = np.mean([len(set(r.ids) & w) / k for r, w in zip(got, want, strict=True)])
+        assert v["recall"][f"{k}@{budget}"] == pytest.approx(recall, abs=1e-9)
+
+    st = SentenceTransformer(str(default_minilm_path()), device="cpu")
+    sim = st.encode(test_q) @ st.encode(texts).T  # [n_test, n]
+    for k, budget in pairs:
+        hits = []
+        for t in range(len(test_q)):
+            pool = np.argsort(-sim[t], kind="stable")[:budget]
+            top = pool[np.argsort(-exact[t, pool], kind="stable")[:k]]
+            truth = np.argsort(-exact[t], kind="stable")[:k]
+            hits.append(len(set(top) & set(truth)) / k)
+        assert v["baseline"]["recall"][f"{k}@{budget}"] == pytest.approx(np.mean(hits), abs=0.02)

@@ -75,6 +75,8 @@ class FactorizeConfig:
 class IndexConfig:
     factory: str = "IDMap,Flat"  # any faiss index_factory string, inner-product metric
     num_shards: int = 4
+    nprobe: int = 16  # IVF: inverted lists probed per query
+    ef_search: int = 128  # HNSW: search depth
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class ValidateConfig:
     budgets: list[int] = field(default_factory=lambda: [100, 200, 500])
     # Quality gate: {"10@200" = 0.9} means Top-10-Recall@200 must be >= 0.9 to publish.
     min_recall: dict[str, float] = field(default_factory=dict)
+    baseline: str = ""  # "bi-encoder": also measure MiniLM retrieve-and-rerank at the same budgets
 
 
 @dataclass(frozen=True)
@@ -274,7 +277,11 @@ def _check(cfg: BuildConfig, source: str) -> None:
         need(0.0 <= floor <= 1.0, f"[validate] min_recall.{name}",
              f"must be in [0, 1], got {floor}")
         need(a.n_test > 0, f"[validate] min_recall.{name}", "a threshold needs n_test > 0")
+    need(v.baseline in ("", "bi-encoder"), "[validate] baseline",
+         f"must be \"\" or \"bi-encoder\", got {v.baseline!r}")
     need(cfg.index.num_shards >= 1, "[index] num_shards", "must be >= 1")
+    need(cfg.index.nprobe >= 1, "[index] nprobe", "must be >= 1")
+    need(cfg.index.ef_search >= 1, "[index] ef_search", "must be >= 1")
     need(bool(cfg.index.factory.strip()), "[index] factory", "must not be empty")
     need(bool(cfg.store.uri), "[store] uri", "must not be empty")
     need(cfg.spark.score_partitions >= 0, "[spark] score_partitions", "must be >= 0")

@@ -12,13 +12,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 import pyarrow.parquet as pq
 
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError, StoreError
 from curindex.scoring import Scorer, build_scorer, checked_scores, fingerprint_for
-from curindex.shardindex import read_index, split_labels
+from curindex.shardindex import read_index, set_search_params, split_labels
 from curindex.store import Store
 
 
@@ -43,6 +44,11 @@ class Searcher:
         self._shards = shards  # [(shard number, faiss index, item ids, texts)]
         self._by_shard = {s[0]: s for s in shards}
         self.n_items = sum(len(s[2]) for s in shards)
+        # One threaded faiss index over every shard: searched in parallel, merged by score,
+        # labels kept (they encode shard and row).
+        self._index = faiss.IndexShards(len(anchor_ids), True, False)
+        for _, index, _, _ in shards:
+            self._index.add_shard(index)
 
     @classmethod
     def open(cls, store_uri: str, version: str = "current", *,
@@ -71,8 +77,10 @@ class Searcher:
             )
         anchors = pq.read_table(store.local_path(vid, manifest["anchors"]["items_file"]))
         shards = []
+        nprobe, ef = manifest["config"]["index"]["nprobe"], manifest["config"]["index"]["ef_search"]
         for s in manifest["index"]["shards"]:
             index = read_index(store.local_path(vid, s["index"]))
+            set_search_params(index, nprobe=nprobe, ef_search=ef)
             ids = pq.read_table(store.local_path(vid, s["ids"]), columns=["item_id", "text"])
             if index.ntotal != ids.num_rows or ids.num_rows != s["n_items"]:
                 raise StoreError(
@@ -122,21 +130,13 @@ class Searcher:
         """The n best non-anchor items per query by approximate score: (ids, texts)."""
         if n <= 0:
             return [([], []) for _ in range(len(c))]
-        want = n + len(self.anchor_ids)  # anchors may come back; they are dropped
-        x = np.ascontiguousarray(c, dtype=np.float32)
-        dists, labels = [], []
-        for _, index, _, _ in self._shards:
-            d, lab = index.search(x, min(want, index.ntotal))
-            dists.append(d)
-            labels.append(lab)
-        d = np.concatenate(dists, axis=1)
-        lab = np.concatenate(labels, axis=1)
-        order = np.argsort(-d, axis=1, kind="stable")
+        want = min(n + len(self.anchor_ids), self.n_items)  # anchors come back too: dropped
+        _, lab = self._index.search(np.ascontiguousarray(c, dtype=np.float32), want)
         out = []
         for qi in range(len(c)):
             ids, texts = [], []
-            for j in order[qi]:
-                if lab[qi, j] < 0:
+            for j in range(lab.shape[1]):
+                if lab[qi, j] < 0:  # fewer hits than asked (an approximate index)
                     continue
                 shard, row = split_labels(lab[qi, j])
                 _, _, sids, stexts = self._by_shard[int(shard)]

@@ -35,10 +35,13 @@ def empty_index(factory: str, dim: int) -> faiss.Index:
     ids itself. Raises ConfigError naming the factory string."""
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        if isinstance(index, faiss.IndexIDMap) or _is_ivf(index):
+            return index
+        # Through the factory, not faiss.IndexIDMap(index): the wrapper must own the index it
+        # wraps, or the inner index is freed with its Python object.
+        return faiss.index_factory(dim, "IDMap," + factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
         raise ConfigError(f"[index] factory {factory!r}: faiss cannot build it: {e}") from e
-    takes_ids = isinstance(index, faiss.IndexIDMap) or _is_ivf(index)
-    return index if takes_ids else faiss.IndexIDMap(index)
 
 
 def _is_ivf(index: faiss.Index) -> bool:
@@ -47,6 +50,26 @@ def _is_ivf(index: faiss.Index) -> bool:
         return True
     except RuntimeError:
         return False
+
+
+def _inner(index: faiss.Index) -> faiss.Index:
+    index = faiss.downcast_index(index)
+    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+
+
+def is_exact(factory: str, dim: int) -> bool:
+    """Whether `factory` builds an exhaustive (flat) index, whose search is exact."""
+    index = empty_index(factory, dim)  # kept alive while its inner index is inspected
+    return isinstance(_inner(index), faiss.IndexFlat)
+
+
+def set_search_params(index: faiss.Index, *, nprobe: int, ef_search: int) -> None:
+    """Query-time knobs of approximate indexes: IVF lists probed, HNSW search depth."""
+    inner = _inner(index)
+    if _is_ivf(inner):
+        faiss.extract_index_ivf(inner).nprobe = nprobe
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efSearch = ef_search
 
 
 def read_index(path: str) -> faiss.Index:

@@ -33,13 +33,20 @@ from curindex.anchors import Anchors, choose_anchors
 from curindex.build.factorize import factorize, gather_anchor_rows
 from curindex.build.score import score_items
 from curindex.build.shards import write_shards
-from curindex.build.validate import validate_recall
+from curindex.build.validate import (
+    baseline_recall,
+    candidate_overlap,
+    index_candidates,
+    recall_with_candidates,
+    shortlists,
+)
 from curindex.config import BuildConfig
 from curindex.corpus import check_texts, read_texts
 from curindex.errors import ConfigError, CurIndexError, StoreError
+from curindex.evaluate import figure_keys
 from curindex.gate import figure_order, gate_failures
 from curindex.scoring import fingerprint_for
-from curindex.shardindex import LABEL_SHIFT, empty_index
+from curindex.shardindex import LABEL_SHIFT, empty_index, is_exact
 from curindex.store import FileEntry, Store, validate_version_id
 
 log = logging.getLogger("curindex.build")
@@ -199,18 +206,62 @@ class _Build:
         return {"shards": shards}, files
 
     def validate(self) -> tuple[dict, list[FileEntry]]:
-        v, n_items = self.cfg.validate, self.load("prepare")["items"]
+        v, k_q, cfg = self.cfg.validate, self.k_q, self.cfg
+        anchors, n_items = self.anchors(), self.load("prepare")["items"]
+        k_i = len(anchors.item_ids)
         # A budget that reaches the whole corpus measures nothing.
         budgets = [b for b in v.budgets if b < n_items]
-        recall = validate_recall(self.spark, self.scores(), g=self.npy("G.npy"),
-                                 anchor_rows=self.npy("anchors/scores.npy"),
-                                 anchor_ids=self.anchors().item_ids, k_q=self.k_q,
-                                 ks=list(v.ks), budgets=budgets)
-        failed = gate_failures(recall, v.min_recall)
-        for name, value in sorted(recall.items(), key=lambda kv: figure_order(kv[0])):
-            log.info("Top-%s-Recall@%s = %.4f", *name.split("@"), value)
-        return {"recall": recall, "min_recall": dict(v.min_recall), "passed": not failed,
-                "failures": failed, "n_test": self.cfg.anchors.n_test}, []
+        pairs = figure_keys(v.ks, budgets, k_i)
+        c = self.npy("anchors/scores.npy")[:, k_q:]  # [k_i, n_test]: the test queries' vectors
+        state: dict = {"n_test": c.shape[1], "min_recall": dict(v.min_recall), "recall": {},
+                       "recall_exact_search": {}, "index_recall_vs_exact": {}, "baseline": None}
+        if c.shape[1] and pairs:
+            state.update(self._measure(anchors, c, budgets, pairs))
+        failed = gate_failures(state["recall"], v.min_recall)
+        for name, value in sorted(state["recall"].items(), key=lambda kv: figure_order(kv[0])):
+            base = (state["baseline"] or {}).get("recall", {}).get(name)
+            log.info("Top-%s-Recall@%s = %.4f%s", *name.split("@"), value,
+                     f" (bi-encoder {base:.4f})" if base is not None else "")
+        for failure in failed:
+            log.error("quality gate: %s (version %s)", failure, self.version)
+        state.update(passed=not failed, failures=failed, index=cfg.index.factory)
+        return state, []
+
+    def _measure(self, anchors: Anchors, c: np.ndarray, budgets: list[int],
+                 pairs: list[tuple[int, int]]) -> dict:
+        cfg, k_i = self.cfg, len(anchors.item_ids)
+        m_max = max(b for _, b in pairs) - k_i
+        bi_queries = None
+        if cfg.validate.baseline == "bi-encoder":
+            from curindex.baseline import get_biencoder
+
+            bi_queries = get_biencoder().encode(anchors.test_texts)
+        self.spark.sparkContext.setJobDescription("curindex: validate recall")
+        try:
+            lists = shortlists(self.spark, self.scores(), g=self.npy("G.npy"), c=c,
+                               anchor_ids=anchors.item_ids, k_q=self.k_q,
+                               k_max=max(k for k, _ in pairs), m_max=m_max,
+                               bi_queries=bi_queries, b_max=max(budgets))
+            exact_search = recall_with_candidates(lists, lists.cand, anchors.item_ids, c, pairs)
+            if is_exact(cfg.index.factory, k_i):
+                recall, overlap = exact_search, {str(b): 1.0 for b in budgets if b > k_i}
+            else:
+                cand = index_candidates(
+                    self.spark, self.scores(),
+                    read_shard=lambda rel: self.store.read_bytes(self.version, rel),
+                    shards=self.load("write_shards")["shards"], c=c, k_q=self.k_q,
+                    anchor_ids=anchors.item_ids, m_max=m_max, nprobe=cfg.index.nprobe,
+                    ef_search=cfg.index.ef_search)
+                recall = recall_with_candidates(lists, cand, anchors.item_ids, c, pairs)
+                overlap = {str(b): candidate_overlap(cand, lists.cand, b - k_i)
+                           for b in budgets if b > k_i}
+        finally:
+            self.spark.sparkContext.setJobDescription(None)
+        baseline = None
+        if bi_queries is not None:
+            baseline = {"name": "bi-encoder", "recall": baseline_recall(lists, pairs)}
+        return {"recall": recall, "recall_exact_search": exact_search,
+                "index_recall_vs_exact": overlap, "baseline": baseline}
 
     def commit(self) -> dict:
         cfg = self.cfg
