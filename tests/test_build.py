@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -247,3 +248,28 @@ def test_ivf_index_validation_matches_what_the_searcher_returns(spark, tiny_corp
             truth = np.argsort(-exact[t], kind="stable")[:k]
             hits.append(len(set(top) & set(truth)) / k)
         assert v["baseline"]["recall"][f"{k}@{budget}"] == pytest.approx(np.mean(hits), abs=0.02)
+
+
+def test_cli_report_and_live_eval_agree_with_validation(built, capsys, tmp_path):
+    from curindex.cli import main
+
+    uri, store = built["cfg"].store.uri, built["store"]
+    manifest = store.read_manifest("v1")
+    assert {"report/report.html", "report/report.json"} <= set(manifest["files"])
+    assert main(["report", "--store", uri, "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "report.html").read_bytes() == Path(
+        store.local_path("v1", "report/report.html")).read_bytes()
+    figure = manifest["validation"]["recall"]["10@100"]
+    assert f"{figure:.4f}" in capsys.readouterr().out
+
+    queries = pq.read_table(store.local_path("v1", "anchors/queries.parquet")).to_pydict()
+    test_q = [t for t, r in zip(queries["text"], queries["role"], strict=True) if r == "test"]
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join(test_q))
+    assert main(["eval", "--store", uri, "--queries", str(qfile), "--k", "1,10",
+                 "--budgets", "100"]) == 0
+    rows = {ln.split()[0]: ln.split()[1] for ln in capsys.readouterr().out.splitlines()
+            if ln.strip()[:1].isdigit()}
+    # Searching the test queries live reproduces the build's own validation figures.
+    assert rows["10"] == f"{figure:.4f}"
+    assert rows["1"] == f"{manifest['validation']['recall']['1@100']:.4f}"

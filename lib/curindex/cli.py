@@ -1,6 +1,7 @@
 """The `curindex` command: search a published index and manage the store.
 
     curindex search --store URI [--version V] [--k 10] [--budget 200] "query text" ...
+    curindex report|eval --store URI ...
     curindex versions|publish|rollback|prune|verify --store URI ...
 """
 
@@ -48,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scorer-path", help="where the scorer's model lives on this machine")
     s.add_argument("queries", nargs="+", help="query texts")
     s.set_defaults(func=cmd_search)
+    from curindex.cli_eval import add_eval_commands
     from curindex.cli_store import add_store_commands
 
     add_store_commands(sub)
+    add_eval_commands(sub)
     return p
 
 

@@ -45,6 +45,7 @@ from curindex.corpus import check_texts, read_texts
 from curindex.errors import ConfigError, CurIndexError, StoreError
 from curindex.evaluate import figure_keys
 from curindex.gate import figure_order, gate_failures
+from curindex.report import render_report
 from curindex.scoring import fingerprint_for
 from curindex.shardindex import LABEL_SHIFT, empty_index, is_exact
 from curindex.store import FileEntry, Store, validate_version_id
@@ -297,6 +298,11 @@ class _Build:
             "validation": states["validate"],
             "timings_s": timings,
         }
+        # The report lives inside the version: immutable and checksummed like the index.
+        report = render_report({**manifest, "version": self.version})
+        files += [self.store.write_bytes(self.version, f"report/{name}", data)
+                  for name, data in sorted(report.items())]
+        manifest["report_dir"] = "report"
         manifest = self.store.commit_version(self.version, manifest, files)
         _remove_work(self.spark, self.work)
         self.clear_states()
