@@ -31,7 +31,9 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: setup
-	spark-submit --master 'local[2]' jobs/build_index.py --conf conf/demo.toml --publish
+	spark-submit --master 'local[2]' \
+	  --driver-java-options "-Dlog4j2.configurationFile=file:$(abspath conf/log4j2.properties)" \
+	  jobs/build_index.py --conf conf/demo.toml --publish
 	curindex search --store store --k 5 --budget 100 $(DEMO_QUERIES)
 
 test: setup

@@ -63,3 +63,17 @@ def constant(cfg: ScorerConfig) -> _Constant:
 
 def not_a_scorer(cfg: ScorerConfig) -> object:
     return object()
+
+
+class _Slow(ToyScorer):
+    """The toy scorer, slowed down so a test can act while scoring is under way."""
+
+    def score_block(self, queries, items):
+        import time
+
+        time.sleep(float(self.cfg.options.get("delay_s", "0.3")))
+        return super().score_block(queries, items)
+
+
+def slow(cfg: ScorerConfig) -> _Slow:
+    return _Slow(cfg, fingerprint="")

@@ -67,3 +67,37 @@ def read_version_vectors(store, version: str) -> tuple[list[str], np.ndarray]:
         ids += [by_label[int(lab)] for lab in labels]
         vecs.append(inner.reconstruct_n(0, index.ntotal))
     return ids, np.concatenate(vecs)
+
+
+def to_toml(d: dict) -> str:
+    """A config dict as TOML (tables of scalars, lists and one level of inline tables)."""
+    out = []
+    for section, values in d.items():
+        out.append(f"[{section}]")
+        for k, v in values.items():
+            if isinstance(v, dict):
+                out.append(f"{k} = {{ " + ", ".join(f'"{a}" = {json.dumps(b)}'
+                                                    for a, b in v.items()) + " }")
+            else:
+                out.append(f"{k} = {json.dumps(v)}")
+    return "\n".join(out) + "\n"
+
+
+def spark_submit(conf: Path, *args: str, master: str = "local[2]", wait: bool = True,
+                 timeout: float = 600):
+    """Run jobs/build_index.py with the venv's spark-submit, as a user would."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    exe = shutil.which("spark-submit", path=str(Path(sys.executable).parent))
+    assert exe, "spark-submit is installed with pyspark"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    cmd = [exe, "--master", master, str(root / "jobs" / "build_index.py"), "--conf", str(conf),
+           *args]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
