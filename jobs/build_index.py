@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         "shards": m["counts"]["shards"],
         "effective_rank": m["factorization"]["effective_rank"],
         "recall": m["validation"]["recall"],
+        "baseline_recall": (m["validation"]["baseline"] or {}).get("recall"),
+        "quality_gate": "passed" if m["validation"]["passed"] else m["validation"]["failures"],
         "timings_s": m["timings_s"],
     }, indent=2))
     return 0

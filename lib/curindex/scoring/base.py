@@ -175,6 +175,19 @@ def get_scorer(cfg: ScorerConfig, fingerprint: str) -> Scorer:
     return scorer
 
 
+# Kinds whose scorers encode queries apart from items (`prepare_queries` / `load_queries`): the
+# build encodes its queries once on the driver and broadcasts the result to every worker.
+_PREPARES_QUERIES = ("maxsim-minilm",)
+
+
+def prepare_queries(cfg: ScorerConfig, fingerprint: str, queries: Sequence[str]) -> object | None:
+    """The picklable query-side state of a scorer for `queries` (computed here, once), or None
+    when its kind has none. Workers hand it to their scorer's `load_queries`."""
+    if cfg.kind not in _PREPARES_QUERIES:
+        return None
+    return build_scorer(cfg, fingerprint).prepare_queries(queries)  # type: ignore[attr-defined]
+
+
 def checked_scores(scores: object, n_queries: int, n_items: int, *, where: str) -> np.ndarray:
     """Validate a score_block result: a finite float array of shape [n_queries, n_items].
 

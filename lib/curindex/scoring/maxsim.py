@@ -4,9 +4,16 @@ score(q, i) = mean over the query's tokens of the max cosine similarity to the i
 Per-token embeddings are L2-normalised; [CLS], [SEP] and padding are dropped; queries read at
 most `max_query_tokens`, items at most `max_item_tokens` tokens (special tokens included).
 
-Query token embeddings are cached by text, so the anchor and test queries are encoded once per
-worker and reused for every block of items; a block's scores come from one matrix product per
-chunk of items.
+Each text is tokenised and encoded once; encoder batches are sorted by token length so they
+carry little padding. Query token embeddings are kept per worker (cached by text, or handed
+over whole with `load_queries`, which the build uses to encode them once on the driver and
+broadcast them), unpadded: one [query tokens, dim] matrix for all queries. A block's scores
+come from one matrix product per chunk of length-sorted items, so neither side pays for
+padding in the product.
+
+``options.precision``: ``fp32`` (default), ``int8`` (dynamic int8 quantisation of the
+encoder's Linear layers) or ``bf16``, as for the cross-encoder; the similarity product itself is
+always fp32.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ import torch
 
 from curindex.config import ScorerConfig
 from curindex.scoring.base import default_minilm_path
+from curindex.scoring.cross_encoder import precision_option, with_precision
 from curindex.scoring.tokens import encoded_lengths
 
-# Items per similarity chunk: bounds the [q_tokens, chunk * item_tokens] product to ~100 MB.
-_ITEM_CHUNK_TOKENS = 8192
+# Bound on the similarity chunk [query tokens, item tokens] in floats (256 MB).
+_SIM_CHUNK_FLOATS = 1 << 26
 
 
 class MaxSimScorer:
@@ -34,11 +42,13 @@ class MaxSimScorer:
         self.fingerprint = fingerprint
         self.cfg = cfg
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        self.model = with_precision(model, precision_option(cfg))
         tok = self.tokenizer
         # Only [CLS], [SEP] and padding are dropped; [UNK] carries content.
         special = (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id)
-        self._special = torch.tensor(sorted({t for t in special if t is not None}))
+        self._special = np.array(sorted({t for t in special if t is not None}), dtype=np.int64)
+        self.pad_id = tok.pad_token_id or 0
         self._query_cache: dict[str, torch.Tensor] = {}  # text -> [tokens, dim], normalised
 
     def truncated(self, texts: Sequence[str], *, role: str) -> np.ndarray:
@@ -46,66 +56,93 @@ class MaxSimScorer:
         return encoded_lengths(self.tokenizer, texts) > limit
 
     @torch.inference_mode()
-    def _encode(self, texts: Sequence[str], max_len: int) -> list[torch.Tensor]:
-        """Normalised token embeddings per text, special tokens and padding dropped."""
-        bs = self.cfg.batch_size
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        result: list[torch.Tensor | None] = [None] * len(texts)
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            enc = self.tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=max_len,
-                return_tensors="pt",
-            )
-            hidden = self.model(**enc).last_hidden_state  # [b, t, dim]
-            keep = enc["attention_mask"].bool() & ~torch.isin(enc["input_ids"], self._special)
-            hidden = torch.nn.functional.normalize(hidden, dim=-1)
+    def encode(self, texts: Sequence[str], max_len: int) -> list[torch.Tensor]:
+        """Normalised content-token embeddings [tokens, dim] (float32) per text."""
+        enc = self.tokenizer(list(texts), truncation=True, max_length=max_len, verbose=False)
+        tokens = enc["input_ids"]
+        order = np.argsort([len(t) for t in tokens], kind="stable")
+        result: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+        for start in range(0, len(order), self.cfg.batch_size):
+            idx = order[start : start + self.cfg.batch_size]
+            width = max(len(tokens[i]) for i in idx)
+            ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
             for row, i in enumerate(idx):
-                result[i] = hidden[row][keep[row]].contiguous()
-        return [r for r in result if r is not None]
+                ids[row, : len(tokens[i])] = tokens[i]
+            mask = np.arange(width)[None, :] < np.array([len(tokens[i]) for i in idx])[:, None]
+            inputs = {"input_ids": torch.from_numpy(ids)}
+            if not mask.all():  # a batch of equal lengths runs without a mask
+                inputs["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
+            hidden = self.model(**inputs).last_hidden_state.float()  # [b, t, dim]
+            hidden = torch.nn.functional.normalize(hidden, dim=-1)
+            keep = mask & ~np.isin(ids, self._special)
+            for row, i in enumerate(idx):
+                result[i] = hidden[row, torch.from_numpy(keep[row])]
+        return result
+
+    def prepare_queries(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token embeddings of `queries` as plain arrays (flat [tokens, dim] float32, tokens per
+        query), small and picklable: encoded once, then given to workers by `load_queries`."""
+        embs = self.encode(queries, self.cfg.max_query_tokens)
+        dim = self.model.config.hidden_size
+        flat = torch.cat(embs) if embs else torch.zeros(0, dim)
+        return flat.numpy(), np.array([e.shape[0] for e in embs], dtype=np.int64)
+
+    def load_queries(self, queries: Sequence[str], prepared: tuple[np.ndarray, np.ndarray]) -> None:
+        """Take query token embeddings made by `prepare_queries(queries)` (on any process)."""
+        flat, counts = prepared
+        parts = torch.from_numpy(flat).split(counts.tolist())
+        self._query_cache.update(zip(queries, parts, strict=True))
 
     def _queries(self, queries: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded query token embeddings [q, tq, dim] and a validity mask [q, tq]."""
+        """All query tokens [tokens, dim] and the query each token belongs to [tokens]."""
         missing = [q for q in dict.fromkeys(queries) if q not in self._query_cache]
         if missing:
-            for text, emb in zip(
-                missing, self._encode(missing, self.cfg.max_query_tokens), strict=True
-            ):
-                self._query_cache[text] = emb
-        return _pad([self._query_cache[q] for q in queries])
+            embs = self.encode(missing, self.cfg.max_query_tokens)
+            self._query_cache.update(zip(missing, embs, strict=True))
+        embs = [self._query_cache[q] for q in queries]
+        counts = torch.tensor([e.shape[0] for e in embs])
+        return torch.cat(embs), torch.repeat_interleave(torch.arange(len(queries)), counts)
 
     @torch.inference_mode()
     def score_block(self, queries: Sequence[str], items: Sequence[str]) -> np.ndarray:
-        q_emb, q_mask = self._queries(queries)  # [q, tq, d], [q, tq]
-        n_q, t_q, dim = q_emb.shape
-        q_flat = q_emb.reshape(n_q * t_q, dim)
-        q_len = q_mask.sum(1).clamp(min=1).to(q_emb.dtype)  # [q]
-        item_embs = self._encode(items, self.cfg.max_item_tokens)
-        scores = np.empty((n_q, len(items)), dtype=np.float32)
-        chunk = max(1, _ITEM_CHUNK_TOKENS // max(1, self.cfg.max_item_tokens))
-        for start in range(0, len(items), chunk):
-            i_emb, i_mask = _pad(item_embs[start : start + chunk])  # [c, ti, d], [c, ti]
-            n_c, t_i, _ = i_emb.shape
-            sim = (q_flat @ i_emb.reshape(n_c * t_i, dim).T).view(n_q, t_q, n_c, t_i)
-            sim = sim.masked_fill(~i_mask.view(1, 1, n_c, t_i), -2.0)
-            best = sim.amax(dim=3)  # [q, tq, c]
-            # An item with no content tokens scores 0 rather than -2.
-            best = torch.where(i_mask.any(1).view(1, 1, n_c), best, torch.zeros_like(best))
-            total = (best * q_mask.unsqueeze(2).to(best.dtype)).sum(1)  # [q, c]
-            scores[:, start : start + n_c] = (total / q_len.unsqueeze(1)).numpy()
+        n_q, n_i = len(queries), len(items)
+        scores = np.zeros((n_q, n_i), dtype=np.float32)
+        if n_q == 0 or n_i == 0:
+            return scores
+        q_flat, owner = self._queries(queries)  # [tq, d], [tq]
+        q_counts = torch.bincount(owner, minlength=n_q).clamp(min=1).float()
+        item_embs = self.encode(items, self.cfg.max_item_tokens)
+        lengths = np.array([e.shape[0] for e in item_embs])
+        order = np.argsort(lengths, kind="stable")
+        limit = max(1, _SIM_CHUNK_FLOATS // max(1, q_flat.shape[0]))
+        start = 0
+        while start < n_i:
+            # Length-sorted items, as many as keep [tq, chunk, width] within the bound.
+            width = max(1, int(lengths[order[start]]))
+            stop = start + 1
+            while stop < n_i and (stop - start + 1) * max(width, lengths[order[stop]]) <= limit:
+                width = max(width, int(lengths[order[stop]]))
+                stop += 1
+            idx = order[start:stop]
+            i_emb, i_mask = _pad([item_embs[i] for i in idx], width)  # [c, w, d], [c, w]
+            sim = (q_flat @ i_emb.reshape(-1, i_emb.shape[2]).T).view(-1, len(idx), width)
+            if not i_mask.all():
+                sim.masked_fill_(~i_mask, -2.0)  # below any cosine
+            best = sim.amax(dim=2)  # [tq, c]
+            total = torch.zeros(n_q, len(idx)).index_add_(0, owner, best)
+            chunk = (total / q_counts[:, None]).numpy()
+            chunk[:, lengths[idx] == 0] = 0.0  # an item with no content tokens scores 0
+            scores[:, idx] = chunk
+            start = stop
         return scores
 
 
-def _pad(embs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack variable-length [t, d] tensors into [n, max_t, d] with zeros and a mask [n, max_t]."""
-    dim = embs[0].shape[1] if embs else 1
-    max_t = max((e.shape[0] for e in embs), default=1) or 1
-    out = torch.zeros(len(embs), max_t, dim)
-    mask = torch.zeros(len(embs), max_t, dtype=torch.bool)
-    for i, e in enumerate(embs):
-        out[i, : e.shape[0]] = e
-        mask[i, : e.shape[0]] = True
+def _pad(embs: list[torch.Tensor], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack [t, d] tensors (t <= width) into [n, width, d] with zeros and a mask [n, width]."""
+    dim = embs[0].shape[1]
+    out = torch.zeros(len(embs), width, dim)
+    mask = torch.zeros(len(embs), width, dtype=torch.bool)
+    for row, e in enumerate(embs):
+        out[row, : e.shape[0]] = e
+        mask[row, : e.shape[0]] = True
     return out, mask
