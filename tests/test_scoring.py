@@ -12,6 +12,7 @@ from curindex.config import ScorerConfig
 from curindex.errors import ScorerError
 from curindex.scoring import build_scorer, checked_scores, fingerprint_for, get_scorer
 from curindex.scoring.base import default_minilm_path
+from support import make_texts
 
 QUERIES = ["how to open a file", "sort a list of numbers", "x"]
 ITEMS = [
@@ -144,3 +145,75 @@ def test_callable_target_errors():
 def test_checked_scores_rejects_bad_output(scores, fragment):
     with pytest.raises(ScorerError, match=fragment):
         checked_scores(scores, 2, 3, where="block 7")
+
+
+def test_cross_encoder_batches_equal_pair_inputs(tiny_cross_encoder):
+    """Pairs assembled with numpy equal `pair_inputs`, for BERT's template and a RoBERTa-like
+    one (special tokens on every side, two between the texts)."""
+    cfg = ScorerConfig(kind="cross-encoder", path=str(tiny_cross_encoder), max_query_tokens=3,
+                       max_item_tokens=9)
+    scorer = build_scorer(cfg)
+    q_tok = [[5, 6, 7, 8], [9], [10, 11]]
+    i_tok = [[20], [21, 22, 23, 24, 25, 26, 27, 28, 29, 30], [31, 32, 33]]
+    for template in (None, (([0], [2, 2], [2]), ([0], 0, [0, 0], 0, [0]))):
+        if template is not None:
+            scorer.t_ids, scorer.t_types = template
+            scorer.n_special = 4
+        qs, its = np.divmod(np.arange(9), 3)  # every (query, item) pair
+        ids, types, mask = scorer._batch(qs, its, *scorer._plan(q_tok, i_tok))
+        for row, (a, b) in enumerate(zip(qs, its, strict=True)):
+            want_ids, want_types = scorer.pair_inputs(q_tok[a], i_tok[b])
+            n = int(mask[row].sum())
+            assert ids[row, :n].tolist() == want_ids and types[row, :n].tolist() == want_types
+            assert (ids[row, n:] == scorer.pad_id).all()
+
+
+def test_cross_encoder_cls_only_forward_equals_model_forward(tiny_cross_encoder):
+    cfg = ScorerConfig(kind="cross-encoder", path=str(tiny_cross_encoder), batch_size=2)
+    scorer = build_scorer(cfg)
+    assert scorer.cls_only
+    fast = scorer.score_block(QUERIES, ITEMS)
+    scorer.cls_only = False
+    np.testing.assert_allclose(fast, scorer.score_block(QUERIES, ITEMS), atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_cross_encoder_precision_options(tiny_cross_encoder, precision):
+    """The fast paths run in their precision and stay close to fp32 (their ranking quality is
+    measured by bench/scoring.py on a full-size model; this random tiny one has none)."""
+    base = ScorerConfig(kind="cross-encoder", path=str(tiny_cross_encoder), batch_size=4)
+    fast_cfg = ScorerConfig(**{**base.__dict__, "options": {"precision": precision}})
+    assert fingerprint_for(fast_cfg) != fingerprint_for(base)
+    fast = build_scorer(fast_cfg)
+    ffn = fast.model.bert.encoder.layer[0].intermediate.dense
+    if precision == "bf16":
+        assert ffn.weight.dtype == torch.bfloat16
+    else:
+        assert type(ffn).__name__ == "Int8Linear"
+    items = [t for _, t in make_texts(40, seed=3, prefix="d")]
+    want = build_scorer(base).score_block(QUERIES, items)
+    got = fast.score_block(QUERIES, items)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert 0 < np.abs(got - want).max() < 1e-3
+    with pytest.raises(ScorerError, match=r"options\.precision: 'fp8'"):
+        build_scorer(ScorerConfig(**{**base.__dict__, "options": {"precision": "fp8"}}))
+
+
+def test_maxsim_prepared_queries_and_empty_item():
+    cfg = ScorerConfig(kind="maxsim-minilm", max_query_tokens=16, max_item_tokens=24)
+    items = [*ITEMS, ""]  # no content tokens: scores 0
+    want = build_scorer(cfg).score_block(QUERIES, items)
+    assert (want[:, -1] == 0).all() and (want[:, :-1] != 0).all()
+    driver, worker = build_scorer(cfg), build_scorer(cfg)
+    worker.load_queries(QUERIES, driver.prepare_queries(QUERIES))
+    encoded, encode = [], worker.encode
+    worker.encode = lambda texts, max_len: encoded.extend(texts) or encode(texts, max_len)
+    np.testing.assert_allclose(worker.score_block(QUERIES, items), want, atol=1e-6)
+    assert encoded == items  # the queries came from the driver
+
+
+def test_maxsim_int8_stays_close_to_fp32():
+    items = [t for _, t in make_texts(30, seed=4, prefix="d")]
+    want = build_scorer(ScorerConfig(kind="maxsim-minilm")).score_block(QUERIES, items)
+    fast = build_scorer(ScorerConfig(kind="maxsim-minilm", options={"precision": "int8"}))
+    assert 0 < np.abs(fast.score_block(QUERIES, items) - want).max() < 0.1

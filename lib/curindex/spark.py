@@ -3,7 +3,8 @@ receive a session and never create one."""
 
 from __future__ import annotations
 
-from pyspark import SparkConf
+import os
+
 from pyspark.sql import SparkSession
 
 from curindex.config import SparkConfig
@@ -17,10 +18,14 @@ DEFAULT_CONF = {
 
 
 def session_from_config(cfg: SparkConfig) -> SparkSession:
-    """A SparkSession for `cfg`: the master comes from spark-submit when it set one, else from
-    the config; config `conf` entries override the defaults above."""
+    """A SparkSession for `cfg`: under spark-submit the master is spark-submit's (its
+    `--master`, `local[*]` when not given); a job started with plain `python` gets the config's
+    `[spark] master`. Config `conf` entries override the defaults above."""
     builder = SparkSession.builder.appName(cfg.app_name)
-    if not SparkConf().contains("spark.master"):
+    # spark-submit starts the JVM first and hands Python its gateway port; its master is a JVM
+    # system property that a SparkConf made before the session cannot see, so test for the
+    # gateway instead.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(cfg.master)
     for key, value in {**DEFAULT_CONF, **cfg.conf}.items():
         builder = builder.config(key, value)

@@ -178,7 +178,8 @@ class _Build:
         score_items(self.spark, items, queries=anchors.scored_query_texts,
                     scorer_cfg=cfg.scorer, fingerprint=prep["fingerprint"],
                     num_shards=cfg.index.num_shards, partitions=partitions,
-                    block_items=cfg.spark.block_items, out_path=f"{self.work}/scores")
+                    block_items=cfg.spark.block_items, out_path=f"{self.work}/scores",
+                    n_items=prep["items"])
         state = {"pairs_scored": prep["items"] * len(anchors.scored_query_texts),
                  "items_truncated": self.scores().where("truncated").count()}
         return state, []

@@ -1,0 +1,86 @@
+"""Progress of a long stage, logged on the driver at a steady rate.
+
+Workers add the items they finish to a Spark accumulator; Spark merges a task's additions into
+the driver's value when the task ends, so the figures move in steps of one task (a partition)
+and never count work that is not done. A driver thread logs them every `every_s` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+log = logging.getLogger("curindex.build")
+
+
+def progress_line(
+    stage: str, done: int, total: int | None, pairs_per_item: int, elapsed_s: float
+) -> str:
+    """One progress line: items done / total, pairs/s since the stage began, and the ETA."""
+    rate = done * pairs_per_item / elapsed_s if elapsed_s > 0 else 0.0
+    if not total:
+        return f"{stage}: {done:,} items scored, {rate:,.1f} pairs/s, {_duration(elapsed_s)} in"
+    done = min(done, total)  # a retried task adds its items twice
+    eta = f"ETA {_duration(elapsed_s * (total - done) / done)}" if done else "ETA unknown"
+    return (
+        f"{stage}: {done:,}/{total:,} items ({100 * done / total:.1f}%), "
+        f"{rate:,.1f} pairs/s, {eta}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class ProgressLogger:
+    """Context manager: logs `progress_line(...)` every `every_s` seconds while the block runs,
+    and once more at the end. `read_done` returns the items finished so far."""
+
+    def __init__(
+        self,
+        stage: str,
+        read_done: Callable[[], int],
+        *,
+        total: int | None,
+        pairs_per_item: int,
+        every_s: float,
+    ) -> None:
+        self.stage, self.read_done = stage, read_done
+        self.total, self.pairs_per_item, self.every_s = total, pairs_per_item, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{stage}-progress", daemon=True)
+        self._t0 = 0.0
+
+    def line(self) -> str:
+        return progress_line(
+            self.stage, self.read_done(), self.total, self.pairs_per_item,
+            time.perf_counter() - self._t0,
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            log.info("%s", self.line())
+
+    def __enter__(self) -> ProgressLogger:
+        self._t0 = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc_type is None:
+            log.info("%s", self.line())
