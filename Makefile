@@ -18,7 +18,7 @@ export PATH                  := $(abspath $(BIN)):$(PATH)
 DEMO_QUERIES := "read a file line by line" "compress data with gzip" \
                 "parse a date from a string" "random number from a normal distribution"
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-scale clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/scoring.py
+
+bench-scale: setup
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf store .work spark-warehouse

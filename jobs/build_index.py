@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         "published": result.published,
         "items": m["counts"]["items"],
         "shards": m["counts"]["shards"],
+        "pairs_scored": m["counts"].get("pairs_scored"),
+        # fewer than pairs_scored when this run resumed an earlier attempt's score chunks
+        "pairs_scored_this_run": m["counts"].get("pairs_scored_this_run"),
         "effective_rank": m["factorization"]["effective_rank"],
         "recall": m["validation"]["recall"],
         "baseline_recall": (m["validation"]["baseline"] or {}).get("recall"),

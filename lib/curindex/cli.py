@@ -1,6 +1,6 @@
 """The `curindex` command: search a published index and manage the store.
 
-    curindex search --store URI [--version V] [--k 10] [--budget 200] "query text" ...
+    curindex search --store URI [--version V] [--k 10] [--budget 200] [--rounds 1] "query" ...
     curindex report|eval --store URI ...
     curindex versions|publish|rollback|prune|verify --store URI ...
 """
@@ -25,7 +25,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from curindex.search import Searcher
 
     searcher = Searcher.open(args.store, args.version, scorer_path=args.scorer_path)
-    results = searcher.search(args.queries, k=args.k, budget=args.budget)
+    results = searcher.search(args.queries, k=args.k, budget=args.budget, rounds=args.rounds)
     cols = shutil.get_terminal_size((120, 20)).columns
     for r in results:
         print(f"\nquery: {r.query}   (version {searcher.version}, {r.model_calls} model calls)")
@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     s.add_argument("--budget", type=int, default=200,
                    help="exact-model calls per query, anchor items included (default 200)")
+    s.add_argument("--rounds", type=int, default=1,
+                   help="adaptive search rounds (> 1 needs a version built with [index] "
+                        "adaptive = true; default 1)")
     s.add_argument("--scorer-path", help="where the scorer's model lives on this machine")
     s.add_argument("queries", nargs="+", help="query texts")
     s.set_defaults(func=cmd_search)

@@ -77,6 +77,9 @@ class IndexConfig:
     num_shards: int = 4
     nprobe: int = 16  # IVF: inverted lists probed per query
     ef_search: int = 128  # HNSW: search depth
+    # Keep every item's anchor-query scores (k_q floats) as a second sharded index, which
+    # adaptive multi-round search (search(..., rounds=R > 1)) needs.
+    adaptive: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class SparkConfig:
-    master: str = "local[2]"  # used only when spark-submit did not set --master
+    master: str = "local[2]"  # used when the job runs under plain python (spark-submit: its own)
     app_name: str = "curindex-build"
     score_partitions: int = 0  # 0 = 4 x the default parallelism
     block_items: int = 1024  # items per Arrow batch handed to score_block

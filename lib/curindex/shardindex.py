@@ -19,6 +19,11 @@ def shard_files(shard: int) -> tuple[str, str]:
     return f"shards/shard-{shard:05d}.faiss", f"shards/ids-{shard:05d}.parquet"
 
 
+def h_shard_file(shard: int) -> str:
+    """Path of a shard's H index (anchor-query scores per item, for adaptive search)."""
+    return f"shards/h-{shard:05d}.faiss"
+
+
 def shard_labels(shard: int, n: int) -> np.ndarray:
     """Labels of rows 0..n-1 of `shard`."""
     return (np.int64(shard) << LABEL_SHIFT) | np.arange(n, dtype=np.int64)

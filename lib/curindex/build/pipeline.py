@@ -4,16 +4,23 @@
 
 ``run_build`` runs them in one Spark application; ``run_stage`` runs one (the Airflow DAG runs
 each as its own spark-submit). A stage reads what earlier stages left, in the version's folder
-of the store (``_build/<stage>.json``, anchors, ``G.npy``, shards) or in the work folder (the
-scores Parquet), and overwrites only its own outputs, so a retried stage is idempotent. The
-version becomes visible only when ``commit`` writes its manifest (last); serving readers see it
-only once it is published, and ``publish`` refuses a version under its recall thresholds.
-Library code receives a SparkSession and never creates one.
+of the store (``_builds/<version>/<stage>.json``, anchors, ``G.npy``, shards) or in the work
+folder (the scores' chunk files), and overwrites only its own outputs, so a retried stage is
+idempotent. The version becomes visible only when ``commit`` writes its manifest (last); serving
+readers see it only once it is published, and ``publish`` refuses a version under its recall
+thresholds. Library code receives a SparkSession and never creates one.
+
+Resume: each stage state records the digest of the config it ran with. ``run_build`` skips the
+stages an earlier attempt at the same version completed with the same config (up to the first
+that did not), and the score stage keeps the chunks an unfinished attempt committed, so a
+build whose driver died re-runs with the same ``--version`` from where it stopped.
+``run_stage`` always recomputes the stage it is asked for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -89,6 +96,7 @@ class _Build:
         self.store = Store.open(cfg.store.uri)
         self.work = work_dir(cfg, self.version)
         self.k_q = cfg.anchors.n_queries
+        self.config_digest = config_digest(cfg)
 
     # -- stage state: small JSON documents under <store>/_builds/<version>/, outside the
     # version folder (which must hold only what its manifest lists) --
@@ -102,7 +110,8 @@ class _Build:
             self.store.fs.delete_dir(self._state_path())
 
     def save(self, stage: str, state: dict, files: list[FileEntry]) -> None:
-        doc = json.dumps({**state, "files": [dataclasses.asdict(f) for f in files]}).encode()
+        doc = json.dumps({**state, "config_digest": self.config_digest,
+                          "files": [dataclasses.asdict(f) for f in files]}).encode()
         self.store.fs.create_dir(self._state_path(), recursive=True)
         tmp = self._state_path(f"{stage}.tmp-{secrets.token_hex(4)}")
         with self.store.fs.open_output_stream(tmp) as out:
@@ -118,6 +127,18 @@ class _Build:
                 f"version {self.version}: stage {stage!r} has not completed; run it first"
             ) from e
 
+    def has_state(self, stage: str) -> bool:
+        return self.store.fs.get_file_info(self._state_path(stage)).type == pafs.FileType.File
+
+    def completed(self, stage: str) -> bool:
+        """Whether an earlier attempt completed `stage` of this version with this config."""
+        if stage == "commit" or not self.has_state(stage):
+            return False
+        try:
+            return self.load(stage).get("config_digest") == self.config_digest
+        except (CurIndexError, ValueError):
+            return False
+
     def committed_manifest(self) -> dict | None:
         """The manifest when this version is already committed with this same config; None
         when it is not committed; StoreError when it was committed from another config."""
@@ -131,6 +152,8 @@ class _Build:
         return manifest
 
     def scores(self):
+        """The committed score chunks: Spark skips `_meta.json` and `_temporary/` (names that
+        start with `_`), where unfinished chunks are written."""
         return self.spark.read.parquet(f"{self.work}/scores")
 
     def anchors(self) -> Anchors:
@@ -159,6 +182,7 @@ class _Build:
         fingerprint = fingerprint_for(cfg.scorer)
         self.store.begin_version(self.version)  # clears leftovers of an earlier attempt
         self.clear_states()
+        _remove_work(self.spark, self.work)  # new anchors or items: no score chunk is kept
         items = read_texts(self.spark, cfg.items, role="items")
         queries = read_texts(self.spark, cfg.queries, role="queries")
         item_stats = check_texts(items, role="items", source=cfg.items.path)
@@ -175,13 +199,23 @@ class _Build:
         prep, anchors, cfg = self.load("prepare"), self.anchors(), self.cfg
         items = read_texts(self.spark, cfg.items, role="items")
         partitions = cfg.spark.score_partitions or 4 * self.spark.sparkContext.defaultParallelism
-        score_items(self.spark, items, queries=anchors.scored_query_texts,
-                    scorer_cfg=cfg.scorer, fingerprint=prep["fingerprint"],
-                    num_shards=cfg.index.num_shards, partitions=partitions,
-                    block_items=cfg.spark.block_items, out_path=f"{self.work}/scores",
-                    n_items=prep["items"])
-        state = {"pairs_scored": prep["items"] * len(anchors.scored_query_texts),
-                 "items_truncated": self.scores().where("truncated").count()}
+        n_q = len(anchors.scored_query_texts)
+        # Chunks an unfinished attempt committed are kept; a stage that completed before and
+        # runs again (run_stage) starts over.
+        done = score_items(self.spark, items, queries=anchors.scored_query_texts,
+                           scorer_cfg=cfg.scorer, fingerprint=prep["fingerprint"],
+                           num_shards=cfg.index.num_shards, partitions=partitions,
+                           block_items=cfg.spark.block_items, out_path=f"{self.work}/scores",
+                           n_items=prep["items"], resume=not self.has_state("score"))
+        scores = self.scores()
+        n = scores.count()
+        if n != prep["items"]:
+            raise CurIndexError(f"version {self.version}: the score chunks hold {n} items, the "
+                                f"corpus {prep['items']}")
+        state = {"pairs_scored": prep["items"] * n_q,
+                 "pairs_scored_this_run": done.items_scored * n_q,
+                 "chunks": done.n_chunks, "chunks_resumed": done.chunks_resumed,
+                 "items_truncated": scores.where("truncated").count()}
         return state, []
 
     def factorize(self) -> tuple[dict, list[FileEntry]]:
@@ -199,13 +233,17 @@ class _Build:
         prep = self.load("prepare")
         shards = write_shards(self.spark, self.scores(), g=self.npy("G.npy"), k_q=self.k_q,
                               factory=self.cfg.index.factory, n_items=prep["items"],
-                              store_uri=self.store.uri, version=self.version)
+                              store_uri=self.store.uri, version=self.version,
+                              keep_h=self.cfg.index.adaptive)
         n = sum(s["n_items"] for s in shards)
         if n != prep["items"]:
             raise CurIndexError(f"version {self.version}: shards hold {n} items, the corpus "
                                 f"{prep['items']}")
         files = [FileEntry(**f) for s in shards for f in s.pop("files")]
-        return {"shards": shards}, files
+        # What adaptive search costs in storage: the H index beside the item vectors.
+        h_bytes = sum(f.size for f in files if f.path.startswith("shards/h-"))
+        return {"shards": shards, "bytes": sum(f.size for f in files) - h_bytes,
+                "h_bytes": h_bytes}, files
 
     def validate(self) -> tuple[dict, list[FileEntry]]:
         v, k_q, cfg = self.cfg.validate, self.k_q, self.cfg
@@ -268,6 +306,8 @@ class _Build:
     def commit(self) -> dict:
         cfg = self.cfg
         states = {s: self.load(s) for s in STAGES[:-1]}
+        for st in states.values():
+            st.pop("config_digest", None)
         files = [FileEntry(**f) for st in states.values() for f in st.pop("files")]
         timings = {s: st.pop("seconds") for s, st in states.items()}
         prep, anchors = states["prepare"], self.anchors()
@@ -289,12 +329,17 @@ class _Build:
                 "item_max_chars": prep["item_max_chars"],
                 "shards": len(states["write_shards"]["shards"]),
                 "pairs_scored": states["score"]["pairs_scored"],
+                # less than pairs_scored when the score stage resumed an unfinished attempt
+                "pairs_scored_this_run": states["score"].get("pairs_scored_this_run",
+                                                             states["score"]["pairs_scored"]),
             },
             "factorization": states["factorize"],
             "index": {
                 "factory": cfg.index.factory, "dim": len(anchors.item_ids),
                 "metric": "inner_product", "label_shift": LABEL_SHIFT, "g_file": "G.npy",
                 "shards": states["write_shards"]["shards"],
+                "adaptive": cfg.index.adaptive, "bytes": states["write_shards"]["bytes"],
+                "h_bytes": states["write_shards"]["h_bytes"],
             },
             "validation": states["validate"],
             "timings_s": timings,
@@ -336,13 +381,28 @@ def run_build(spark: SparkSession, cfg: BuildConfig, *, version: str | None = No
     """Build every stage of one version, then publish it when asked and it passed its gate."""
     version = validate_version_id(version or new_version_id())
     log.info("building version %s into %s", version, cfg.store.uri)
+    build = _Build(spark, cfg, version)
     manifest: dict = {}
+    resuming = build.committed_manifest() is None
     for stage in STAGES:
+        # A re-run after a failure (driver lost, ...) skips what an earlier attempt completed
+        # with this config, up to the first stage it did not: later ones depend on it.
+        resuming = resuming and build.completed(stage)
+        if resuming:
+            log.info("version %s: stage %s: completed by an earlier attempt with this config: "
+                     "skipped", version, stage)
+            continue
         manifest = run_stage(spark, cfg, version=version, stage=stage)
     if publish:
         publish_version(Store.open(cfg.store.uri), version)
     return BuildResult(version=version, store_uri=Store.open(cfg.store.uri).uri,
                        manifest=manifest, published=publish)
+
+
+def config_digest(cfg: BuildConfig) -> str:
+    """sha256 of the config's settings (what the manifest records as ``config``)."""
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+                          .encode()).hexdigest()
 
 
 def publish_version(store: Store, version: str) -> None:

@@ -21,15 +21,18 @@ from pyspark.sql import DataFrame, SparkSession
 
 from curindex.build.score import ArrowMapFn
 from curindex.errors import ConfigError
-from curindex.shardindex import empty_index, shard_files, shard_labels
+from curindex.shardindex import empty_index, h_shard_file, shard_files, shard_labels
 
 VECTORS_SCHEMA = "shard int, item_id string, text string, vector array<float>"
+# With adaptive search enabled each item also carries its anchor-query scores h (k_q floats).
+H_SCHEMA = VECTORS_SCHEMA + ", h array<float>"
 WRITTEN_SCHEMA = "shard int, n_items long, files string"
 TRAIN_SAMPLE = 100_000  # vectors used to train an IVF/PQ index on the driver
 
 
-def project_fn(g: np.ndarray, k_q: int) -> ArrowMapFn:
-    """mapInArrow function: scores rows -> item vectors (G is captured once per task)."""
+def project_fn(g: np.ndarray, k_q: int, *, keep_h: bool = False) -> ArrowMapFn:
+    """mapInArrow function: scores rows -> item vectors (G is captured once per task), and with
+    `keep_h` the items' anchor-query scores too."""
     from curindex.cur import item_vectors
 
     k_i = g.shape[0]
@@ -43,22 +46,32 @@ def project_fn(g: np.ndarray, k_q: int) -> ArrowMapFn:
             width = len(scores.values) // n
             h = scores.values.to_numpy(zero_copy_only=False).reshape(n, width)[:, :k_q]
             e = item_vectors(h, g).reshape(-1)  # [n * k_i]
-            offsets = pa.array(np.arange(0, e.size + 1, k_i, dtype=np.int32))
+            columns = [batch.column("shard"), batch.column("item_id"), batch.column("text"),
+                       _rows_array(e, k_i)]
+            if keep_h:
+                columns.append(_rows_array(np.ascontiguousarray(h, np.float32).reshape(-1), k_q))
             yield pa.RecordBatch.from_arrays(
-                [
-                    batch.column("shard"),
-                    batch.column("item_id"),
-                    batch.column("text"),
-                    pa.ListArray.from_arrays(offsets, pa.array(e, type=pa.float32())),
-                ],
-                names=["shard", "item_id", "text", "vector"],
+                columns, names=["shard", "item_id", "text", "vector", "h"][: len(columns)]
             )
 
     return run
 
 
-def write_shard_fn(store_uri: str, version: str, trained: bytes, dim: int):
-    """applyInArrow function: one shard's vectors -> its faiss index and id map in the store."""
+def _rows_array(flat: np.ndarray, width: int) -> pa.ListArray:
+    """Rows of `width` float32 values as an Arrow list array."""
+    offsets = pa.array(np.arange(0, flat.size + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(flat, type=pa.float32()))
+
+
+def _column_matrix(table: pa.Table, name: str, width: int) -> np.ndarray:
+    values = table.column(name).combine_chunks().values.to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(values.reshape(table.num_rows, width), dtype=np.float32)
+
+
+def write_shard_fn(store_uri: str, version: str, trained: bytes, dim: int, k_q: int = 0):
+    """applyInArrow function: one shard's vectors -> its faiss index and id map in the store,
+    and with `k_q` > 0 its H index (the items' anchor-query scores, exact inner product, same
+    labels) for adaptive search."""
 
     def run(table: pa.Table) -> pa.Table:
         from curindex.store import Store
@@ -66,27 +79,28 @@ def write_shard_fn(store_uri: str, version: str, trained: bytes, dim: int):
         table = table.sort_by("item_id")
         shard = int(table.column("shard")[0].as_py())
         n = table.num_rows
-        vectors = (
-            table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
-        ).reshape(n, dim)
         labels = shard_labels(shard, n)
         index = faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8))
-        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), labels)
+        index.add_with_ids(_column_matrix(table, "vector", dim), labels)
         index_rel, ids_rel = shard_files(shard)
         store = Store.open(store_uri)
+        entries = []
         with tempfile.TemporaryDirectory(prefix="curindex-shard-") as tmp:
             local = os.path.join(tmp, "index.faiss")
             faiss.write_index(index, local)
-            index_entry = store.upload_file(version, index_rel, local)
+            entries.append(store.upload_file(version, index_rel, local))
+            if k_q:
+                h_index = empty_index("IDMap,Flat", k_q)
+                h_index.add_with_ids(_column_matrix(table, "h", k_q), labels)
+                faiss.write_index(h_index, local)
+                entries.append(store.upload_file(version, h_shard_file(shard), local))
             ids = pa.table(
                 {"label": labels, "item_id": table.column("item_id"), "text": table.column("text")}
             )
             local_ids = os.path.join(tmp, "ids.parquet")
             pq.write_table(ids, local_ids)
-            ids_entry = store.upload_file(version, ids_rel, local_ids)
-        files = [
-            {"path": e.path, "size": e.size, "sha256": e.sha256} for e in (index_entry, ids_entry)
-        ]
+            entries.append(store.upload_file(version, ids_rel, local_ids))
+        files = [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries]
         return pa.table(
             {"shard": [shard], "n_items": [n], "files": [json.dumps(files)]},
             schema=pa.schema([("shard", pa.int32()), ("n_items", pa.int64()),
@@ -124,20 +138,23 @@ def write_shards(
     n_items: int,
     store_uri: str,
     version: str,
+    keep_h: bool = False,
 ) -> list[dict]:
     """Write every shard; returns per-shard entries sorted by shard:
-    {"shard", "n_items", "index", "ids", "files": [{"path","size","sha256"}, ...]}."""
+    {"shard", "n_items", "index", "ids", ["h_index",] "files": [{"path","size","sha256"}, ...]}.
+    `keep_h` also writes each shard's H index (adaptive search)."""
     k_i = g.shape[0]
     g_b = spark.sparkContext.broadcast(np.ascontiguousarray(g, dtype=np.float64))
     try:
         vectors = scores.select("item_id", "shard", "text", "scores").mapInArrow(
-            _broadcast_project(g_b, k_q), VECTORS_SCHEMA
+            _broadcast_project(g_b, k_q, keep_h), H_SCHEMA if keep_h else VECTORS_SCHEMA
         )
         trained = trained_index(spark, vectors, factory, k_i, n_items)
         spark.sparkContext.setJobDescription("curindex: write index shards")
         rows = (
             vectors.groupBy("shard")
-            .applyInArrow(write_shard_fn(store_uri, version, trained, k_i), WRITTEN_SCHEMA)
+            .applyInArrow(write_shard_fn(store_uri, version, trained, k_i, k_q if keep_h else 0),
+                          WRITTEN_SCHEMA)
             .collect()
         )
     finally:
@@ -146,13 +163,16 @@ def write_shards(
     out = []
     for r in sorted(rows, key=lambda r: r["shard"]):
         index_rel, ids_rel = shard_files(r["shard"])
-        out.append({"shard": r["shard"], "n_items": r["n_items"], "index": index_rel,
-                    "ids": ids_rel, "files": json.loads(r["files"])})
+        entry = {"shard": r["shard"], "n_items": r["n_items"], "index": index_rel,
+                 "ids": ids_rel, "files": json.loads(r["files"])}
+        if keep_h:
+            entry["h_index"] = h_shard_file(r["shard"])
+        out.append(entry)
     return out
 
 
-def _broadcast_project(g_b, k_q: int) -> ArrowMapFn:
+def _broadcast_project(g_b, k_q: int, keep_h: bool) -> ArrowMapFn:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return project_fn(g_b.value, k_q)(batches)
+        return project_fn(g_b.value, k_q, keep_h=keep_h)(batches)
 
     return run

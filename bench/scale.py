@@ -1,0 +1,317 @@
+"""How the whole build scales with the corpus: `run_build` at generated sizes, timed and measured.
+
+For each size (`--sizes`, items) a corpus of `item-<n>` ids and short generated texts and a query
+set (`--queries` anchor + `--test-queries` test queries) are written as Parquet to a temporary
+folder, and the real pipeline (`curindex.build.run_build`: prepare, score, factorize,
+write_shards, validate, commit) builds one version of it into a fresh store, in Spark
+`local[2]` with a SparkSession this script creates (`--driver-memory`). The scorer is
+`scale:HashScorer` (`kind = "callable"`): a cheap, deterministic rank-`RANK` bilinear form of a
+hash of each text, vectorised numpy, so the figures measure the pipeline, not a model.
+
+Per size (one JSON object each, printed as a JSON list on stdout; progress goes to stderr):
+
+- `wall_s`, `items_per_s`: `run_build` from its call to its return (after an unreported
+  `--warmup` build of 2,000 items, so no size pays the JVM's and Python workers' start-up);
+- `driver_peak_rss_mb`: the driver JVM's peak RSS (its VmHWM, reset before each size through
+  `/proc/<pid>/clear_refs`, and VmRSS polled every 0.2 s) plus the Python driver's;
+  `driver_jvm_peak_rss_mb` and `driver_python_maxrss_mb` (`ru_maxrss`: the process's peak so
+  far, so with sizes in ascending order the largest size's own) apart;
+- `executor_peak_rss_mb`: the largest RSS polled of any Python worker (the processes under the
+  JVM: in local mode the executor is the driver JVM, the scoring runs in its Python workers);
+  `executor_peak_total_rss_mb`: the peak of their sum (forked workers share pages, so this
+  counts some twice);
+- `bytes_written`: the committed version folder plus the work folder (the score chunks, at its
+  largest while the build ran; it is deleted at commit), and each apart;
+- `stages`: seconds per stage, from the manifest's `timings_s`.
+
+    .venv/bin/python bench/scale.py                              # 100k and 1M: ~5 min, 2 cores
+    .venv/bin/python bench/scale.py --sizes 20000,100000         # about 2 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+RANK = 32  # the hash scorer's rank
+HASH_BYTES = 32  # hash features per text
+log = logging.getLogger("bench.scale")
+
+
+class HashScorer:
+    """score(q, i) = f(q) . W . f(i): f(text) = the bytes of its blake2b digest, centred and
+    scaled; W a fixed random rank-`RANK` matrix (seed from the options). Deterministic in any
+    process; a few microseconds per text; scores of a block in one matrix product."""
+
+    def __init__(self, cfg) -> None:
+        rng = np.random.default_rng(int(cfg.options.get("seed", "0")))
+        a = rng.standard_normal((HASH_BYTES, RANK))
+        b = rng.standard_normal((HASH_BYTES, RANK))
+        self.w = (a @ b.T / RANK).astype(np.float32)  # [HASH_BYTES, HASH_BYTES], rank RANK
+
+    @staticmethod
+    def features(texts) -> np.ndarray:
+        digests = b"".join(hashlib.blake2b(t.encode(), digest_size=HASH_BYTES).digest()
+                           for t in texts)
+        raw = np.frombuffer(digests, dtype=np.uint8).reshape(len(texts), HASH_BYTES)
+        return (raw.astype(np.float32) - 127.5) / 73.9  # about unit variance
+
+    def score_block(self, queries, items) -> np.ndarray:
+        return self.features(queries) @ self.w @ self.features(items).T
+
+
+def hash_scorer(cfg) -> HashScorer:
+    return HashScorer(cfg)
+
+
+# -- generated data --
+
+WORDS = np.array((
+    "river mountain cloud data index search model query vector matrix forest ocean signal "
+    "engine planet orbit carbon climate energy solar wind storm rain city market price bank "
+    "music piano guitar song film actor stage novel poem language grammar python spark table "
+    "window garden station bridge harbor island valley desert winter summer copper silver"
+).split())
+
+
+def texts(n: int, *, seed: int, min_words: int, max_words: int) -> list[str]:
+    """n short texts of random words (vectorised: one draw for all words)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_words, max_words + 1, size=n)
+    words = WORDS[rng.integers(0, len(WORDS), size=int(lengths.sum()))].tolist()
+    out, at = [], 0
+    for k in lengths.tolist():
+        out.append(" ".join(words[at:at + k]))
+        at += k
+    return out
+
+
+def write_corpus(folder: Path, n_items: int, n_queries: int) -> tuple[Path, Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    items, queries = folder / "items.parquet", folder / "queries.parquet"
+    pq.write_table(pa.table({"id": [f"item-{i}" for i in range(n_items)],
+                             "text": texts(n_items, seed=1, min_words=4, max_words=12)}), items,
+                   row_group_size=100_000)
+    pq.write_table(pa.table({"id": [f"query-{i}" for i in range(n_queries)],
+                             "text": texts(n_queries, seed=2, min_words=2, max_words=5)}), queries)
+    return items, queries
+
+
+# -- measuring --
+
+def _proc_tree() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    children, out, todo = _proc_tree(), [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A `VmRSS`/`VmHWM` figure of /proc/<pid>/status in kB (0 when the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak(pid: int) -> bool:
+    """Reset a process's VmHWM to its current RSS (Linux: write 5 to clear_refs)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def tree_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # deleted while walked
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
+
+
+class Sampler:
+    """Polls the driver JVM's RSS, its Python workers' RSS and the work folder's size."""
+
+    def __init__(self, jvm_pid: int, work: Path, every_s: float = 0.2) -> None:
+        self.jvm_pid, self.work, self.every_s = jvm_pid, work, every_s
+        self.jvm_kb = self.worker_kb = self.workers_total_kb = self.work_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def sample(self, with_work: bool) -> None:
+        self.jvm_kb = max(self.jvm_kb, status_kb(self.jvm_pid, "VmRSS"))
+        rss = [status_kb(p, "VmRSS") for p in descendants(self.jvm_pid)]
+        self.worker_kb = max([self.worker_kb, *rss])
+        self.workers_total_kb = max(self.workers_total_kb, sum(rss))
+        if with_work:
+            self.work_bytes = max(self.work_bytes, tree_bytes(self.work))
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(self.every_s):
+            self.sample(with_work=n % 5 == 0)  # the folder once a second
+            n += 1
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- the benchmark --
+
+def session(driver_memory: str):
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("curindex-bench-scale")
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def build_one(spark, jvm_pid: int, n_items: int, args, tmp: Path) -> dict:
+    from curindex.build import run_build
+    from curindex.config import config_from_dict
+    from curindex.store import Store
+
+    items, queries = write_corpus(tmp / "data", n_items, args.queries + args.test_queries)
+    store = tmp / "store"
+    cfg = config_from_dict({
+        "items": {"path": str(items), "id_column": "id", "text_columns": ["text"]},
+        "queries": {"path": str(queries), "id_column": "id", "text_columns": ["text"]},
+        "anchors": {"n_queries": args.queries, "n_items": args.anchors,
+                    "n_test": args.test_queries, "seed": 0},
+        "scorer": {"kind": "callable", "target": "scale:hash_scorer"},
+        "index": {"num_shards": args.shards},
+        "store": {"uri": str(store)},
+        "spark": {"block_items": args.block_items, "score_partitions": args.partitions},
+    })
+    reset = reset_peak(jvm_pid)
+    log.info("%s items: building", f"{n_items:,}")
+    with Sampler(jvm_pid, store / "_work") as sampler:
+        t0 = time.perf_counter()
+        result = run_build(spark, cfg, version="bench")
+        wall = time.perf_counter() - t0
+        sampler.sample(with_work=False)
+    jvm_kb = max(sampler.jvm_kb, status_kb(jvm_pid, "VmHWM") if reset else 0)
+    python_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    version_bytes = tree_bytes(Path(Store.open(str(store)).root) / "versions" / "bench")
+    manifest = result.manifest
+    out = {
+        "n_items": n_items,
+        "n_queries_scored": args.queries + args.test_queries,
+        "wall_s": round(wall, 2),
+        "items_per_s": round(n_items / wall, 1),
+        "driver_peak_rss_mb": round((jvm_kb + python_kb) / 1024, 1),
+        "driver_jvm_peak_rss_mb": round(jvm_kb / 1024, 1),
+        "driver_python_maxrss_mb": round(python_kb / 1024, 1),
+        "executor_peak_rss_mb": round(sampler.worker_kb / 1024, 1),
+        "executor_peak_total_rss_mb": round(sampler.workers_total_kb / 1024, 1),
+        "bytes_written": version_bytes + sampler.work_bytes,
+        "version_bytes": version_bytes,
+        "work_peak_bytes": sampler.work_bytes,
+        "stages": manifest["timings_s"],
+        "effective_rank": manifest["factorization"]["effective_rank"],
+        "recall": manifest["validation"]["recall"],
+    }
+    log.info("%s items: %s", f"{n_items:,}", json.dumps(out))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="100000,1000000", help="corpus sizes, comma-separated")
+    p.add_argument("--queries", type=int, default=256, help="anchor queries (k_q)")
+    p.add_argument("--anchors", type=int, default=128, help="anchor items (k_i)")
+    p.add_argument("--test-queries", type=int, default=64, help="held-out test queries")
+    p.add_argument("--shards", type=int, default=4)
+    p.add_argument("--partitions", type=int, default=0, help="score partitions (0: 4 x cores)")
+    p.add_argument("--block-items", type=int, default=1024)
+    p.add_argument("--driver-memory", default="2g")
+    p.add_argument("--warmup", type=int, default=2000,
+                   help="items of an unreported first build that starts the JVM's code paths "
+                        "and the Python workers, so every size is measured warm (0: none)")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+
+    # Spark's Python workers run this interpreter and import the scorer from bench/; set before
+    # the JVM starts, which they inherit their environment from.
+    os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(BENCH), *filter(None, [os.environ.get("PYTHONPATH")])])
+    sys.path.insert(0, str(BENCH))
+
+    spark = session(args.driver_memory)
+    jvm_pid = int(spark.sparkContext._jvm.ProcessHandle.current().pid())
+    results = []
+    try:
+        if args.warmup:
+            with tempfile.TemporaryDirectory(prefix="curindex-bench-scale-") as tmp:
+                build_one(spark, jvm_pid, args.warmup, args, Path(tmp))
+        for n in sizes:
+            with tempfile.TemporaryDirectory(prefix="curindex-bench-scale-") as tmp:
+                results.append(build_one(spark, jvm_pid, n, args, Path(tmp)))
+    finally:
+        spark.stop()
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
