@@ -68,8 +68,8 @@ def simulate(s: np.ndarray, k_q: int, k_i: int, *, budget: int, rounds: int, k: 
     first_n = round_sizes(n_retrieve, rounds)[0]
     first_keys = retrieve(c @ g, first_n, [set() for _ in range(len(tests))])
     first = [(keys, tests[qi, keys]) for qi, keys in enumerate(first_keys)]
-    found = adaptive_rounds(first=first, anchor_columns=h[:, anchors], anchor_exact=c,
-                            n_retrieve=n_retrieve, rounds=rounds, rcond=1e-6,
+    found = adaptive_rounds(first=first, later=round_sizes(n_retrieve, rounds)[1:],
+                            anchor_columns=h[:, anchors], anchor_exact=c, rcond=1e-6,
                             retrieve=retrieve, exact=lambda qi, keys: tests[qi, keys],
                             columns=lambda keys: h[:, keys])
     recall = 0.0
@@ -87,8 +87,8 @@ def simulate(s: np.ndarray, k_q: int, k_i: int, *, budget: int, rounds: int, k: 
 def test_one_round_returns_round_one_unchanged():
     s = low_rank_scores(3, n_q=60, n=300, rank=6, noise=0.3)
     first = [([5, 7], np.array([1.0, 2.0]))]
-    out = adaptive_rounds(first=first, anchor_columns=s[:40, :3], anchor_exact=s[40:41, :3],
-                          n_retrieve=2, rounds=1, rcond=1e-6,
+    out = adaptive_rounds(first=first, later=[], anchor_columns=s[:40, :3],
+                          anchor_exact=s[40:41, :3], rcond=1e-6,
                           retrieve=lambda *a: pytest.fail("no second round"),
                           exact=lambda *a: pytest.fail("no second round"),
                           columns=lambda keys: s[:40, keys])
@@ -116,10 +116,10 @@ def test_searcher_adaptive_rounds(spark, tmp_path):
               "queries_path": write_jsonl(tmp_path / "queries.jsonl",
                                           [{"_id": i, "text": t} for i, t in queries])}
     raw = tiny_config(corpus, scorer={"kind": "toy", "options": {"dim": "32"}},
-                      index={"num_shards": 3, "adaptive": True})
+                      index={"num_shards": 3, "adaptive": True, "biencoder": True})
     cfg = config_from_dict(raw)
     result = run_build(spark, cfg, version="a1", publish=True)
-    assert result.manifest["index"]["h_bytes"] > 0 and result.manifest["index"]["adaptive"]
+    assert result.manifest["index"]["extra_bytes"]["h"] > 0
     searcher = Searcher.open(cfg.store.uri)
     assert searcher.adaptive
     qs = ["river data", "piano song film", "solar wind storm", "quiet harbour lights"]
@@ -144,6 +144,19 @@ def test_searcher_adaptive_rounds(spark, tmp_path):
               for name, res in (("one", one), ("three", three))}
     assert recall["three"] >= recall["one"], recall
     assert k_i < budget
+    # Bi-encoder seeding, one round, the whole budget: bi-encoder retrieve-and-rerank.
+    from curindex.baseline import get_biencoder
+
+    sim = get_biencoder().encode(qs) @ get_biencoder().encode([texts[i] for i in ids]).T
+    bi = searcher.search(qs, k=k, budget=budget, seed="bi-encoder", seed_size=budget)
+    bi3 = searcher.search(qs, k=k, budget=budget, rounds=3, seed="bi-encoder", seed_size=10)
+    for qi, (r, r3) in enumerate(zip(bi, bi3, strict=True)):
+        pool = np.argsort(-sim[qi], kind="stable")[:budget]
+        best = pool[np.argsort(-exact[qi, pool], kind="stable")[:k]]
+        assert r.ids == [ids[j] for j in best] and r.model_calls == budget
+        assert r3.model_calls == budget
+        want = {i: exact[qi, j] for j, i in enumerate(ids)}
+        np.testing.assert_allclose(r3.scores, [want[i] for i in r3.ids], rtol=1e-5, atol=1e-6)
     plain_only = config_from_dict({**raw, "index": {"num_shards": 3},
                                    "store": {"uri": str(tmp_path / "plain")}})
     run_build(spark, plain_only, version="p1", publish=True)

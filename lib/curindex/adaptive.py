@@ -53,10 +53,9 @@ def query_weights(h_a: np.ndarray, s_a: np.ndarray, *, rcond: float) -> np.ndarr
 def adaptive_rounds(
     *,
     first: list[tuple[list[int], np.ndarray]],
+    later: list[int],
     anchor_columns: np.ndarray,
     anchor_exact: np.ndarray,
-    n_retrieve: int,
-    rounds: int,
     rcond: float,
     retrieve: RetrieveFn,
     exact: ExactFn,
@@ -64,18 +63,17 @@ def adaptive_rounds(
 ) -> list[tuple[list[int], np.ndarray]]:
     """Rounds 2..R of adaptive search for a batch of queries.
 
-    first: per query, round 1's retrieved keys and their exact scores (plain CUR search);
-    anchor_columns: [k_q, k_i] anchor-query scores of the anchor items; anchor_exact:
-    [n_q, k_i] the queries' exact scores on them; n_retrieve: retrievals per query over all
-    rounds (budget - k_i), of which round 1 took ``round_sizes(n_retrieve, rounds)[0]``.
-    Returns per query every retrieved key (all rounds, in retrieval order) with its exact
-    score. Exact-model calls per query: the anchors plus at most n_retrieve.
+    first: per query, round 1's retrieved keys and their exact scores (plain CUR search, or
+    another source's candidates); later: the retrievals per query of each later round;
+    anchor_columns: [k_q, k_i] anchor-query scores of the anchor items (k_i may be 0);
+    anchor_exact: [n_q, k_i] the queries' exact scores on them. Returns per query every
+    retrieved key (all rounds, in retrieval order) with its exact score. Exact-model calls per
+    query: the anchors, round 1, and at most sum(later).
     """
-    sizes = round_sizes(n_retrieve, rounds)
     keys = [list(k) for k, _ in first]
     scores = [list(np.asarray(s, np.float64)) for _, s in first]
     h_cols = [columns(k) if k else np.zeros((anchor_columns.shape[0], 0)) for k in keys]
-    for size in sizes[1:]:
+    for size in later:
         if size == 0:
             continue
         w = np.stack([

@@ -80,6 +80,9 @@ class IndexConfig:
     # Keep every item's anchor-query scores (k_q floats) as a second sharded index, which
     # adaptive multi-round search (search(..., rounds=R > 1)) needs.
     adaptive: bool = False
+    # Keep every item's bi-encoder embedding (mean-pooled all-MiniLM-L6-v2) as a third sharded
+    # index: search(..., seed="bi-encoder") starts from its candidates.
+    biencoder: bool = False
 
 
 @dataclass(frozen=True)

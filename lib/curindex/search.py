@@ -8,6 +8,9 @@ exactly ``budget`` (or fewer when the corpus is smaller).
 With ``rounds=R > 1`` (a version built with ``[index] adaptive = true``) the retrievals are
 spread over R rounds and every round after the first re-solves the query on everything scored
 so far (``curindex.adaptive``), searching the H shards (each item's anchor-query scores).
+With ``seed="bi-encoder"`` (a version built with ``[index] biencoder = true`` too) the first
+round is the bi-encoder's top items instead of the anchor items plus CUR candidates: the whole
+budget goes to items near the query, and the later rounds re-solve on them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from curindex.adaptive import adaptive_rounds, round_sizes
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError, StoreError
 from curindex.scoring import Scorer, build_scorer, checked_scores, fingerprint_for
-from curindex.shardindex import read_index, set_search_params, split_labels
+from curindex.shardindex import EXTRAS, read_index, set_search_params, shard_labels, split_labels
 from curindex.store import Store
 
 
@@ -40,31 +43,32 @@ class SearchResult:
 class Searcher:
     """A published (or named) version opened for search. Build with ``Searcher.open``."""
 
+    SEEDS = ("anchors", "bi-encoder")
+
     def __init__(self, *, store: Store, version: str, manifest: dict, scorer: Scorer,
                  anchor_ids: list[str], anchor_texts: list[str], shards: list[tuple],
-                 h_shards: list | None = None, anchor_columns: np.ndarray | None = None
-                 ) -> None:
+                 extras: dict[str, list] | None = None,
+                 anchor_columns: np.ndarray | None = None) -> None:
         self.store, self.version, self.manifest = store, version, manifest
         self.scorer = scorer
         self.anchor_ids, self.anchor_texts = anchor_ids, anchor_texts
-        self._anchor_set = set(anchor_ids)
         self._shards = shards  # [(shard number, faiss index, item ids, texts)]
         self._by_shard = {s[0]: s for s in shards}
         self.n_items = sum(len(s[2]) for s in shards)
+        anchor_set = set(anchor_ids)
+        self._anchor_labels = {
+            int(shard_labels(num, len(ids))[row])
+            for num, _, ids, _ in shards for row, iid in enumerate(ids) if iid in anchor_set
+        }
         # One threaded faiss index over every shard: searched in parallel, merged by score,
         # labels kept (they encode shard and row).
-        self._index = faiss.IndexShards(len(anchor_ids), True, False)
-        for _, index, _, _ in shards:
-            self._index.add_shard(index)
-        # Adaptive search: per shard the H index (same labels), merged the same way, and the
-        # anchor items' anchor-query scores [k_q, k_i].
-        self._h_shards = {s: h for (s, *_), h in zip(shards, h_shards or [], strict=False)}
+        self._index = _merged([index for _, index, _, _ in shards])
+        # Extra indexes, same labels: "h" (anchor-query scores per item) and "bi" (bi-encoder
+        # embeddings), per shard and merged; and the anchor items' anchor-query scores
+        # [k_q, k_i] (for adaptive search).
+        self._extras = {name: (dict(zip((s[0] for s in shards), parts, strict=True)),
+                               _merged(parts)) for name, parts in (extras or {}).items()}
         self._anchor_columns = anchor_columns
-        self._h_index = None
-        if h_shards:
-            self._h_index = faiss.IndexShards(h_shards[0].d, True, False)
-            for h in h_shards:
-                self._h_index.add_shard(h)
 
     @classmethod
     def open(cls, store_uri: str, version: str = "current", *,
@@ -92,7 +96,8 @@ class Searcher:
                 f"{manifest['scorer']['fingerprint']} (different weights or settings)"
             )
         anchors = pq.read_table(store.local_path(vid, manifest["anchors"]["items_file"]))
-        shards, h_shards = [], []
+        shards: list[tuple] = []
+        extras: dict[str, list] = {}
         nprobe, ef = manifest["config"]["index"]["nprobe"], manifest["config"]["index"]["ef_search"]
         for s in manifest["index"]["shards"]:
             index = read_index(store.local_path(vid, s["index"]))
@@ -105,10 +110,15 @@ class Searcher:
                 )
             shards.append((s["shard"], index, ids.column("item_id").to_pylist(),
                            ids.column("text").to_pylist()))
-            if "h_index" in s:
-                h_shards.append(read_index(store.local_path(vid, s["h_index"])))
+            for name in EXTRAS:
+                if f"{name}_index" in s:
+                    extra = read_index(store.local_path(vid, s[f"{name}_index"]))
+                    if extra.ntotal != s["n_items"]:
+                        raise StoreError(f"version {vid}: {s[f'{name}_index']} holds "
+                                         f"{extra.ntotal} vectors, the shard {s['n_items']}")
+                    extras.setdefault(name, []).append(extra)
         anchor_columns = None
-        if h_shards:
+        if "h" in extras:
             rows = np.load(store.local_path(vid, manifest["anchors"]["scores_file"]),
                            allow_pickle=False)  # [k_i, k_q + n_test]
             anchor_columns = rows[:, : manifest["anchors"]["n_queries"]].T.astype(np.float64)
@@ -116,51 +126,75 @@ class Searcher:
                    scorer=build_scorer(scfg, fp),
                    anchor_ids=anchors.column("id").to_pylist(),
                    anchor_texts=anchors.column("text").to_pylist(), shards=shards,
-                   h_shards=h_shards, anchor_columns=anchor_columns)
+                   extras=extras, anchor_columns=anchor_columns)
 
     @property
     def adaptive(self) -> bool:
         """Whether this version supports adaptive search (rounds > 1)."""
-        return self._h_index is not None
+        return "h" in self._extras
 
     def search(self, queries: Sequence[str], *, k: int = 10, budget: int = 200,
-               rounds: int = 1, rcond: float | None = None) -> list[SearchResult]:
+               rounds: int = 1, seed: str = "anchors", seed_size: int = 0,
+               rcond: float | None = None) -> list[SearchResult]:
         """Top-k items per query by exact score, spending at most `budget` model calls each.
 
         `rounds` > 1: adaptive search (needs a version built with `[index] adaptive = true`);
         `rcond` is its least-squares cutoff (default: the build's `[factorize] rcond`).
+        `seed="bi-encoder"` (needs `[index] biencoder = true`): round 1 scores the bi-encoder's
+        top `seed_size` items (default 50) instead of the anchor items and their CUR candidates;
+        the later rounds share the rest of the budget. With `rounds=1` round 1 takes the whole
+        budget: bi-encoder retrieve-and-rerank.
         """
         k_i = len(self.anchor_ids)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if budget <= k_i:
-            raise ValueError(f"budget {budget} must exceed the {k_i} anchor items of this index")
         if rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
-        if rounds > 1 and not self.adaptive:
-            raise ValueError(f"version {self.version} was built without [index] adaptive = "
-                             "true: it has no H shards, so only rounds = 1 is possible")
+        if seed not in self.SEEDS:
+            raise ValueError(f"seed must be one of {self.SEEDS}, got {seed!r}")
+        if seed == "anchors" and budget <= k_i:
+            raise ValueError(f"budget {budget} must exceed the {k_i} anchor items of this index")
+        for need, name, key in ((rounds > 1, "h", "adaptive"),
+                                (seed == "bi-encoder", "bi", "biencoder")):
+            if need and name not in self._extras:
+                raise ValueError(f"version {self.version} was built without [index] {key} = "
+                                 f"true: it has no {name!r} shards for this search")
         queries = list(queries)
         if not queries:
             return []
-        c = checked_scores(self.scorer.score_block(queries, self.anchor_texts), len(queries),
-                           k_i, where="the anchor items")  # [n_q, k_i]
-        n_cand = min(budget - k_i, self.n_items - k_i)
-        first = round_sizes(n_cand, rounds)[0]
-        labels = self._retrieve(self._index, c, first, [set() for _ in queries])
+        if seed == "anchors":
+            c = checked_scores(self.scorer.score_block(queries, self.anchor_texts),
+                               len(queries), k_i, where="the anchor items")  # [n_q, k_i]
+            sizes = round_sizes(min(budget - k_i, self.n_items - k_i), rounds)
+            labels = self._retrieve(self._index, c, sizes[0],
+                                    [set(self._anchor_labels) for _ in queries])
+            pool_ids, pool_texts = list(self.anchor_ids), list(self.anchor_texts)
+            anchor_columns = self._anchor_columns
+        else:
+            from curindex.baseline import get_biencoder
+
+            total = min(budget, self.n_items)
+            first = total if rounds == 1 else min(seed_size or 50, total)
+            sizes = [first, *(round_sizes(total - first, rounds - 1) if rounds > 1 else [])]
+            x = get_biencoder().encode(queries)  # [n_q, dim]
+            labels = self._retrieve(self._extras["bi"][1], x, first, [set() for _ in queries])
+            c = np.zeros((len(queries), 0), dtype=np.float32)
+            pool_ids, pool_texts = [], []
+            anchor_columns = np.zeros((self._h_dim(), 0)) if rounds > 1 else None
         found = [(lab, self._exact(q, lab)) for q, lab in zip(queries, labels, strict=True)]
         if rounds > 1:
             found = adaptive_rounds(
-                first=found, anchor_columns=self._anchor_columns, anchor_exact=c,
-                n_retrieve=n_cand, rounds=rounds,
+                first=found, later=sizes[1:], anchor_columns=anchor_columns, anchor_exact=c,
                 rcond=self.manifest["config"]["factorize"]["rcond"] if rcond is None else rcond,
-                retrieve=lambda w, n, seen: self._retrieve(self._h_index, w, n, seen),
+                retrieve=lambda w, n, seen: self._retrieve(
+                    self._extras["h"][1], w, n,
+                    [s | self._anchor_labels if seed == "anchors" else s for s in seen]),
                 exact=lambda qi, lab: self._exact(queries[qi], lab),
                 columns=self._h_columns)
         out = []
         for qi, (q, (lab, exact)) in enumerate(zip(queries, found, strict=True)):
-            ids = list(self.anchor_ids) + [self._item(x)[0] for x in lab]
-            texts = list(self.anchor_texts) + [self._item(x)[1] for x in lab]
+            ids = pool_ids + [self._item(x)[0] for x in lab]
+            texts = pool_texts + [self._item(x)[1] for x in lab]
             s = np.concatenate([c[qi], exact]).astype(np.float32)
             top = np.argsort(-s, kind="stable")[:k]
             out.append(SearchResult(query=q, ids=[ids[i] for i in top], scores=s[top],
@@ -181,34 +215,30 @@ class Searcher:
         return checked_scores(self.scorer.score_block([query], texts), 1, len(texts),
                               where="the candidates")[0]
 
+    def _h_dim(self) -> int:
+        return self._extras["h"][1].d
+
     def _h_columns(self, labels: list[int]) -> np.ndarray:
         """Anchor-query scores of the items of `labels`: [k_q, len(labels)]."""
+        per_shard = self._extras["h"][0]
         shard, row = split_labels(np.asarray(labels, dtype=np.int64))
-        out = np.empty((len(labels), self._h_index.d), dtype=np.float32)
+        out = np.empty((len(labels), self._h_dim()), dtype=np.float32)
         for j, (s, r) in enumerate(zip(shard, row, strict=True)):
-            out[j] = faiss.downcast_index(self._h_shards[int(s)].index).reconstruct(int(r))
+            out[j] = faiss.downcast_index(per_shard[int(s)].index).reconstruct(int(r))
         return out.T.astype(np.float64)
 
     def _retrieve(self, index: faiss.Index, x: np.ndarray, n: int, seen: list[set[int]]
                   ) -> list[list[int]]:
-        """The labels of the n best non-anchor items per query by `index`'s inner product with
-        the rows of `x`, leaving out those in `seen`."""
+        """The labels of the n best items per query by `index`'s inner product with the rows
+        of `x`, leaving out the labels in `seen`."""
         if n <= 0:
             return [[] for _ in range(len(x))]
-        # Anchors and items already scored come back too: ask for enough to drop them.
-        want = min(n + len(self.anchor_ids) + max(map(len, seen)), self.n_items)
+        want = min(n + max(map(len, seen)), self.n_items)  # enough to drop those seen
         _, lab = index.search(np.ascontiguousarray(x, dtype=np.float32), want)
         out = []
         for qi in range(len(x)):
-            got: list[int] = []
-            for label in lab[qi].tolist():
-                if label < 0 or label in seen[qi]:  # < 0: fewer hits (an approximate index)
-                    continue
-                if self._item(label)[0] in self._anchor_set:
-                    continue
-                got.append(label)
-                if len(got) == n:
-                    break
+            got = [label for label in lab[qi].tolist()
+                   if label >= 0 and label not in seen[qi]][:n]  # < 0: fewer hits (IVF)
             out.append(got)
         return out
 
@@ -217,3 +247,11 @@ class Searcher:
         return json.dumps({"version": self.version, "items": m["counts"]["items"],
                            "k_i": m["anchors"]["n_items"], "k_q": m["anchors"]["n_queries"]})
 
+
+def _merged(indexes: list[faiss.Index]) -> faiss.IndexShards:
+    """One threaded index over per-shard indexes: searched in parallel, merged by score, the
+    shards' own labels kept."""
+    merged = faiss.IndexShards(indexes[0].d, True, False)
+    for index in indexes:
+        merged.add_shard(index)
+    return merged

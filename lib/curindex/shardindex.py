@@ -12,6 +12,10 @@ import numpy as np
 from curindex.errors import ConfigError, StoreError
 
 LABEL_SHIFT = 40  # up to 2^40 items per shard, 2^23 shards
+# Extra exact indexes a shard can carry beside its item vectors, same labels: "h" the items'
+# anchor-query scores (adaptive search re-solves queries on them), "bi" their bi-encoder
+# embeddings (the first round of bi-encoder-seeded search).
+EXTRAS = ("h", "bi")
 
 
 def shard_files(shard: int) -> tuple[str, str]:
@@ -19,9 +23,10 @@ def shard_files(shard: int) -> tuple[str, str]:
     return f"shards/shard-{shard:05d}.faiss", f"shards/ids-{shard:05d}.parquet"
 
 
-def h_shard_file(shard: int) -> str:
-    """Path of a shard's H index (anchor-query scores per item, for adaptive search)."""
-    return f"shards/h-{shard:05d}.faiss"
+def extra_shard_file(name: str, shard: int) -> str:
+    """Path of one of a shard's extra indexes: "h" (anchor-query scores per item, for adaptive
+    search) or "bi" (bi-encoder embeddings, for bi-encoder-seeded search)."""
+    return f"shards/{name}-{shard:05d}.faiss"
 
 
 def shard_labels(shard: int, n: int) -> np.ndarray:

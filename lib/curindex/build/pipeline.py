@@ -234,16 +234,17 @@ class _Build:
         shards = write_shards(self.spark, self.scores(), g=self.npy("G.npy"), k_q=self.k_q,
                               factory=self.cfg.index.factory, n_items=prep["items"],
                               store_uri=self.store.uri, version=self.version,
-                              keep_h=self.cfg.index.adaptive)
+                              extras=index_extras(self.cfg))
         n = sum(s["n_items"] for s in shards)
         if n != prep["items"]:
             raise CurIndexError(f"version {self.version}: shards hold {n} items, the corpus "
                                 f"{prep['items']}")
         files = [FileEntry(**f) for s in shards for f in s.pop("files")]
-        # What adaptive search costs in storage: the H index beside the item vectors.
-        h_bytes = sum(f.size for f in files if f.path.startswith("shards/h-"))
-        return {"shards": shards, "bytes": sum(f.size for f in files) - h_bytes,
-                "h_bytes": h_bytes}, files
+        # What the extra indexes cost in storage, beside the item vectors.
+        sizes = {name: sum(f.size for f in files if f.path.startswith(f"shards/{name}-"))
+                 for name in index_extras(self.cfg)}
+        return {"shards": shards, "bytes": sum(f.size for f in files) - sum(sizes.values()),
+                "extra_bytes": sizes}, files
 
     def validate(self) -> tuple[dict, list[FileEntry]]:
         v, k_q, cfg = self.cfg.validate, self.k_q, self.cfg
@@ -338,8 +339,8 @@ class _Build:
                 "factory": cfg.index.factory, "dim": len(anchors.item_ids),
                 "metric": "inner_product", "label_shift": LABEL_SHIFT, "g_file": "G.npy",
                 "shards": states["write_shards"]["shards"],
-                "adaptive": cfg.index.adaptive, "bytes": states["write_shards"]["bytes"],
-                "h_bytes": states["write_shards"]["h_bytes"],
+                "bytes": states["write_shards"]["bytes"],
+                "extra_bytes": states["write_shards"]["extra_bytes"],
             },
             "validation": states["validate"],
             "timings_s": timings,
@@ -353,6 +354,11 @@ class _Build:
         _remove_work(self.spark, self.work)
         self.clear_states()
         return manifest
+
+
+def index_extras(cfg: BuildConfig) -> tuple[str, ...]:
+    """The extra indexes each shard carries (``curindex.shardindex.EXTRAS``)."""
+    return (("h",) if cfg.index.adaptive else ()) + (("bi",) if cfg.index.biencoder else ())
 
 
 def run_stage(spark: SparkSession, cfg: BuildConfig, *, version: str, stage: str) -> dict:

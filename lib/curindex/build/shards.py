@@ -21,21 +21,17 @@ from pyspark.sql import DataFrame, SparkSession
 
 from curindex.build.score import ArrowMapFn
 from curindex.errors import ConfigError
-from curindex.shardindex import empty_index, h_shard_file, shard_files, shard_labels
+from curindex.shardindex import empty_index, extra_shard_file, shard_files, shard_labels
 
 VECTORS_SCHEMA = "shard int, item_id string, text string, vector array<float>"
-# With adaptive search enabled each item also carries its anchor-query scores h (k_q floats).
-H_SCHEMA = VECTORS_SCHEMA + ", h array<float>"
 WRITTEN_SCHEMA = "shard int, n_items long, files string"
 TRAIN_SAMPLE = 100_000  # vectors used to train an IVF/PQ index on the driver
 
 
-def project_fn(g: np.ndarray, k_q: int, *, keep_h: bool = False) -> ArrowMapFn:
-    """mapInArrow function: scores rows -> item vectors (G is captured once per task), and with
-    `keep_h` the items' anchor-query scores too."""
+def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = ()) -> ArrowMapFn:
+    """mapInArrow function: scores rows -> item vectors (G is captured once per task), plus a
+    column per extra index (``curindex.shardindex.EXTRAS``)."""
     from curindex.cur import item_vectors
-
-    k_i = g.shape[0]
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -45,33 +41,35 @@ def project_fn(g: np.ndarray, k_q: int, *, keep_h: bool = False) -> ArrowMapFn:
             scores = batch.column("scores")
             width = len(scores.values) // n
             h = scores.values.to_numpy(zero_copy_only=False).reshape(n, width)[:, :k_q]
-            e = item_vectors(h, g).reshape(-1)  # [n * k_i]
-            columns = [batch.column("shard"), batch.column("item_id"), batch.column("text"),
-                       _rows_array(e, k_i)]
-            if keep_h:
-                columns.append(_rows_array(np.ascontiguousarray(h, np.float32).reshape(-1), k_q))
-            yield pa.RecordBatch.from_arrays(
-                columns, names=["shard", "item_id", "text", "vector", "h"][: len(columns)]
-            )
+            columns = {"shard": batch.column("shard"), "item_id": batch.column("item_id"),
+                       "text": batch.column("text"), "vector": _rows_array(item_vectors(h, g))}
+            if "h" in extras:
+                columns["h"] = _rows_array(h)
+            if "bi" in extras:
+                from curindex.baseline import get_biencoder
+
+                columns["bi"] = _rows_array(get_biencoder().encode(
+                    batch.column("text").to_pylist()))
+            yield pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
 
     return run
 
 
-def _rows_array(flat: np.ndarray, width: int) -> pa.ListArray:
-    """Rows of `width` float32 values as an Arrow list array."""
-    offsets = pa.array(np.arange(0, flat.size + 1, width, dtype=np.int32))
+def _rows_array(rows: np.ndarray) -> pa.ListArray:
+    """The rows of a matrix [n, width] as an Arrow list array of float32."""
+    flat = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1)
+    offsets = pa.array(np.arange(0, flat.size + 1, max(1, rows.shape[1]), dtype=np.int32))
     return pa.ListArray.from_arrays(offsets, pa.array(flat, type=pa.float32()))
 
 
-def _column_matrix(table: pa.Table, name: str, width: int) -> np.ndarray:
+def _column_matrix(table: pa.Table, name: str) -> np.ndarray:
     values = table.column(name).combine_chunks().values.to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(values.reshape(table.num_rows, width), dtype=np.float32)
+    return np.ascontiguousarray(values.reshape(table.num_rows, -1), dtype=np.float32)
 
 
-def write_shard_fn(store_uri: str, version: str, trained: bytes, dim: int, k_q: int = 0):
+def write_shard_fn(store_uri: str, version: str, trained: bytes, extras: tuple[str, ...] = ()):
     """applyInArrow function: one shard's vectors -> its faiss index and id map in the store,
-    and with `k_q` > 0 its H index (the items' anchor-query scores, exact inner product, same
-    labels) for adaptive search."""
+    and an exact inner-product index (same labels) per extra column."""
 
     def run(table: pa.Table) -> pa.Table:
         from curindex.store import Store
@@ -81,7 +79,7 @@ def write_shard_fn(store_uri: str, version: str, trained: bytes, dim: int, k_q: 
         n = table.num_rows
         labels = shard_labels(shard, n)
         index = faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8))
-        index.add_with_ids(_column_matrix(table, "vector", dim), labels)
+        index.add_with_ids(_column_matrix(table, "vector"), labels)
         index_rel, ids_rel = shard_files(shard)
         store = Store.open(store_uri)
         entries = []
@@ -89,11 +87,12 @@ def write_shard_fn(store_uri: str, version: str, trained: bytes, dim: int, k_q: 
             local = os.path.join(tmp, "index.faiss")
             faiss.write_index(index, local)
             entries.append(store.upload_file(version, index_rel, local))
-            if k_q:
-                h_index = empty_index("IDMap,Flat", k_q)
-                h_index.add_with_ids(_column_matrix(table, "h", k_q), labels)
-                faiss.write_index(h_index, local)
-                entries.append(store.upload_file(version, h_shard_file(shard), local))
+            for name in extras:
+                x = _column_matrix(table, name)
+                extra = empty_index("IDMap,Flat", x.shape[1])
+                extra.add_with_ids(x, labels)
+                faiss.write_index(extra, local)
+                entries.append(store.upload_file(version, extra_shard_file(name, shard), local))
             ids = pa.table(
                 {"label": labels, "item_id": table.column("item_id"), "text": table.column("text")}
             )
@@ -138,23 +137,23 @@ def write_shards(
     n_items: int,
     store_uri: str,
     version: str,
-    keep_h: bool = False,
+    extras: tuple[str, ...] = (),
 ) -> list[dict]:
     """Write every shard; returns per-shard entries sorted by shard:
-    {"shard", "n_items", "index", "ids", ["h_index",] "files": [{"path","size","sha256"}, ...]}.
-    `keep_h` also writes each shard's H index (adaptive search)."""
+    {"shard", "n_items", "index", "ids", "<extra>_index"..., "files": [{"path", "size",
+    "sha256"}, ...]}, with an extra exact index per name in `extras` (``shardindex.EXTRAS``)."""
     k_i = g.shape[0]
     g_b = spark.sparkContext.broadcast(np.ascontiguousarray(g, dtype=np.float64))
     try:
         vectors = scores.select("item_id", "shard", "text", "scores").mapInArrow(
-            _broadcast_project(g_b, k_q, keep_h), H_SCHEMA if keep_h else VECTORS_SCHEMA
+            _broadcast_project(g_b, k_q, extras),
+            VECTORS_SCHEMA + "".join(f", {name} array<float>" for name in extras),
         )
         trained = trained_index(spark, vectors, factory, k_i, n_items)
         spark.sparkContext.setJobDescription("curindex: write index shards")
         rows = (
             vectors.groupBy("shard")
-            .applyInArrow(write_shard_fn(store_uri, version, trained, k_i, k_q if keep_h else 0),
-                          WRITTEN_SCHEMA)
+            .applyInArrow(write_shard_fn(store_uri, version, trained, extras), WRITTEN_SCHEMA)
             .collect()
         )
     finally:
@@ -165,14 +164,14 @@ def write_shards(
         index_rel, ids_rel = shard_files(r["shard"])
         entry = {"shard": r["shard"], "n_items": r["n_items"], "index": index_rel,
                  "ids": ids_rel, "files": json.loads(r["files"])}
-        if keep_h:
-            entry["h_index"] = h_shard_file(r["shard"])
+        for name in extras:
+            entry[f"{name}_index"] = extra_shard_file(name, r["shard"])
         out.append(entry)
     return out
 
 
-def _broadcast_project(g_b, k_q: int, keep_h: bool) -> ArrowMapFn:
+def _broadcast_project(g_b, k_q: int, extras: tuple[str, ...]) -> ArrowMapFn:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return project_fn(g_b.value, k_q, keep_h=keep_h)(batches)
+        return project_fn(g_b.value, k_q, extras=extras)(batches)
 
     return run
