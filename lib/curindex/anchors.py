@@ -4,6 +4,11 @@ validation, and which items span the item space.
 ``random`` (the reference method) is a seeded pseudo-random choice made by ranking ids on a
 seeded 64-bit hash: the same seed picks the same anchors however the data is partitioned, on
 one machine or a cluster, and nothing but the chosen rows reaches the driver.
+
+Anchor items by ``[anchors] items``: ``random``; ``kmeans`` (a seeded sample of at most
+``KMEANS_SAMPLE`` items is embedded with the bi-encoder on the driver, and the items nearest
+to k_i k-means centroids are the anchors); ``leverage`` (chosen from the anchor-query scores
+after the score pass, ``curindex.build.select``: here no item is chosen yet).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from pyspark.sql import functions as F
 
 from curindex.config import AnchorsConfig
 from curindex.errors import InputError
+
+KMEANS_SAMPLE = 10_000  # items embedded on the driver for k-means anchors (at most)
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,12 @@ def choose_anchors(
     if n_items < cfg.n_items:
         raise InputError(f"items: {n_items} items, fewer than k_i = {cfg.n_items} anchor items")
     q = seeded_sample(queries, need_q, seed=cfg.seed, salt="queries")
-    it = seeded_sample(items, cfg.n_items, seed=cfg.seed, salt="items")
+    if cfg.items == "kmeans":
+        it = kmeans_items(items, cfg.n_items, seed=cfg.seed, n_items=n_items)
+    elif cfg.items == "leverage":
+        it = []  # chosen from the scores, after the score pass
+    else:
+        it = seeded_sample(items, cfg.n_items, seed=cfg.seed, salt="items")
     k = cfg.n_queries
     return Anchors(
         query_ids=[i for i, _ in q[:k]],
@@ -65,3 +77,15 @@ def choose_anchors(
         item_ids=[i for i, _ in it],
         item_texts=[t for _, t in it],
     )
+
+
+def kmeans_items(items: DataFrame, k: int, *, seed: int, n_items: int) -> list[tuple[str, str]]:
+    """k (id, text) items nearest to the k-means centroids of the bi-encoder embeddings of a
+    seeded sample of items (sorted by id, so the choice depends only on the data and seed)."""
+    from curindex.anchor_select import kmeans_rows
+    from curindex.baseline import get_biencoder
+
+    sample = sorted(seeded_sample(items, min(n_items, KMEANS_SAMPLE), seed=seed,
+                                  salt="items-kmeans"))
+    emb = get_biencoder().encode([t for _, t in sample])  # [n, dim]
+    return [sample[j] for j in kmeans_rows(emb, k, seed=seed)]

@@ -20,7 +20,7 @@ from curindex.errors import ConfigError
 BUILTIN_PREFIX = "builtin:"
 INPUT_FORMATS = ("auto", "parquet", "jsonl", "beir")
 SCORER_KINDS = ("maxsim-minilm", "cross-encoder", "callable", "toy")
-ANCHOR_ITEM_STRATEGIES = ("random",)
+ANCHOR_ITEM_STRATEGIES = ("random", "kmeans", "leverage")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class AnchorsConfig:
     n_items: int = 50  # k_i: anchor items, the dimension of the item vectors
     n_test: int = 50  # held-out queries scored in the same pass, for validation
     seed: int = 0
-    items: str = "random"  # anchor item strategy
+    items: str = "random"  # anchor item strategy: random | kmeans | leverage
 
 
 @dataclass(frozen=True)

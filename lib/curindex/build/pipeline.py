@@ -39,6 +39,7 @@ from curindex import __version__
 from curindex.anchors import Anchors, choose_anchors
 from curindex.build.factorize import factorize, gather_anchor_rows
 from curindex.build.score import score_items
+from curindex.build.select import leverage_anchor_items
 from curindex.build.shards import write_shards
 from curindex.build.validate import (
     baseline_recall,
@@ -219,15 +220,22 @@ class _Build:
         return state, []
 
     def factorize(self) -> tuple[dict, list[FileEntry]]:
-        anchors = self.anchors()
+        anchors, files, selection = self.anchors(), [], {}
+        if self.cfg.anchors.items == "leverage":  # anchor items from the scores, first
+            t0 = time.perf_counter()
+            ids, texts = leverage_anchor_items(self.scores(), k_q=self.k_q,
+                                               k_i=self.cfg.anchors.n_items)
+            anchors = dataclasses.replace(anchors, item_ids=ids, item_texts=texts)
+            files = _write_anchor_tables(self.store, self.version, anchors)
+            selection = {"anchor_selection_s": round(time.perf_counter() - t0, 3)}
         rows = gather_anchor_rows(self.scores(), anchors.item_ids)  # [k_i, k_q + n_test]
         fac = factorize(rows, k_q=self.k_q, rcond=self.cfg.factorize.rcond,
                         min_rank=self.cfg.factorize.min_rank)
         log.info("U %dx%d: effective rank %d of %d (rcond %g)", self.k_q, len(anchors.item_ids),
                  fac.rank, fac.singular_values.size, fac.rcond)
-        files = [self.store.write_bytes(self.version, "G.npy", _npy_bytes(fac.g)),
-                 self.store.write_bytes(self.version, "anchors/scores.npy", _npy_bytes(rows))]
-        return fac.diagnostics(), files
+        files += [self.store.write_bytes(self.version, "G.npy", _npy_bytes(fac.g)),
+                  self.store.write_bytes(self.version, "anchors/scores.npy", _npy_bytes(rows))]
+        return {**fac.diagnostics(), **selection}, files
 
     def write_shards(self) -> tuple[dict, list[FileEntry]]:
         prep = self.load("prepare")
@@ -309,7 +317,9 @@ class _Build:
         states = {s: self.load(s) for s in STAGES[:-1]}
         for st in states.values():
             st.pop("config_digest", None)
-        files = [FileEntry(**f) for st in states.values() for f in st.pop("files")]
+        # A file a later stage rewrote (the anchor table, with leverage anchors) counts once.
+        files = list({f["path"]: FileEntry(**f)
+                      for st in states.values() for f in st.pop("files")}.values())
         timings = {s: st.pop("seconds") for s, st in states.items()}
         prep, anchors = states["prepare"], self.anchors()
         manifest = {

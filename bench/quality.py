@@ -1,0 +1,247 @@
+"""Retrieval quality on a BEIR folder: Top-k-Recall@budget of curindex's search methods, of the
+reference ANNCUR method and of bi-encoder retrieve-and-rerank, on the same held-out queries.
+
+    .venv/bin/python bench/quality.py --data ../shared/data/climate-fever [--test 500]
+        [--budgets 100,200,500] [--k 1,10,100] [--max-items N] [--cache DIR]
+
+1. `--test` queries are held out (seeded); they are never anchor queries nor used for tuning.
+2. Every query (held out or not) is scored against every item by the default scorer
+   (`maxsim-minilm`) through the build's own Spark score stage (`score_items`, local[2]): the
+   exact score matrix S, kept in `--cache` (keyed by the data and the scorer fingerprint) so a
+   re-run skips it.
+3. Each method's index is built by the real pipeline (`run_build`: anchors, factorize, faiss
+   shards, store) from the non-held-out queries, with a scorer that returns S's entries
+   (`cached_scorer`: the same numbers as the model, at lookup speed, so a bench run does not
+   re-score the corpus per method).
+4. Each method is measured with the real `Searcher` on the held-out queries: it spends
+   `budget` exact-model calls per query (counted by the Searcher: anchor items, every round)
+   and returns its top k by exact score; recall is against S's exact top k over the corpus.
+
+Printed: one JSON object (see the README's retrieval-quality section for the methods).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+log = logging.getLogger("bench.quality")
+
+# name -> (build config overrides, search kwargs). k_q = 500 anchor queries (or all non-test
+# queries if fewer); rcond 1e-15 is np.linalg.pinv's default cutoff.
+REFERENCE = ({"anchors": {"n_items": 100, "items": "random"}, "factorize": {"rcond": 1e-15}},
+             {"rounds": 1})
+METHODS = {
+    "anncur-reference": REFERENCE,
+    # Each improvement on its own, over the reference: anchor items spread by k-means over
+    # bi-encoder embeddings, or chosen by leverage + pivoted QR from the anchor-query scores.
+    "curindex-kmeans-anchors": ({**REFERENCE[0], "anchors": {"n_items": 100, "items": "kmeans"}},
+                                {"rounds": 1}),
+    "curindex-leverage-anchors": ({**REFERENCE[0],
+                                   "anchors": {"n_items": 100, "items": "leverage"}},
+                                  {"rounds": 1}),
+    # k_i = 50 anchors, the rest of the budget over 4 rounds of adaptive search.
+    "curindex-adaptive": ({"anchors": {"n_items": 50}, "index": {"adaptive": True}},
+                          {"rounds": 4}),
+    # The default: round 1 the bi-encoder's top 50 items, 3 adaptive rounds after it.
+    "curindex": ({"anchors": {"n_items": 50}, "index": {"adaptive": True, "biencoder": True}},
+                 {"rounds": 4, "seed": "bi-encoder", "seed_size": 50}),
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=BENCH.parent.parent / "shared" / "data" /
+                   "climate-fever", help="a BEIR folder (corpus.jsonl, queries.jsonl)")
+    p.add_argument("--test", type=int, default=500, help="held-out test queries")
+    p.add_argument("--budgets", default="100,200,500")
+    p.add_argument("--k", default="1,10,100")
+    p.add_argument("--anchor-queries", type=int, default=500, help="k_q (at most the rest)")
+    p.add_argument("--max-items", type=int, default=0, help="use the first N items (0: all)")
+    p.add_argument("--methods", default=",".join(METHODS), help="methods to measure")
+    p.add_argument("--cache", type=Path, default=BENCH / "out" / "quality-cache")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
+    if not (args.data / "corpus.jsonl").is_file():
+        print(json.dumps({"skipped": f"no BEIR corpus at {args.data}"}))
+        return
+    budgets = [int(b) for b in args.budgets.split(",")]
+    ks = [int(k) for k in args.k.split(",")]
+    items, queries = read_beir(args.data, args.max_items)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(queries))
+    test, rest = order[: args.test], order[args.test:]
+    k_q = min(args.anchor_queries, len(rest) - 10)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])
+    sys.path.insert(0, str(BENCH))
+    spark = _spark()
+    try:
+        s, s_path, seconds = exact_matrix(spark, items, queries, args.cache)
+        out = {"data": str(args.data), "n_items": len(items), "n_queries": len(queries),
+               "n_test": len(test), "k_q": k_q, "scorer": "maxsim-minilm",
+               "scoring_s": seconds, "exact_model_calls_per_query": budgets, "methods": {},
+               "cheap_calls_per_query": {}, "index_bytes": {}, "build_s": {}}
+        exact_top = np.argsort(-s[test], axis=1, kind="stable")[:, : max(ks)]
+        test_texts = [queries[i][1] for i in test]
+        with tempfile.TemporaryDirectory(prefix="curindex-quality-") as tmp:
+            tmp = Path(tmp)
+            pool = [queries[i] for i in rest]
+            write_jsonl(tmp / "items.jsonl", [{"_id": i, "text": t} for i, t in items])
+            write_jsonl(tmp / "queries.jsonl", [{"_id": i, "text": t} for i, t in pool])
+            for name in args.methods.split(","):
+                overrides, kwargs = METHODS[name]
+                t0 = time.perf_counter()
+                manifest, store = build(spark, tmp, name, overrides, k_q, s_path, items, queries)
+                out["build_s"][name] = round(time.perf_counter() - t0, 1)
+                out["index_bytes"][name] = {"vectors": manifest["index"]["bytes"],
+                                            **manifest["index"].get("extra_bytes", {})}
+                out["methods"][name] = measure(store, test_texts, exact_top, ks, budgets, kwargs,
+                                               s[test], items)
+                out["cheap_calls_per_query"][name] = 1 if kwargs.get("seed") == "bi-encoder" else 0
+                log.info("%s: %s", name, out["methods"][name])
+                if name == "curindex":  # the bi-encoder index is there: measure the baseline
+                    out["methods"]["bi-encoder-rerank"] = measure(
+                        store, test_texts, exact_top, ks, budgets,
+                        {"rounds": 1, "seed": "bi-encoder"}, s[test], items)
+                    out["cheap_calls_per_query"]["bi-encoder-rerank"] = 1
+                    log.info("bi-encoder-rerank: %s", out["methods"]["bi-encoder-rerank"])
+    finally:
+        spark.stop()
+    print(json.dumps(out, indent=1))
+
+
+def read_beir(folder: Path, max_items: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(id, text) of items (``title: text``, or ``text`` when the title is empty) and queries."""
+    def rows(name: str):
+        with open(folder / name, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    items = [(str(d["_id"]), f"{d['title']}: {d['text']}" if d.get("title") else d["text"])
+             for d in rows("corpus.jsonl")]
+    queries = [(str(d["_id"]), d["text"]) for d in rows("queries.jsonl")]
+    return items[:max_items] if max_items else items, queries
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+def _spark():
+    from pyspark.sql import SparkSession
+
+    spark = (SparkSession.builder.master("local[2]").appName("curindex-bench-quality")
+             .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")
+             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+             .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def exact_matrix(spark, items, queries, cache: Path) -> tuple[np.ndarray, Path, float]:
+    """S [n_queries, n_items] float32 of the default scorer, from the build's score stage;
+    cached under `cache` by a digest of the texts and the scorer fingerprint."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curindex.build.score import score_items
+    from curindex.config import ScorerConfig
+    from curindex.scoring import fingerprint_for
+
+    cfg = ScorerConfig(kind="maxsim-minilm")
+    fp = fingerprint_for(cfg)
+    digest = hashlib.sha256(json.dumps([items, queries, fp]).encode()).hexdigest()[:16]
+    path = cache / f"scores-{digest}.npy"
+    if path.is_file():
+        log.info("exact scores from %s", path)
+        return np.load(path, allow_pickle=False), path, 0.0
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="curindex-quality-score-") as tmp:
+        ids = [f"{j:08d}" for j in range(len(items))]
+        pq.write_table(pa.table({"id": ids, "text": [t for _, t in items]}), f"{tmp}/items.parquet")
+        t0 = time.perf_counter()
+        score_items(spark, spark.read.parquet(f"{tmp}/items.parquet"),
+                    queries=[t for _, t in queries], scorer_cfg=cfg, fingerprint=fp,
+                    num_shards=1, partitions=8, block_items=512, out_path=f"{tmp}/scores",
+                    n_items=len(items), progress_every_s=30.0)
+        seconds = round(time.perf_counter() - t0, 1)
+        table = pq.read_table(f"{tmp}/scores", columns=["item_id", "scores"]).sort_by("item_id")
+        s = np.array(table.column("scores").to_pylist(), dtype=np.float32).T
+    np.save(path, s, allow_pickle=False)
+    return s, path, seconds
+
+
+def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, items, queries):
+    """One method's index: run_build over the bench corpus with the cached scorer."""
+    from curindex.build import run_build
+    from curindex.config import config_from_dict
+    from curindex.store import Store
+
+    index_file = tmp / "texts.json"
+    if not index_file.exists():
+        index_file.write_text(json.dumps({"items": [t for _, t in items],
+                                          "queries": [t for _, t in queries]}))
+    raw = {
+        "items": {"path": str(tmp / "items.jsonl"), "text_columns": ["text"]},
+        "queries": {"path": str(tmp / "queries.jsonl")},
+        "anchors": {"n_queries": k_q, "n_items": 50, "n_test": 10, "seed": 0},
+        "scorer": {"kind": "callable", "target": "cached_scorer:cached",
+                   "options": {"scores": str(s_path), "texts": str(index_file)}},
+        "factorize": {"rcond": 1e-3, "min_rank": 2},
+        "index": {"num_shards": 4},
+        "validate": {"ks": [1, 10], "budgets": [200]},
+        "store": {"uri": str(tmp / f"store-{name}")},
+        "spark": {"score_partitions": 8, "block_items": 512},
+    }
+    for section, values in overrides.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    cfg = config_from_dict(raw)
+    result = run_build(spark, cfg, version="v1", publish=True)
+    return result.manifest, Store.open(cfg.store.uri)
+
+
+def measure(store, test_texts, exact_top, ks, budgets, kwargs, s_test, items) -> dict:
+    """Top-k-Recall@budget of one search method through the real Searcher."""
+    from curindex.search import Searcher
+
+    searcher = Searcher.open(store.uri)
+    col = {iid: j for j, (iid, _) in enumerate(items)}
+    k_i = len(searcher.anchor_ids)
+    out = {}
+    for budget in budgets:
+        if kwargs.get("seed", "anchors") == "anchors" and budget <= k_i:
+            # The Searcher needs budget > k_i; at budget = k_i the pool is the anchors alone.
+            anchors = np.array([col[a] for a in searcher.anchor_ids])
+            got = [anchors[np.argsort(-s_test[t, anchors], kind="stable")]
+                   for t in range(len(test_texts))]
+            calls = k_i
+        else:
+            res = searcher.search(test_texts, k=max(ks), budget=budget, **kwargs)
+            got = [np.array([col[i] for i in r.ids]) for r in res]
+            calls = max(r.model_calls for r in res)
+            assert calls <= budget, (calls, budget)
+        for k in ks:
+            if k < budget:
+                hits = [len(set(got[t][:k].tolist()) & set(exact_top[t, :k].tolist())) / k
+                        for t in range(len(test_texts))]
+                out[f"{k}@{budget}"] = round(float(np.mean(hits)), 4)
+        out[f"calls@{budget}"] = int(calls)
+    return out
+
+
+if __name__ == "__main__":
+    main()
