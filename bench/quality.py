@@ -50,6 +50,10 @@ METHODS = {
     "curindex-leverage-anchors": ({**REFERENCE[0],
                                    "anchors": {"n_items": 100, "items": "leverage"}},
                                   {"rounds": 1}),
+    # rcond tuned on 80 tuning queries drawn from the non-held-out queries.
+    "curindex-tuned-inversion": ({**REFERENCE[0], "anchors": {"n_items": 100, "n_test": 100},
+                                  "factorize": {"tune": True, "tune_fraction": 0.8}},
+                                 {"rounds": 1}),
     # k_i = 50 anchors, the rest of the budget over 4 rounds of adaptive search.
     "curindex-adaptive": ({"anchors": {"n_items": 50}, "index": {"adaptive": True}},
                           {"rounds": 4}),

@@ -77,3 +77,23 @@ class _Slow(ToyScorer):
 
 def slow(cfg: ScorerConfig) -> _Slow:
     return _Slow(cfg, fingerprint="")
+
+
+class _Noisy(ToyScorer):
+    """The toy scorer plus deterministic per-pair noise (options.noise, a hash of both texts),
+    so the score matrix is not exactly low rank and the inversion's cutoff matters."""
+
+    def score_block(self, queries, items):
+        import zlib
+
+        noise = float(self.cfg.options.get("noise", "0.1"))
+        out = super().score_block(queries, items).astype(np.float64)
+        for a, q in enumerate(queries):
+            for b, t in enumerate(items):
+                h = zlib.crc32(f"{q}\x00{t}".encode()) / 2**32 - 0.5
+                out[a, b] += noise * h
+        return out.astype(np.float32)
+
+
+def noisy(cfg: ScorerConfig) -> _Noisy:
+    return _Noisy(cfg, fingerprint="")

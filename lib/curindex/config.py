@@ -69,6 +69,12 @@ class FactorizeConfig:
     # Singular values below rcond * largest are dropped: pinv of a near-square U amplifies noise.
     rcond: float = 1e-3
     min_rank: int = 2  # fewer usable directions than this is a FactorizeError
+    # Tuned inversion: rcond chosen from tune_rconds by the mean Top-k-Recall@budget on the
+    # first tune_fraction of the test queries; recall is then reported on the others only.
+    tune: bool = False
+    tune_rconds: list[float] = field(
+        default_factory=lambda: [1e-15, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
+    tune_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -266,6 +272,14 @@ def _check(cfg: BuildConfig, source: str) -> None:
     f = cfg.factorize
     need(0.0 <= f.rcond < 1.0, "[factorize] rcond", f"must be in [0, 1), got {f.rcond}")
     need(f.min_rank >= 1, "[factorize] min_rank", f"must be >= 1, got {f.min_rank}")
+    need(bool(f.tune_rconds) and all(0.0 <= r < 1.0 for r in f.tune_rconds),
+         "[factorize] tune_rconds", f"must be a non-empty list in [0, 1), got {f.tune_rconds}")
+    need(0.0 < f.tune_fraction < 1.0, "[factorize] tune_fraction",
+         f"must be in (0, 1), got {f.tune_fraction}")
+    need(not f.tune or (int(a.n_test * f.tune_fraction) >= 1 and
+         int(a.n_test * f.tune_fraction) < a.n_test), "[factorize] tune",
+         f"needs test queries on both sides of the split: n_test = {a.n_test} with "
+         f"tune_fraction {f.tune_fraction}")
     need(
         f.min_rank <= a.n_items,
         "[factorize] min_rank",

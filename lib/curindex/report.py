@@ -281,7 +281,20 @@ def _factorization_html(fac: dict) -> str:
         ("condition number (kept)", fac.get("condition_number_kept")),
         ("largest / smallest singular value",
          f"{_num(s[0])} / {_num(s[-1])}" if s else None),
-    ])
+        ("anchor selection (s)", fac.get("anchor_selection_s")),
+    ]) + _tuning_html(fac.get("tuning"))
+
+
+def _tuning_html(tuning: dict | None) -> str:
+    """The tuned-inversion curve: mean recall on the tuning queries per candidate rcond."""
+    if not tuning:
+        return ""
+    rows = [(f"rcond {key}" + (" (chosen)" if float(key) == tuning["chosen_rcond"] else ""),
+             "too few singular values" if value is None else value)
+            for key, value in tuning["curve"].items()]
+    return (f"<h3>Tuned inversion</h3><p>rcond chosen by the {_e(tuning['objective'])} on "
+            f"{tuning['n_tune']} tuning queries (held out of the recall reported above).</p>"
+            + _kv_table(rows))
 
 
 def _img(png: bytes, alt: str) -> str:

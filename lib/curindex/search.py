@@ -139,7 +139,7 @@ class Searcher:
         """Top-k items per query by exact score, spending at most `budget` model calls each.
 
         `rounds` > 1: adaptive search (needs a version built with `[index] adaptive = true`);
-        `rcond` is its least-squares cutoff (default: the build's `[factorize] rcond`).
+        `rcond` is its least-squares cutoff (default: the cutoff the build inverted U with).
         `seed="bi-encoder"` (needs `[index] biencoder = true`): round 1 scores the bi-encoder's
         top `seed_size` items (default 50) instead of the anchor items and their CUR candidates;
         the later rounds share the rest of the budget. With `rounds=1` round 1 takes the whole
@@ -185,7 +185,7 @@ class Searcher:
         if rounds > 1:
             found = adaptive_rounds(
                 first=found, later=sizes[1:], anchor_columns=anchor_columns, anchor_exact=c,
-                rcond=self.manifest["config"]["factorize"]["rcond"] if rcond is None else rcond,
+                rcond=self.manifest["factorization"]["rcond"] if rcond is None else rcond,
                 retrieve=lambda w, n, seen: self._retrieve(
                     self._extras["h"][1], w, n,
                     [s | self._anchor_labels if seed == "anchors" else s for s in seen]),

@@ -229,13 +229,57 @@ class _Build:
             files = _write_anchor_tables(self.store, self.version, anchors)
             selection = {"anchor_selection_s": round(time.perf_counter() - t0, 3)}
         rows = gather_anchor_rows(self.scores(), anchors.item_ids)  # [k_i, k_q + n_test]
-        fac = factorize(rows, k_q=self.k_q, rcond=self.cfg.factorize.rcond,
-                        min_rank=self.cfg.factorize.min_rank)
+        rcond, tuning = self.cfg.factorize.rcond, {}
+        if self.cfg.factorize.tune:
+            tuning = self._tune(rows, anchors)
+            rcond = tuning["chosen_rcond"]
+        fac = factorize(rows, k_q=self.k_q, rcond=rcond, min_rank=self.cfg.factorize.min_rank)
         log.info("U %dx%d: effective rank %d of %d (rcond %g)", self.k_q, len(anchors.item_ids),
                  fac.rank, fac.singular_values.size, fac.rcond)
         files += [self.store.write_bytes(self.version, "G.npy", _npy_bytes(fac.g)),
                   self.store.write_bytes(self.version, "anchors/scores.npy", _npy_bytes(rows))]
-        return {**fac.diagnostics(), **selection}, files
+        return {**fac.diagnostics(), **selection, "tuning": tuning or None}, files
+
+    def n_tune(self) -> int:
+        """Test queries (the first ones) used to tune the inversion, never to report recall."""
+        f = self.cfg.factorize
+        return int(self.cfg.anchors.n_test * f.tune_fraction) if f.tune else 0
+
+    def _tune(self, rows: np.ndarray, anchors: Anchors) -> dict:
+        """rcond from the grid with the best mean Top-k-Recall@budget on the tuning queries
+        (the first n_tune test queries): one distributed shortlist pass per candidate."""
+        v, k_q, n_tune = self.cfg.validate, self.k_q, self.n_tune()
+        k_i = len(anchors.item_ids)
+        budgets = [b for b in v.budgets if b < self.load("prepare")["items"]]
+        pairs = figure_keys(v.ks, budgets, k_i)
+        if not pairs:
+            raise ConfigError(f"{self.cfg.source}: [factorize] tune: no Top-k-Recall@budget "
+                              f"figure to tune on ([validate] ks {v.ks}, budgets {v.budgets}, "
+                              f"k_i {k_i})")
+        c = rows[:, k_q : k_q + n_tune]  # [k_i, n_tune]
+        curve: dict[str, float | None] = {}
+        for rcond in self.cfg.factorize.tune_rconds:
+            try:
+                g = factorize(rows, k_q=k_q, rcond=rcond,
+                              min_rank=self.cfg.factorize.min_rank).g
+            except CurIndexError:  # too few directions left at this cutoff
+                curve[repr(rcond)] = None
+                continue
+            lists = shortlists(self.spark, self.scores(), g=g, c=c, anchor_ids=anchors.item_ids,
+                               k_q=k_q, k_max=max(k for k, _ in pairs),
+                               m_max=max(b for _, b in pairs) - k_i, first=k_q)
+            recall = recall_with_candidates(lists, lists.cand, anchors.item_ids, c, pairs)
+            curve[repr(rcond)] = float(np.mean(list(recall.values())))
+            log.info("tuning: rcond %g: mean recall %.4f on %d tuning queries", rcond,
+                     curve[repr(rcond)], n_tune)
+        scored = [(value, -i) for i, value in enumerate(curve.values()) if value is not None]
+        if not scored:
+            raise CurIndexError(f"version {self.version}: no rcond in [factorize] tune_rconds "
+                                "leaves min_rank singular values")
+        best = -max(scored)[1]  # best mean recall; the first in grid order on a tie
+        return {"objective": "mean of " + ", ".join(f"{k}@{b}" for k, b in pairs),
+                "n_tune": n_tune, "tune_ids": anchors.test_ids[:n_tune],
+                "curve": curve, "chosen_rcond": self.cfg.factorize.tune_rconds[best]}
 
     def write_shards(self) -> tuple[dict, list[FileEntry]]:
         prep = self.load("prepare")
@@ -261,7 +305,8 @@ class _Build:
         # A budget that reaches the whole corpus measures nothing.
         budgets = [b for b in v.budgets if b < n_items]
         pairs = figure_keys(v.ks, budgets, k_i)
-        c = self.npy("anchors/scores.npy")[:, k_q:]  # [k_i, n_test]: the test queries' vectors
+        first = k_q + self.n_tune()  # the tuning queries come first and are not reported
+        c = self.npy("anchors/scores.npy")[:, first:]  # [k_i, n_test]: the test queries' vectors
         state: dict = {"n_test": c.shape[1], "min_recall": dict(v.min_recall), "recall": {},
                        "recall_exact_search": {}, "index_recall_vs_exact": {}, "baseline": None}
         if c.shape[1] and pairs:
@@ -284,13 +329,14 @@ class _Build:
         if cfg.validate.baseline == "bi-encoder":
             from curindex.baseline import get_biencoder
 
-            bi_queries = get_biencoder().encode(anchors.test_texts)
+            bi_queries = get_biencoder().encode(anchors.test_texts[self.n_tune():])
         self.spark.sparkContext.setJobDescription("curindex: validate recall")
         try:
             lists = shortlists(self.spark, self.scores(), g=self.npy("G.npy"), c=c,
                                anchor_ids=anchors.item_ids, k_q=self.k_q,
                                k_max=max(k for k, _ in pairs), m_max=m_max,
-                               bi_queries=bi_queries, b_max=max(budgets))
+                               bi_queries=bi_queries, b_max=max(budgets),
+                               first=self.k_q + self.n_tune())
             exact_search = recall_with_candidates(lists, lists.cand, anchors.item_ids, c, pairs)
             if is_exact(cfg.index.factory, k_i):
                 recall, overlap = exact_search, {str(b): 1.0 for b in budgets if b > k_i}
@@ -300,7 +346,7 @@ class _Build:
                     read_shard=lambda rel: self.store.read_bytes(self.version, rel),
                     shards=self.load("write_shards")["shards"], c=c, k_q=self.k_q,
                     anchor_ids=anchors.item_ids, m_max=m_max, nprobe=cfg.index.nprobe,
-                    ef_search=cfg.index.ef_search)
+                    ef_search=cfg.index.ef_search, first=self.k_q + self.n_tune())
                 recall = recall_with_candidates(lists, cand, anchors.item_ids, c, pairs)
                 overlap = {str(b): candidate_overlap(cand, lists.cand, b - k_i)
                            for b in budgets if b > k_i}
@@ -330,7 +376,7 @@ class _Build:
             "scorer": {"kind": cfg.scorer.kind, "fingerprint": prep["fingerprint"]},
             "anchors": {
                 "n_queries": len(anchors.query_ids), "n_items": len(anchors.item_ids),
-                "n_test": len(anchors.test_ids), "seed": cfg.anchors.seed,
+                "n_test": len(anchors.test_ids), "n_tune": self.n_tune(), "seed": cfg.anchors.seed,
                 "strategy": cfg.anchors.items, "items_file": "anchors/items.parquet",
                 "queries_file": "anchors/queries.parquet", "scores_file": "anchors/scores.npy",
             },

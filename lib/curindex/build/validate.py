@@ -52,10 +52,11 @@ def _best(score: np.ndarray, m: int) -> np.ndarray:
 
 
 def _tops_fn(g: np.ndarray, c: np.ndarray, k_q: int, anchors: list[str], limits: dict,
-             bi_queries: np.ndarray | None):
+             bi_queries: np.ndarray | None, first: int):
     """mapInArrow function: per batch and test query, the best rows of each shortlist.
 
-    g: [k_i, k_q]; c: [k_i, n_test] exact scores of the test queries on the anchor items;
+    g: [k_i, k_q]; c: [k_i, n_test] exact scores of the test queries on the anchor items, the
+    queries of score columns ``first .. first + n_test``;
     bi_queries: [n_test, dim] bi-encoder query vectors, or None.
     """
     anchor_set = set(anchors)
@@ -68,7 +69,7 @@ def _tops_fn(g: np.ndarray, c: np.ndarray, k_q: int, anchors: list[str], limits:
             ids = np.array(batch.column("item_id").to_pylist(), dtype=object)
             flat = batch.column("scores").values.to_numpy(zero_copy_only=False)
             s = flat.reshape(n, -1).astype(np.float64)  # [n, k_q + n_test]
-            exact = s[:, k_q:]  # [n, n_test]
+            exact = s[:, first : first + c.shape[1]]  # [n, n_test]
             is_anchor = np.fromiter((i in anchor_set for i in ids), dtype=bool, count=n)
             ranked = {
                 EXACT: exact,
@@ -106,13 +107,16 @@ def shortlists(
     m_max: int,
     bi_queries: np.ndarray | None = None,
     b_max: int = 0,
+    first: int | None = None,
 ) -> Shortlists:
-    """The three shortlists of every test query (see the module docstring)."""
+    """The three shortlists of every test query (see the module docstring). The test queries
+    are the score columns ``first ..`` (default k_q: every query after the anchors)."""
     n_test = c.shape[1]
     limits = {EXACT: k_max, CAND: m_max, BI: b_max}
     cols = ["item_id", "scores"] + (["text"] if bi_queries is not None else [])
     shortlist = scores.select(*cols).mapInArrow(
-        _tops_fn(g, c, k_q, anchor_ids, limits, bi_queries), TOPS_SCHEMA)
+        _tops_fn(g, c, k_q, anchor_ids, limits, bi_queries, k_q if first is None else first),
+        TOPS_SCHEMA)
     w = Window.partitionBy("t", "kind").orderBy(F.col("score").desc(), F.col("item_id"))
     limit = (F.when(F.col("kind") == EXACT, k_max).when(F.col("kind") == CAND, m_max)
              .otherwise(b_max))
@@ -177,6 +181,7 @@ def index_candidates(
     m_max: int,
     nprobe: int,
     ef_search: int,
+    first: int | None = None,
 ) -> list[tuple[list[str], np.ndarray]]:
     """The non-anchor candidates the built (approximate) index returns for each test query,
     with their exact scores. `read_shard(rel)` returns a shard file's bytes; one shard is in
@@ -208,7 +213,8 @@ def index_candidates(
     pairs = spark.createDataFrame([(t, i) for t in range(n_test) for i in cand[t]],
                                   "t int, item_id string")
     looked = (pairs.join(scores.select("item_id", "scores"), "item_id")
-              .select("t", "item_id", F.element_at("scores", F.col("t") + k_q + 1)
+              .select("t", "item_id",
+                      F.element_at("scores", F.col("t") + (k_q if first is None else first) + 1)
                       .cast("double").alias("exact")).toArrow().to_pydict())
     exact = {(t, i): e for t, i, e in zip(looked["t"], looked["item_id"], looked["exact"],
                                           strict=True)}
