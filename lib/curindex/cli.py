@@ -1,6 +1,7 @@
 """The `curindex` command: search a published index and manage the store.
 
-    curindex search --store URI [--version V] [--k 10] [--budget 200] [--rounds 1] "query" ...
+    curindex search --store URI [--version V] [--k 10] [--budget 200] [--rounds R]
+        [--seed anchors|bi-encoder] "query text" ...
     curindex report|eval --store URI ...
     curindex versions|publish|rollback|prune|verify --store URI ...
 """
@@ -25,7 +26,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from curindex.search import Searcher
 
     searcher = Searcher.open(args.store, args.version, scorer_path=args.scorer_path)
-    results = searcher.search(args.queries, k=args.k, budget=args.budget, rounds=args.rounds)
+    results = searcher.search(args.queries, k=args.k, budget=args.budget, rounds=args.rounds,
+                              seed=args.seed)
     cols = shutil.get_terminal_size((120, 20)).columns
     for r in results:
         print(f"\nquery: {r.query}   (version {searcher.version}, {r.model_calls} model calls)")
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rounds", type=int, default=1,
                    help="adaptive search rounds (> 1 needs a version built with [index] "
                         "adaptive = true; default 1)")
+    s.add_argument("--seed", choices=["anchors", "bi-encoder"], default="anchors",
+                   help="round 1: the anchor items and CUR candidates (default), or the "
+                        "bi-encoder's top items (needs [index] biencoder = true)")
     s.add_argument("--scorer-path", help="where the scorer's model lives on this machine")
     s.add_argument("queries", nargs="+", help="query texts")
     s.set_defaults(func=cmd_search)
