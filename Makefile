@@ -18,7 +18,7 @@ export PATH                  := $(abspath $(BIN)):$(PATH)
 DEMO_QUERIES := "read a file line by line" "compress data with gzip" \
                 "parse a date from a string" "random number from a normal distribution"
 
-.PHONY: setup demo test lint bench bench-scale clean
+.PHONY: setup demo test lint bench bench-scale bench-quality clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench: setup
 
 bench-scale: setup
 	$(BIN)/python bench/scale.py
+
+bench-quality: setup
+	$(BIN)/python bench/quality.py
 
 clean:
 	rm -rf store .work spark-warehouse

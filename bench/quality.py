@@ -54,6 +54,11 @@ METHODS = {
     "curindex-tuned-inversion": ({**REFERENCE[0], "anchors": {"n_items": 100, "n_test": 100},
                                   "factorize": {"tune": True, "tune_fraction": 0.8}},
                                  {"rounds": 1}),
+    # A small query log (100 queries) as k_q, alone and with 400 synthetic anchor queries.
+    "small-log": ({**REFERENCE[0], "anchors": {"n_items": 50}, "k_q": 100, "real_q": 100},
+                  {"rounds": 1}),
+    "small-log-synthetic": ({**REFERENCE[0], "anchors": {"n_items": 50, "synthetic_queries": 400},
+                             "k_q": 500, "real_q": 100}, {"rounds": 1}),
     # k_i = 50 anchors, the rest of the budget over 4 rounds of adaptive search.
     "curindex-adaptive": ({"anchors": {"n_items": 50}, "index": {"adaptive": True}},
                           {"rounds": 4}),
@@ -74,6 +79,8 @@ def main() -> None:
     p.add_argument("--max-items", type=int, default=0, help="use the first N items (0: all)")
     p.add_argument("--methods", default=",".join(METHODS), help="methods to measure")
     p.add_argument("--cache", type=Path, default=BENCH / "out" / "quality-cache")
+    p.add_argument("--synthetic", type=int, default=0,
+                   help="synthetic anchor queries for every method (small query logs)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
@@ -86,12 +93,17 @@ def main() -> None:
     rng = np.random.default_rng(0)
     order = rng.permutation(len(queries))
     test, rest = order[: args.test], order[args.test:]
-    k_q = min(args.anchor_queries, len(rest) - 10)
+    k_q = min(args.anchor_queries, len(rest) - 10 + args.synthetic)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])
     sys.path.insert(0, str(BENCH))
     spark = _spark()
     try:
-        s, s_path, seconds = exact_matrix(spark, items, queries, args.cache)
+        # Synthetic anchor queries need exact scores too: the same seeded choice the build
+        # makes (curindex.anchors), scored with the rest.
+        n_synthetic = max([args.synthetic] + [METHODS[m][0]["anchors"].get("synthetic_queries", 0)
+                                              for m in args.methods.split(",")])
+        extra = synthetic_queries(spark, items, n_synthetic)
+        s, s_path, seconds = exact_matrix(spark, items, queries + extra, args.cache)
         out = {"data": str(args.data), "n_items": len(items), "n_queries": len(queries),
                "n_test": len(test), "k_q": k_q, "scorer": "maxsim-minilm",
                "scoring_s": seconds, "exact_model_calls_per_query": budgets, "methods": {},
@@ -105,8 +117,15 @@ def main() -> None:
             write_jsonl(tmp / "queries.jsonl", [{"_id": i, "text": t} for i, t in pool])
             for name in args.methods.split(","):
                 overrides, kwargs = METHODS[name]
+                overrides = dict(overrides)
+                method_q = overrides.pop("k_q", k_q)
+                real_q = overrides.pop("real_q", None)
+                if args.synthetic:
+                    overrides["anchors"] = {**overrides["anchors"],
+                                            "synthetic_queries": args.synthetic}
                 t0 = time.perf_counter()
-                manifest, store = build(spark, tmp, name, overrides, k_q, s_path, items, queries)
+                manifest, store = build(spark, tmp, name, overrides, method_q, s_path, items,
+                                        queries + extra, pool_size=real_q)
                 out["build_s"][name] = round(time.perf_counter() - t0, 1)
                 out["index_bytes"][name] = {"vectors": manifest["index"]["bytes"],
                                             **manifest["index"].get("extra_bytes", {})}
@@ -145,15 +164,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def _spark():
-    from pyspark.sql import SparkSession
+    from benchspark import local_session
 
-    spark = (SparkSession.builder.master("local[2]").appName("curindex-bench-quality")
-             .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
-             .config("spark.ui.showConsoleProgress", "false")
-             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-             .config("spark.sql.session.timeZone", "UTC").getOrCreate())
-    spark.sparkContext.setLogLevel("WARN")
-    return spark
+    return local_session("curindex-bench-quality")
 
 
 def exact_matrix(spark, items, queries, cache: Path) -> tuple[np.ndarray, Path, float]:
@@ -189,8 +202,22 @@ def exact_matrix(spark, items, queries, cache: Path) -> tuple[np.ndarray, Path, 
     return s, path, seconds
 
 
-def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, items, queries):
-    """One method's index: run_build over the bench corpus with the cached scorer."""
+def synthetic_queries(spark, items, n: int) -> list[tuple[str, str]]:
+    """The synthetic anchor queries a build with `synthetic_queries = n` (seed 0) makes."""
+    if not n:
+        return []
+    from curindex.anchors import SYNTHETIC_PREFIX, seeded_sample, synthetic_query
+
+    df = spark.createDataFrame(items, "id string, text string")
+    return [(SYNTHETIC_PREFIX + i, synthetic_query(t))
+            for i, t in seeded_sample(df, n, seed=0, salt="synthetic")]
+
+
+def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, items, queries,
+          pool_size: int | None = None):
+    """One method's index: run_build over the bench corpus with the cached scorer; with
+    `pool_size` the build's query source is only that many of the non-held-out queries (plus
+    its own test queries)."""
     from curindex.build import run_build
     from curindex.config import config_from_dict
     from curindex.store import Store
@@ -199,9 +226,14 @@ def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, 
     if not index_file.exists():
         index_file.write_text(json.dumps({"items": [t for _, t in items],
                                           "queries": [t for _, t in queries]}))
+    query_file = tmp / "queries.jsonl"
+    if pool_size is not None:
+        with open(query_file, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f][: pool_size + 10]  # + the build's tests
+        query_file = write_jsonl(tmp / f"queries-{pool_size}.jsonl", rows)
     raw = {
         "items": {"path": str(tmp / "items.jsonl"), "text_columns": ["text"]},
-        "queries": {"path": str(tmp / "queries.jsonl")},
+        "queries": {"path": str(query_file)},
         "anchors": {"n_queries": k_q, "n_items": 50, "n_test": 10, "seed": 0},
         "scorer": {"kind": "callable", "target": "cached_scorer:cached",
                    "options": {"scores": str(s_path), "texts": str(index_file)}},

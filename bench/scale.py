@@ -15,7 +15,8 @@ Per size (one JSON object each, printed as a JSON list on stdout; progress goes 
 - `driver_peak_rss_mb`: the driver JVM's peak RSS (its VmHWM, reset before each size through
   `/proc/<pid>/clear_refs`, and VmRSS polled every 0.2 s) plus the Python driver's;
   `driver_jvm_peak_rss_mb` and `driver_python_maxrss_mb` (`ru_maxrss`: the process's peak so
-  far, so with sizes in ascending order the largest size's own) apart;
+  far, so with sizes in ascending order the largest size's own; the corpus is generated in a
+  child process so it is the pipeline's) apart;
 - `executor_peak_rss_mb`: the largest RSS polled of any Python worker (the processes under the
   JVM: in local mode the executor is the driver JVM, the scoring runs in its Python workers);
   `executor_peak_total_rss_mb`: the peak of their sum (forked workers share pages, so this
@@ -113,6 +114,20 @@ def write_corpus(folder: Path, n_items: int, n_queries: int) -> tuple[Path, Path
     return items, queries
 
 
+def write_corpus_apart(folder: Path, n_items: int, n_queries: int) -> tuple[Path, Path]:
+    """`write_corpus` in a child process: the generated texts never reach the driver's Python
+    heap, so its peak RSS is the pipeline's own."""
+    import multiprocessing
+
+    proc = multiprocessing.get_context("spawn").Process(
+        target=write_corpus, args=(folder, n_items, n_queries))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"generating {n_items} items failed (exit code {proc.exitcode})")
+    return folder / "items.parquet", folder / "queries.parquet"
+
+
 # -- measuring --
 
 def _proc_tree() -> dict[int, list[int]]:
@@ -205,21 +220,9 @@ class Sampler:
 # -- the benchmark --
 
 def session(driver_memory: str):
-    from pyspark.sql import SparkSession
+    from benchspark import local_session
 
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("curindex-bench-scale")
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("WARN")
-    return spark
+    return local_session("curindex-bench-scale", **{"spark.driver.memory": driver_memory})
 
 
 def build_one(spark, jvm_pid: int, n_items: int, args, tmp: Path) -> dict:
@@ -227,7 +230,7 @@ def build_one(spark, jvm_pid: int, n_items: int, args, tmp: Path) -> dict:
     from curindex.config import config_from_dict
     from curindex.store import Store
 
-    items, queries = write_corpus(tmp / "data", n_items, args.queries + args.test_queries)
+    items, queries = write_corpus_apart(tmp / "data", n_items, args.queries + args.test_queries)
     store = tmp / "store"
     cfg = config_from_dict({
         "items": {"path": str(items), "id_column": "id", "text_columns": ["text"]},

@@ -205,19 +205,9 @@ def reference_scores(model: Path, queries: list[str], items: list[str]) -> tuple
 
 
 def _spark():
-    from pyspark.sql import SparkSession
+    from benchspark import local_session
 
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("curindex-bench-scoring")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("WARN")
-    return spark
+    return local_session("curindex-bench-scoring")
 
 
 def stage_scores(spark, cfg: ScorerConfig, queries: list[str], items: list[str], args,

@@ -111,3 +111,38 @@ def test_build_with_anchor_strategy(spark, tiny_corpus, strategy):
     index_files = {p: f for p, f in m["files"].items() if not p.startswith("report/")}
     assert index_files == {p: f for p, f in again.manifest["files"].items()
                            if not p.startswith("report/")}  # the report holds timings
+
+
+def test_synthetic_query_is_the_first_sentence_cut_short():
+    from curindex.anchors import synthetic_query
+
+    assert synthetic_query("Sea ice is melting. Fast!") == "Sea ice is melting."
+    assert synthetic_query("  one   two\nthree  ") == "one two three"
+    assert synthetic_query(" ".join(map(str, range(40))), 5) == "0 1 2 3 4"
+
+
+@pytest.mark.spark
+def test_build_with_synthetic_anchor_queries(spark, tiny_corpus, tmp_path):
+    """A query log of 30 is too small for k_q = 40 + 10 tests; 20 synthetic anchors fill it."""
+    from curindex.anchors import synthetic_query
+    from curindex.errors import InputError
+    from support import write_jsonl
+
+    small = write_jsonl(tmp_path / "few.jsonl", [{"_id": i, "text": t}
+                                                 for i, t in tiny_corpus["queries"][:30]])
+    raw = tiny_config(tiny_corpus, queries={"path": str(small)},
+                      anchors={"n_queries": 40, "n_items": 12, "n_test": 10})
+    with pytest.raises(InputError, match="30 queries, fewer than k_q"):
+        run_build(spark, config_from_dict(raw), version="s0")
+    raw["anchors"]["synthetic_queries"] = 20
+    cfg = config_from_dict(raw)
+    run_build(spark, cfg, version="s1")
+    q = pq.read_table(f"{cfg.store.uri}/versions/s1/anchors/queries.parquet").to_pydict()
+    rows = list(zip(q["id"], q["text"], q["role"], strict=True))
+    synthetic = [(i, t) for i, t, r in rows if i.startswith("synthetic:")]
+    texts = dict(tiny_corpus["items"])
+    assert len(synthetic) == 20 and all(r == "anchor" for i, _, r in rows if i in dict(synthetic))
+    assert all(t == synthetic_query(texts[i.removeprefix("synthetic:")]) for i, t in synthetic)
+    real = {i for i, _ in tiny_corpus["queries"][:30]}
+    assert sum(r == "anchor" for *_, r in rows) == 40
+    assert {i for i, _, r in rows if r == "test"} <= real  # tests are always real queries

@@ -9,10 +9,15 @@ Anchor items by ``[anchors] items``: ``random``; ``kmeans`` (a seeded sample of 
 ``KMEANS_SAMPLE`` items is embedded with the bi-encoder on the driver, and the items nearest
 to k_i k-means centroids are the anchors); ``leverage`` (chosen from the anchor-query scores
 after the score pass, ``curindex.build.select``: here no item is chosen yet).
+
+Synthetic anchor queries (``[anchors] synthetic_queries = S``, for small query logs): S of the
+k_q anchor queries are the first sentences of a seeded sample of items (ids
+``synthetic:<item id>``); test queries always come from the query source.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -22,6 +27,15 @@ from curindex.config import AnchorsConfig
 from curindex.errors import InputError
 
 KMEANS_SAMPLE = 10_000  # items embedded on the driver for k-means anchors (at most)
+SYNTHETIC_PREFIX = "synthetic:"  # id of a synthetic anchor query: this + the item's id
+SYNTHETIC_WORDS = 16  # a synthetic query is at most this many words of an item's text
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def synthetic_query(text: str, max_words: int = SYNTHETIC_WORDS) -> str:
+    """A query made from an item: its first sentence, at most `max_words` words."""
+    first = _SENTENCE_END.split(text.strip(), maxsplit=1)[0]
+    return " ".join(first.split()[:max_words])
 
 
 @dataclass(frozen=True)
@@ -53,11 +67,13 @@ def choose_anchors(
 
     Raises InputError when the sources hold fewer rows than asked for.
     """
-    need_q = cfg.n_queries + cfg.n_test
+    n_real = cfg.n_queries - cfg.synthetic_queries  # anchor queries from the query source
+    need_q = n_real + cfg.n_test
     if n_queries < need_q:
+        synthetic = f" - {cfg.synthetic_queries} synthetic" if cfg.synthetic_queries else ""
         raise InputError(
-            f"queries: {n_queries} queries, fewer than k_q + n_test = {cfg.n_queries} + "
-            f"{cfg.n_test} = {need_q}"
+            f"queries: {n_queries} queries, fewer than k_q{synthetic} + n_test = "
+            f"{cfg.n_queries}{synthetic} + {cfg.n_test} = {need_q}"
         )
     if n_items < cfg.n_items:
         raise InputError(f"items: {n_items} items, fewer than k_i = {cfg.n_items} anchor items")
@@ -68,12 +84,15 @@ def choose_anchors(
         it = []  # chosen from the scores, after the score pass
     else:
         it = seeded_sample(items, cfg.n_items, seed=cfg.seed, salt="items")
-    k = cfg.n_queries
+    anchor_q, test_q = q[:n_real], q[n_real:]
+    if cfg.synthetic_queries:
+        made = seeded_sample(items, cfg.synthetic_queries, seed=cfg.seed, salt="synthetic")
+        anchor_q += [(f"{SYNTHETIC_PREFIX}{i}", synthetic_query(t)) for i, t in made]
     return Anchors(
-        query_ids=[i for i, _ in q[:k]],
-        query_texts=[t for _, t in q[:k]],
-        test_ids=[i for i, _ in q[k:]],
-        test_texts=[t for _, t in q[k:]],
+        query_ids=[i for i, _ in anchor_q],
+        query_texts=[t for _, t in anchor_q],
+        test_ids=[i for i, _ in test_q],
+        test_texts=[t for _, t in test_q],
         item_ids=[i for i, _ in it],
         item_texts=[t for _, t in it],
     )

@@ -50,6 +50,9 @@ class AnchorsConfig:
     n_test: int = 50  # held-out queries scored in the same pass, for validation
     seed: int = 0
     items: str = "random"  # anchor item strategy: random | kmeans | leverage
+    # Of the n_queries anchor queries, this many are made from items (first sentences), for
+    # query logs too small to give k_q + n_test queries.
+    synthetic_queries: int = 0
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,8 @@ def _check(cfg: BuildConfig, source: str) -> None:
         "wide and its pseudo-inverse under-determined; use several times more anchor queries",
     )
     need(a.n_test >= 0, "[anchors] n_test", f"must be >= 0, got {a.n_test}")
+    need(0 <= a.synthetic_queries <= a.n_queries, "[anchors] synthetic_queries",
+         f"must be in [0, n_queries = {a.n_queries}], got {a.synthetic_queries}")
     need(
         a.items in ANCHOR_ITEM_STRATEGIES,
         "[anchors] items",
