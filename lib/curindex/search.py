@@ -56,10 +56,10 @@ class Searcher:
         self._by_shard = {s[0]: s for s in shards}
         self.n_items = sum(len(s[2]) for s in shards)
         anchor_set = set(anchor_ids)
-        self._anchor_labels = {
-            int(shard_labels(num, len(ids))[row])
-            for num, _, ids, _ in shards for row, iid in enumerate(ids) if iid in anchor_set
-        }
+        self._anchor_labels: set[int] = set()
+        for num, _, ids, _ in shards:
+            rows = [row for row, iid in enumerate(ids) if iid in anchor_set]
+            self._anchor_labels.update(shard_labels(num, len(ids))[rows].tolist())
         # One threaded faiss index over every shard: searched in parallel, merged by score,
         # labels kept (they encode shard and row).
         self._index = _merged([index for _, index, _, _ in shards])
