@@ -18,7 +18,7 @@ export PATH                  := $(abspath $(BIN)):$(PATH)
 DEMO_QUERIES := "read a file line by line" "compress data with gzip" \
                 "parse a date from a string" "random number from a normal distribution"
 
-.PHONY: setup demo test lint bench bench-scale bench-quality clean
+.PHONY: setup demo test cluster-test lint bench bench-scale bench-quality clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+cluster-test: setup
+	$(BIN)/python -m pytest -m cluster
 
 lint: setup
 	$(BIN)/ruff check lib jobs dags tests bench
