@@ -310,7 +310,7 @@ class _Build:
         state: dict = {"n_test": c.shape[1], "min_recall": dict(v.min_recall), "recall": {},
                        "recall_exact_search": {}, "index_recall_vs_exact": {}, "baseline": None}
         if c.shape[1] and pairs:
-            state.update(self._measure(anchors, c, budgets, pairs))
+            state.update(self._measure(anchors, c, first, budgets, pairs))
         failed = gate_failures(state["recall"], v.min_recall)
         for name, value in sorted(state["recall"].items(), key=lambda kv: figure_order(kv[0])):
             base = (state["baseline"] or {}).get("recall", {}).get(name)
@@ -321,22 +321,22 @@ class _Build:
         state.update(passed=not failed, failures=failed, index=cfg.index.factory)
         return state, []
 
-    def _measure(self, anchors: Anchors, c: np.ndarray, budgets: list[int],
+    def _measure(self, anchors: Anchors, c: np.ndarray, first: int, budgets: list[int],
                  pairs: list[tuple[int, int]]) -> dict:
+        """Recall of the reported test queries: score columns `first ..`, vectors `c`."""
         cfg, k_i = self.cfg, len(anchors.item_ids)
         m_max = max(b for _, b in pairs) - k_i
         bi_queries = None
         if cfg.validate.baseline == "bi-encoder":
             from curindex.baseline import get_biencoder
 
-            bi_queries = get_biencoder().encode(anchors.test_texts[self.n_tune():])
+            bi_queries = get_biencoder().encode(anchors.test_texts[first - self.k_q:])
         self.spark.sparkContext.setJobDescription("curindex: validate recall")
         try:
             lists = shortlists(self.spark, self.scores(), g=self.npy("G.npy"), c=c,
                                anchor_ids=anchors.item_ids, k_q=self.k_q,
                                k_max=max(k for k, _ in pairs), m_max=m_max,
-                               bi_queries=bi_queries, b_max=max(budgets),
-                               first=self.k_q + self.n_tune())
+                               bi_queries=bi_queries, b_max=max(budgets), first=first)
             exact_search = recall_with_candidates(lists, lists.cand, anchors.item_ids, c, pairs)
             if is_exact(cfg.index.factory, k_i):
                 recall, overlap = exact_search, {str(b): 1.0 for b in budgets if b > k_i}
@@ -346,7 +346,7 @@ class _Build:
                     read_shard=lambda rel: self.store.read_bytes(self.version, rel),
                     shards=self.load("write_shards")["shards"], c=c, k_q=self.k_q,
                     anchor_ids=anchors.item_ids, m_max=m_max, nprobe=cfg.index.nprobe,
-                    ef_search=cfg.index.ef_search, first=self.k_q + self.n_tune())
+                    ef_search=cfg.index.ef_search, first=first)
                 recall = recall_with_candidates(lists, cand, anchors.item_ids, c, pairs)
                 overlap = {str(b): candidate_overlap(cand, lists.cand, b - k_i)
                            for b in budgets if b > k_i}
