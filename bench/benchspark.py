@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 
-def local_session(app_name: str, **conf: str):
-    """A `local[2]` SparkSession named `app_name`; `conf` adds Spark settings."""
+def local_session(app_name: str, master: str = "local[2]", **conf: str):
+    """A SparkSession named `app_name` (`local[2]` unless `master` says otherwise); `conf` adds
+    Spark settings."""
     from pyspark.sql import SparkSession
 
-    builder = (SparkSession.builder.master("local[2]").appName(app_name)
+    builder = (SparkSession.builder.master(master).appName(app_name)
                .config("spark.driver.host", "127.0.0.1")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")

@@ -25,6 +25,25 @@ Per size (one JSON object each, printed as a JSON list on stdout; progress goes 
   largest while the build ran; it is deleted at commit), and each apart;
 - `stages`: seconds per stage, from the manifest's `timings_s`.
 
+`--cluster` runs the builds on a Spark standalone cluster on 127.0.0.1 (two workers, one core
+each, started from the pip-installed pyspark and stopped at the end) instead of `local[2]`: the
+driver JVM then holds only the driver, while in local mode it also runs the executor's tasks,
+so only `--cluster` measures the driver alone. The executor figures then cover every process
+under the workers (executor JVMs and their Python workers).
+
+`--score-rate R` (pairs/s: the cross-encoder's `stage_pairs_per_s` from `bench/scoring.py`, the
+Spark score stage with the benchmark model on this machine) adds, per size, `cross_encoder`:
+the score stage's time extrapolated to that model (`n_items x n_queries_scored / R`), the
+non-scoring stages (factorize, write_shards, validate; measured here, they do not depend
+on the scorer) and their share of the whole build. prepare (reading and checking the inputs)
+is counted with neither.
+
+`--incremental F` adds, per size, an incremental build (`run_build(..., base=...)`) on a corpus
+where a fraction F of the items (never anchor items) changed text, F/2 were deleted and F/2
+are new, after a full
+build with `[index] keep_scores = true`: its wall time, stages, pairs scored and shards written
+and shared, under `incremental`.
+
     .venv/bin/python bench/scale.py                              # 100k and 1M: ~5 min, 2 cores
     .venv/bin/python bench/scale.py --sizes 20000,100000         # about 2 minutes on 2 cores
 """
@@ -188,7 +207,10 @@ def tree_bytes(path: Path) -> int:
 class Sampler:
     """Polls the driver JVM's RSS, its Python workers' RSS and the work folder's size."""
 
-    def __init__(self, jvm_pid: int, work: Path, every_s: float = 0.2) -> None:
+    def __init__(self, jvm_pid: int, work: Path, worker_roots: list[int] | None = None,
+                 every_s: float = 0.2) -> None:
+        # The executors' processes: under the driver JVM in local mode, else under the workers.
+        self.worker_roots = worker_roots or [jvm_pid]
         self.jvm_pid, self.work, self.every_s = jvm_pid, work, every_s
         self.jvm_kb = self.worker_kb = self.workers_total_kb = self.work_bytes = 0
         self._stop = threading.Event()
@@ -196,7 +218,7 @@ class Sampler:
 
     def sample(self, with_work: bool) -> None:
         self.jvm_kb = max(self.jvm_kb, status_kb(self.jvm_pid, "VmRSS"))
-        rss = [status_kb(p, "VmRSS") for p in descendants(self.jvm_pid)]
+        rss = [status_kb(p, "VmRSS") for root in self.worker_roots for p in descendants(root)]
         self.worker_kb = max([self.worker_kb, *rss])
         self.workers_total_kb = max(self.workers_total_kb, sum(rss))
         if with_work:
@@ -219,13 +241,41 @@ class Sampler:
 
 # -- the benchmark --
 
-def session(driver_memory: str):
+def session(driver_memory: str, master: str = "local[2]"):
     from benchspark import local_session
 
-    return local_session("curindex-bench-scale", **{"spark.driver.memory": driver_memory})
+    return local_session("curindex-bench-scale", master,
+                         **{"spark.driver.memory": driver_memory})
 
 
-def build_one(spark, jvm_pid: int, n_items: int, args, tmp: Path) -> dict:
+def change_corpus(items: Path, out: Path, fraction: float, spare: set[str]) -> dict:
+    """A copy of the corpus where `fraction` of the items changed text, `fraction / 2` were
+    deleted and as many new ones added (chosen by a fixed seed, never among `spare`: the anchor
+    items, whose change needs a full build)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(items)
+    n = table.num_rows
+    rng = np.random.default_rng(7)
+    ids = table.column("id").to_pylist()
+    picked = np.array([j for j in rng.permutation(n).tolist() if ids[j] not in spare])
+    n_changed, n_deleted = int(n * fraction), int(n * fraction / 2)
+    changed = np.zeros(n, bool)
+    changed[picked[:n_changed]] = True
+    keep = np.ones(n, bool)
+    keep[picked[n_changed:n_changed + n_deleted]] = False
+    text = pc.if_else(pa.array(changed), pc.binary_join_element_wise(
+        table.column("text"), pa.scalar(" changed"), ""), table.column("text"))
+    table = pa.table({"id": table.column("id"), "text": text}).filter(pa.array(keep))
+    new = pa.table({"id": [f"new-{i}" for i in range(n_deleted)],
+                    "text": texts(n_deleted, seed=3, min_words=4, max_words=12)})
+    pq.write_table(pa.concat_tables([table, new]), out, row_group_size=100_000)
+    return {"changed": n_changed, "deleted": n_deleted, "new": n_deleted}
+
+
+def build_one(spark, sampler_roots, n_items: int, args, tmp: Path) -> dict:
     from curindex.build import run_build
     from curindex.config import config_from_dict
     from curindex.store import Store
@@ -238,13 +288,14 @@ def build_one(spark, jvm_pid: int, n_items: int, args, tmp: Path) -> dict:
         "anchors": {"n_queries": args.queries, "n_items": args.anchors,
                     "n_test": args.test_queries, "seed": 0},
         "scorer": {"kind": "callable", "target": "scale:hash_scorer"},
-        "index": {"num_shards": args.shards},
+        "index": {"num_shards": args.shards, "keep_scores": bool(args.incremental)},
         "store": {"uri": str(store)},
         "spark": {"block_items": args.block_items, "score_partitions": args.partitions},
     })
+    jvm_pid, worker_roots = sampler_roots
     reset = reset_peak(jvm_pid)
     log.info("%s items: building", f"{n_items:,}")
-    with Sampler(jvm_pid, store / "_work") as sampler:
+    with Sampler(jvm_pid, store / "_work", worker_roots) as sampler:
         t0 = time.perf_counter()
         result = run_build(spark, cfg, version="bench")
         wall = time.perf_counter() - t0
@@ -270,8 +321,40 @@ def build_one(spark, jvm_pid: int, n_items: int, args, tmp: Path) -> dict:
         "effective_rank": manifest["factorization"]["effective_rank"],
         "recall": manifest["validation"]["recall"],
     }
+    if args.score_rate:
+        score_s = n_items * out["n_queries_scored"] / args.score_rate
+        other = sum(v for k, v in manifest["timings_s"].items() if k not in ("prepare", "score"))
+        out["cross_encoder"] = {"score_pairs_per_s": args.score_rate,
+                                "score_s_extrapolated": round(score_s, 1),
+                                "non_scoring_s": round(other, 2),
+                                "non_scoring_fraction": round(other / (other + score_s), 6)}
+    if args.incremental:
+        out["incremental"] = build_incremental(spark, cfg, items, args.incremental, tmp)
     log.info("%s items: %s", f"{n_items:,}", json.dumps(out))
     return out
+
+
+def build_incremental(spark, cfg, items: Path, fraction: float, tmp: Path) -> dict:
+    import dataclasses
+
+    import pyarrow.parquet as pq
+
+    from curindex.build import run_build
+    from curindex.store import Store
+
+    anchors = pq.read_table(Store.open(cfg.store.uri).local_path("bench", "anchors/items.parquet"))
+    changed = tmp / "data" / "items-changed.parquet"
+    counts = change_corpus(items, changed, fraction, set(anchors.column("id").to_pylist()))
+    cfg = dataclasses.replace(cfg, items=dataclasses.replace(cfg.items, path=str(changed)))
+    log.info("incremental build: %s", counts)
+    t0 = time.perf_counter()
+    manifest = run_build(spark, cfg, version="bench-inc", base="bench").manifest
+    wall = time.perf_counter() - t0
+    inc = manifest["incremental"]
+    return {"fraction": fraction, **counts, "wall_s": round(wall, 2),
+            "pairs_scored": manifest["counts"]["pairs_scored"],
+            "shards_written": len(inc["shards_written"]),
+            "shards_shared": len(inc["shards_shared"]), "stages": manifest["timings_s"]}
 
 
 def main() -> None:
@@ -284,6 +367,12 @@ def main() -> None:
     p.add_argument("--partitions", type=int, default=0, help="score partitions (0: 4 x cores)")
     p.add_argument("--block-items", type=int, default=1024)
     p.add_argument("--driver-memory", default="2g")
+    p.add_argument("--cluster", action="store_true",
+                   help="run on a standalone cluster on 127.0.0.1 (2 workers x 1 core)")
+    p.add_argument("--score-rate", type=float, default=0.0, metavar="R",
+                   help="cross-encoder stage pairs/s (bench/scoring.py) to extrapolate to")
+    p.add_argument("--incremental", type=float, default=0.0, metavar="F",
+                   help="also time an incremental build with a fraction F of items changed")
     p.add_argument("--warmup", type=int, default=2000,
                    help="items of an unreported first build that starts the JVM's code paths "
                         "and the Python workers, so every size is measured warm (0: none)")
@@ -301,18 +390,25 @@ def main() -> None:
         [str(BENCH), *filter(None, [os.environ.get("PYTHONPATH")])])
     sys.path.insert(0, str(BENCH))
 
-    spark = session(args.driver_memory)
-    jvm_pid = int(spark.sparkContext._jvm.ProcessHandle.current().pid())
-    results = []
-    try:
+    with contextlib.ExitStack() as stack:
+        master, worker_roots = "local[2]", None
+        if args.cluster:
+            sys.path.insert(0, str(BENCH.parent / "tests"))
+            from cluster import standalone_cluster
+
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="spark-")))
+            cl = stack.enter_context(standalone_cluster(root, env=dict(os.environ)))
+            master, worker_roots = cl.url, [cl.worker_pid(i) for i in (1, 2)]
+        spark = session(args.driver_memory, master)
+        stack.callback(spark.stop)
+        roots = (int(spark.sparkContext._jvm.ProcessHandle.current().pid()), worker_roots)
+        results = []
         if args.warmup:
             with tempfile.TemporaryDirectory(prefix="curindex-bench-scale-") as tmp:
-                build_one(spark, jvm_pid, args.warmup, args, Path(tmp))
+                build_one(spark, roots, args.warmup, args, Path(tmp))
         for n in sizes:
             with tempfile.TemporaryDirectory(prefix="curindex-bench-scale-") as tmp:
-                results.append(build_one(spark, jvm_pid, n, args, Path(tmp)))
-    finally:
-        spark.stop()
+                results.append(build_one(spark, roots, n, args, Path(tmp)))
     print(json.dumps(results, indent=2))
 
 

@@ -75,6 +75,9 @@ version current again.
   master (`local[4]`, `spark://host:7077`, `yarn`, `k8s://...`).
 - `spark_conf` (default `{}`): Spark settings, over the config file's `[spark.conf]` table.
 - `keep_versions` (default 5): how many versions `prune` keeps.
+- `base` (default empty: a full build): a version id, or `current`, to build incrementally on
+  (its anchors and G are kept, only new and changed items are scored, untouched shards are
+  shared with it); it must have been built with `[index] keep_scores = true`.
 
 ## Deploy
 
@@ -141,6 +144,9 @@ with DAG(
                             description="Spark settings over the config's [spark.conf]"),
         "keep_versions": Param(5, type="integer", minimum=0,
                                description="versions prune keeps"),
+        "base": Param("", type="string",
+                      description="build incrementally on this version ('current' or an id); "
+                                  "empty: a full build"),
     },
     user_defined_macros={"curindex_version": curindex_version},
 ) as dag:
@@ -149,7 +155,9 @@ with DAG(
             task_id=task_id,
             application=BUILD_JOB,
             application_args=["--conf", "{{ params.config }}",
-                              "--version", "{{ curindex_version(dag_run) }}", "--stage", stage],
+                              "--version", "{{ curindex_version(dag_run) }}", "--stage", stage,
+                              # later stages read the base from what prepare recorded
+                              *(["--base", "{{ params.base }}"] if stage == "prepare" else [])],
             name=f"curindex-{stage}",
         )
         for task_id, stage in SPARK_STAGES

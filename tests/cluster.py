@@ -72,7 +72,7 @@ class Cluster:
                 alive = [w for w in self.state()["workers"] if w["state"] == "ALIVE"]
                 if len(alive) >= n:
                     return
-            except OSError:
+            except (OSError, ValueError):  # not listening yet, or a half-written reply
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"{n} workers did not register with {self.url} in {timeout} s")

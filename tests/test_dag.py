@@ -143,7 +143,8 @@ def test_dag_file_parses_with_tags_retries_and_params(dag, airflow_home):
     assert set(dag.tags) >= {"curindex"}
     assert all(t.retries >= 1 for t in dag.tasks) and dag.default_args["retries"] >= 1
     assert [t.task_id for t in dag.topological_sort()] == TASKS
-    assert set(dag.params) == {"config", "spark_conn_id", "spark_conf", "keep_versions"}
+    assert set(dag.params) == {"config", "spark_conn_id", "spark_conf", "keep_versions", "base"}
+    assert dag.params["base"] == ""  # a full build unless a run asks for an incremental one
     assert dag.params["config"] == str(airflow_home["configs"]["good"])
     assert dag.params["spark_conn_id"] == "spark_default"
     assert dag.max_active_runs == 1 and dag.catchup is False and "## Deploy" in dag.doc_md
@@ -152,6 +153,8 @@ def test_dag_file_parses_with_tags_retries_and_params(dag, airflow_home):
     spark_task = dag.task_dict["score"]
     assert spark_task.application == str(ROOT / "jobs" / "build_index.py")
     assert spark_task.application_args[-2:] == ["--stage", "score"]
+    assert dag.task_dict["check_inputs"].application_args[-4:] == [
+        "--stage", "prepare", "--base", "{{ params.base }}"]
 
 
 def test_dag_file_imports_nothing_heavy(airflow_home):

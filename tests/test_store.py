@@ -39,6 +39,7 @@ __all__ = [
     "test_prune_keeps_newest_current_and_previous",
     "test_publish_is_compare_and_swap",
     "test_publish_refuses_incomplete_or_corrupt_versions",
+    "test_references_are_followed_verified_and_kept_by_prune",
     "test_rollback",
     "test_two_processes_race_to_publish",
     "test_verify_names_the_damaged_file",
@@ -315,6 +316,40 @@ def test_prune_keeps_newest_current_and_previous(
     assert store.rollback() == "v1"
     with pytest.raises(StoreError, match="keep must be an int >= 0"):
         store.prune(keep=-1)
+
+
+def test_references_are_followed_verified_and_kept_by_prune(store: Store, tmp_path: Path) -> None:
+    make_version(store, "v1", {"shards/a.bin": b"alpha", "shards/b.bin": b"beta"})
+    store.begin_version("v2")
+    own = store.write_bytes("v2", "shards/b.bin", b"beta 2")
+    with pytest.raises(StoreError, match=r"file shards/zz\.bin is not held by version v1"):
+        store.commit_version("v2", {}, [own], references={"shards/zz.bin": "v1"})
+    with pytest.raises(StoreError, match=r"shards/b\.bin is both held and referenced"):
+        store.commit_version("v2", {}, [own], references={"shards/b.bin": "v1"})
+    m2 = store.commit_version("v2", {}, [own], references={"shards/a.bin": "v1"})
+    assert m2["references"] == {"shards/a.bin": {"version": "v1", "size": 5,
+                                                 "sha256": hashlib.sha256(b"alpha").hexdigest()}}
+    assert store.read_bytes("v2", "shards/a.bin") == b"alpha"  # followed to v1
+    assert store.read_bytes("v2", "shards/b.bin") == b"beta 2"  # its own
+    path = store.local_path("v2", "shards/a.bin", cache_dir=str(tmp_path / "cache"))
+    assert Path(path).read_bytes() == b"alpha"
+    with store.open_input("v2", "shards/a.bin") as f:
+        assert f.read() == b"alpha"
+    store.verify("v2")
+    rewrite(store, "v1", "shards/a.bin", lambda b: b"ALPHA")
+    with pytest.raises(StoreError, match=r"v2: file shards/a.bin \(held by version v1\): sha256"):
+        store.verify("v2")
+    rewrite(store, "v1", "shards/a.bin", lambda b: b"alpha")
+    make_version(store, "v3")
+    store.publish("v2")
+    store.publish("v3")
+    # v1 is neither current nor previous, but v2 (previous, so kept) references it.
+    assert store.prune(keep=1) == []
+    assert store.list_versions() == ["v1", "v2", "v3"]
+    make_version(store, "v4")
+    store.publish("v4")  # nothing kept references v1 any more
+    assert store.prune(keep=1) == ["v1", "v2"]
+    assert store.list_versions() == ["v3", "v4"]
 
 
 def test_cli_commands(store: Store, capsys: pytest.CaptureFixture[str]) -> None:

@@ -70,7 +70,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     store = Store.open(args.store)
     version = store.resolve(args.version)
     store.verify(version)
-    print(f"ok: {version} ({len(store.read_manifest(version)['files'])} files verified)")
+    manifest = store.read_manifest(version)
+    refs = len(manifest["references"])
+    print(f"ok: {version} ({len(manifest['files'])} files"
+          + (f" and {refs} referenced files" if refs else "") + " verified)")
     return 0
 
 

@@ -92,6 +92,9 @@ class IndexConfig:
     # Keep every item's bi-encoder embedding (mean-pooled all-MiniLM-L6-v2) as a third sharded
     # index: search(..., seed="bi-encoder") starts from its candidates.
     biencoder: bool = False
+    # Keep every item's scores (anchor and test queries) with its shard, as Parquet: what an
+    # incremental build (``--base VERSION``) reuses for the items that did not change.
+    keep_scores: bool = False
 
 
 @dataclass(frozen=True)

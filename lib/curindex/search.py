@@ -27,7 +27,14 @@ from curindex.adaptive import adaptive_rounds, round_sizes
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError, StoreError
 from curindex.scoring import Scorer, build_scorer, checked_scores, fingerprint_for
-from curindex.shardindex import EXTRAS, read_index, set_search_params, shard_labels, split_labels
+from curindex.shardindex import (
+    EXTRAS,
+    merge_shards,
+    read_index,
+    set_search_params,
+    shard_labels,
+    split_labels,
+)
 from curindex.store import Store
 
 
@@ -60,14 +67,15 @@ class Searcher:
         for num, _, ids, _ in shards:
             rows = [row for row, iid in enumerate(ids) if iid in anchor_set]
             self._anchor_labels.update(shard_labels(num, len(ids))[rows].tolist())
-        # One threaded faiss index over every shard: searched in parallel, merged by score,
-        # labels kept (they encode shard and row).
-        self._index = _merged([index for _, index, _, _ in shards])
+        # One faiss index over every shard, hits merged by score, labels kept (they encode
+        # shard and row). IVF shards sharing the build's trained quantizer are
+        # coarse-quantized once per query, not once per shard; others are searched in parallel.
+        self._index = merge_shards([index for _, index, _, _ in shards])
         # Extra indexes, same labels: "h" (anchor-query scores per item) and "bi" (bi-encoder
         # embeddings), per shard and merged; and the anchor items' anchor-query scores
         # [k_q, k_i] (for adaptive search).
         self._extras = {name: (dict(zip((s[0] for s in shards), parts, strict=True)),
-                               _merged(parts)) for name, parts in (extras or {}).items()}
+                               merge_shards(parts)) for name, parts in (extras or {}).items()}
         self._anchor_columns = anchor_columns
 
     @classmethod
@@ -247,11 +255,3 @@ class Searcher:
         return json.dumps({"version": self.version, "items": m["counts"]["items"],
                            "k_i": m["anchors"]["n_items"], "k_q": m["anchors"]["n_queries"]})
 
-
-def _merged(indexes: list[faiss.Index]) -> faiss.IndexShards:
-    """One threaded index over per-shard indexes: searched in parallel, merged by score, the
-    shards' own labels kept."""
-    merged = faiss.IndexShards(indexes[0].d, True, False)
-    for index in indexes:
-        merged.add_shard(index)
-    return merged

@@ -8,7 +8,12 @@ Layout under the store root::
     CURRENT.lease                  held while CURRENT is replaced, expires if its holder dies
     history/<seq>.json             every CURRENT value ever written, for audit and rollback
 
-A committed version is immutable. Serving reads ``CURRENT`` and opens the version it names, so
+A committed version is immutable, so a version may also *reference* files of an older one (an
+incremental build shares the shards it did not change): its manifest's ``references`` map a
+relative path to the version that holds the file, with its size and sha256. Reading, verifying
+and downloading follow references; prune never deletes a version a kept version references.
+
+Serving reads ``CURRENT`` and opens the version it names, so
 publishing and rolling back are one small pointer write. The pointer is replaced under a lease
 and only if it still holds the value the publisher read first (compare-and-swap), so of two
 racing publishers exactly one wins and the other gets a :class:`StoreError`.
@@ -146,6 +151,7 @@ class Store:
         self.root = root
         self.crash_at: str | None = None
         self._local = isinstance(fs, pafs.LocalFileSystem)
+        self._refs: dict[str, dict[str, Any]] = {}  # committed versions' references
 
     @classmethod
     def open(cls, uri: str) -> Store:
@@ -316,9 +322,15 @@ class Store:
         return FileEntry(rel, size, h.hexdigest())
 
     def commit_version(
-        self, version: str, manifest: dict[str, Any], files: list[FileEntry]
+        self, version: str, manifest: dict[str, Any], files: list[FileEntry],
+        references: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Write the manifest, which makes the version complete; returns what was written."""
+        """Write the manifest, which makes the version complete; returns what was written.
+
+        `references` maps relative paths this version uses but does not hold to the committed
+        version that holds each (not itself a reference there); their sizes and sha256s are
+        taken from that version's manifest.
+        """
         vdir = self._refuse_committed(version)
         if not isinstance(manifest, dict):
             raise self._err(f"version {version}: manifest must be a dict, not {type(manifest)}")
@@ -339,10 +351,21 @@ class Store:
                     f"version {version}: file {rel}: size {info.size} != {listed[rel]['size']}"
                     " (stored != listed)"
                 )
+        refs = {}
+        for rel, holder in sorted((references or {}).items()):
+            self._rel(version, rel)
+            if rel in listed:
+                raise self._err(f"version {version}: file {rel} is both held and referenced")
+            entry = self.read_manifest(holder)["files"].get(rel)
+            if entry is None:
+                raise self._err(f"version {version}: referenced file {rel} is not held by "
+                                f"version {holder}")
+            refs[rel] = {"version": holder, **entry}
         doc = {
             **manifest,
             "version": version,
             "files": {rel: listed[rel] for rel in names},
+            "references": refs,
             "created_at": _now_iso(),
         }
         try:
@@ -377,7 +400,24 @@ class Store:
                 or not _SHA256_RE.match(str(entry.get("sha256")))
             ):
                 raise self._err(f"{where}: file {rel} needs an int size and a sha256")
+        refs = doc.setdefault("references", {})
+        if not isinstance(refs, dict) or not all(
+            isinstance(e, dict) and _is_version_id(str(e.get("version"))) for e in refs.values()
+        ):
+            raise self._err(f"{where}: 'references' must map paths to {{version, size, sha256}}")
+        for rel in refs:
+            self._rel(f"{version}: {MANIFEST}", rel)
         return doc
+
+    def holder(self, version: str, rel: str) -> str:
+        """The version that holds `rel` for `version`: itself, or the version it references."""
+        refs = self._refs.get(version)
+        if refs is None:  # a committed manifest never changes: read it once per Store
+            doc = self._manifest(version)
+            if doc is None:
+                return version  # not committed (yet): it holds all its files
+            refs = self._refs[version] = doc["references"]
+        return refs[rel]["version"] if rel in refs else version
 
     def _complete(self) -> list[tuple[str, dict[str, Any]]]:
         sel = pafs.FileSelector(self._p(VERSIONS_DIR), allow_not_found=True)
@@ -404,13 +444,27 @@ class Store:
         return doc
 
     def read_bytes(self, version: str, rel: str) -> bytes:
+        version = self.holder(version, rel)
         data = self._read(f"{self._vdir(version)}/{self._rel(version, rel)}")
         if data is None:
             raise self._err(f"version {version}: file {rel} is missing")
         return data
 
+    def open_input(self, version: str, rel: str) -> Any:
+        """A random-access reader (``pyarrow.NativeFile``) of a file of the version, followed to
+        the version holding it when referenced."""
+        version = self.holder(version, rel)
+        try:
+            return self.fs.open_input_file(f"{self._vdir(version)}/{self._rel(version, rel)}")
+        except FileNotFoundError as e:
+            raise self._err(f"version {version}: file {rel} is missing") from e
+        except OSError as e:
+            raise self._err(f"version {version}: cannot read {rel}: {e}") from e
+
     def local_path(self, version: str, rel: str, *, cache_dir: str | None = None) -> str:
-        """A local path to the file: the file itself on a local store, else a verified copy."""
+        """A local path to the file (followed to the version holding it when referenced): the
+        file itself on a local store, else a verified copy."""
+        version = self.holder(version, rel)
         path = f"{self._vdir(version)}/{self._rel(version, rel)}"
         if self._local:
             if not os.path.isfile(path):
@@ -452,22 +506,27 @@ class Store:
         return dest
 
     def verify(self, version: str) -> None:
-        """Check every file of the manifest: present, right size, right sha256."""
-        files = self.read_manifest(version)["files"]
-        vdir = self._vdir(version)
-        names = sorted(files)
-        infos = self.fs.get_file_info([f"{vdir}/{rel}" for rel in names])
-        for rel, info in zip(names, infos, strict=True):
-            want = files[rel]
+        """Check every file of the manifest, and every file it references in an older version:
+        present, right size, right sha256."""
+        doc = self.read_manifest(version)
+        wanted = [(version, rel, want) for rel, want in sorted(doc["files"].items())]
+        for rel, ref in sorted(doc["references"].items()):
+            if not self._exists(f"{self._vdir(ref['version'])}/{MANIFEST}"):
+                raise self._err(f"version {version}: file {rel} references version "
+                                f"{ref['version']}, which is gone")
+            wanted.append((ref["version"], rel, ref))
+        infos = self.fs.get_file_info([f"{self._vdir(v)}/{rel}" for v, rel, _ in wanted])
+        for (holder, rel, want), info in zip(wanted, infos, strict=True):
+            shown = rel if holder == version else f"{rel} (held by version {holder})"
             if info.type != pafs.FileType.File:
-                raise self._err(f"version {version}: file {rel} is missing")
+                raise self._err(f"version {version}: file {shown} is missing")
             if info.size != want["size"]:
                 raise self._err(
-                    f"version {version}: file {rel}: size {info.size} != {want['size']}"
+                    f"version {version}: file {shown}: size {info.size} != {want['size']}"
                     " (stored != manifest)"
                 )
-            if self._hash(f"{vdir}/{rel}")[1] != want["sha256"]:
-                raise self._err(f"version {version}: file {rel}: sha256 mismatch")
+            if self._hash(f"{self._vdir(holder)}/{rel}")[1] != want["sha256"]:
+                raise self._err(f"version {version}: file {shown}: sha256 mismatch")
 
     def _pointer(self) -> dict[str, Any] | None:
         try:
@@ -723,7 +782,8 @@ class Store:
 
     def prune(self, *, keep: int) -> list[str]:
         """Delete complete versions beyond the ``keep`` newest, never the current or previous
-        one, and incomplete versions untouched for a day. Returns the deleted ids."""
+        one nor one whose files a kept version references, and incomplete versions untouched
+        for a day. Returns the deleted ids."""
         if type(keep) is not int or keep < 0:
             raise self._err(f"prune: keep must be an int >= 0, not {keep!r}")
         token = uuid.uuid4().hex
@@ -731,8 +791,14 @@ class Store:
         try:
             pointer = self._pointer() or {}
             protected = {pointer.get("version"), pointer.get("previous")}
-            complete = self.list_versions()
+            found = self._complete()
+            complete = [v for v, _ in found]
             doomed = [v for v in complete[: max(0, len(complete) - keep)] if v not in protected]
+            # References point at the version that holds the file, never at another reference,
+            # so one pass over the survivors finds every version still needed.
+            needed = {ref["version"] for v, doc in found if v not in doomed
+                      for ref in doc["references"].values()}
+            doomed = [v for v in doomed if v not in needed]
             for v in doomed:  # removing the manifest first hides the version at once
                 self.fs.delete_file(f"{self._vdir(v)}/{MANIFEST}")
         except OSError as e:

@@ -15,6 +15,11 @@ stages an earlier attempt at the same version completed with the same config (up
 that did not), and the score stage keeps the chunks an unfinished attempt committed, so a
 build whose driver died re-runs with the same ``--version`` from where it stopped.
 ``run_stage`` always recomputes the stage it is asked for.
+
+Incremental: with ``base`` (a committed version built with ``[index] keep_scores``), prepare
+takes the base's anchors and ``G``, score scores only the new and changed items, factorize is
+the base's, and write_shards rewrites only the shards the changes touch; the others are
+referenced from the base (``curindex.build.incremental``).
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ from pyspark.sql import SparkSession
 
 from curindex import __version__
 from curindex.anchors import Anchors, choose_anchors
+from curindex.build import incremental
 from curindex.build.factorize import factorize, gather_anchor_rows
-from curindex.build.score import score_items
+from curindex.build.score import SCORES_SCHEMA, score_items, shard_of
 from curindex.build.select import leverage_anchor_items
 from curindex.build.shards import write_shards
 from curindex.build.validate import (
@@ -55,7 +61,7 @@ from curindex.evaluate import figure_keys
 from curindex.gate import figure_order, gate_failures
 from curindex.report import render_report
 from curindex.scoring import fingerprint_for
-from curindex.shardindex import LABEL_SHIFT, empty_index, is_exact
+from curindex.shardindex import LABEL_SHIFT, TRAINED_FILE, empty_index, is_exact
 from curindex.store import FileEntry, Store, validate_version_id
 
 log = logging.getLogger("curindex.build")
@@ -92,12 +98,15 @@ def work_dir(cfg: BuildConfig, version: str) -> str:
 class _Build:
     """One version's build: the config, the store, and the stage outputs kept there."""
 
-    def __init__(self, spark: SparkSession, cfg: BuildConfig, version: str) -> None:
+    def __init__(self, spark: SparkSession, cfg: BuildConfig, version: str,
+                 base: str | None = None) -> None:
         self.spark, self.cfg, self.version = spark, cfg, validate_version_id(version)
         self.store = Store.open(cfg.store.uri)
         self.work = work_dir(cfg, self.version)
         self.k_q = cfg.anchors.n_queries
-        self.config_digest = config_digest(cfg)
+        # The base is resolved once (prepare records it; later stages read it from there).
+        self._base_arg = base
+        self.config_digest = config_digest(cfg, base=self.store.resolve(base) if base else None)
 
     # -- stage state: small JSON documents under <store>/_builds/<version>/, outside the
     # version folder (which must hold only what its manifest lists) --
@@ -152,10 +161,25 @@ class _Build:
                              "from a different config; versions are immutable, use a new id")
         return manifest
 
+    def base(self) -> str | None:
+        """The base version of an incremental build (None for a full build)."""
+        return self.load("prepare").get("base")
+
     def scores(self):
         """The committed score chunks: Spark skips `_meta.json` and `_temporary/` (names that
-        start with `_`), where unfinished chunks are written."""
-        return self.spark.read.parquet(f"{self.work}/scores")
+        start with `_`), where unfinished chunks are written. An incremental build adds the
+        base's rows of the unchanged items."""
+        chunks = self.spark.read.schema(SCORES_SCHEMA).parquet(f"{self.work}/scores")
+        base = self.base()
+        if base is None:
+            return chunks
+        items = read_texts(self.spark, self.cfg.items, role="items")
+        return chunks.unionByName(incremental.reused_rows(items, self._base_rows(base)))
+
+    def _base_rows(self, base: str, *, keys_only: bool = False):
+        manifest = self.store.read_manifest(base)
+        files = incremental.base_score_files(self.store, base, manifest)
+        return incremental.base_rows(self.spark, self.store.uri, files, keys_only=keys_only)
 
     def anchors(self) -> Anchors:
         items = pq.read_table(io.BytesIO(self.store.read_bytes(self.version,
@@ -181,6 +205,15 @@ class _Build:
         cfg = self.cfg
         empty_index(cfg.index.factory, cfg.anchors.n_items)  # a bad factory string fails first
         fingerprint = fingerprint_for(cfg.scorer)
+        base = manifest = None
+        if self._base_arg is not None:  # a base this config cannot extend fails first
+            base = self.store.resolve(self._base_arg)
+            manifest = self.store.read_manifest(base)
+            incremental.check_base(cfg, base, manifest)
+            if manifest["scorer"]["fingerprint"] != fingerprint:
+                raise ConfigError(
+                    f"--base {base}: the scorer here has fingerprint {fingerprint}, the base "
+                    f"was built with {manifest['scorer']['fingerprint']}")
         self.store.begin_version(self.version)  # clears leftovers of an earlier attempt
         self.clear_states()
         _remove_work(self.spark, self.work)  # new anchors or items: no score chunk is kept
@@ -188,17 +221,38 @@ class _Build:
         queries = read_texts(self.spark, cfg.queries, role="queries")
         item_stats = check_texts(items, role="items", source=cfg.items.path)
         query_stats = check_texts(queries, role="queries", source=cfg.queries.path)
-        anchors = choose_anchors(items, queries, cfg.anchors, n_items=item_stats.rows,
-                                 n_queries=query_stats.rows)
-        files = _write_anchor_tables(self.store, self.version, anchors)
         state = {"fingerprint": fingerprint, "items": item_stats.rows,
                  "queries_available": query_stats.rows, "item_max_chars": item_stats.max_chars,
-                 "item_mean_chars": round(item_stats.mean_chars, 1)}
-        return state, files
+                 "item_mean_chars": round(item_stats.mean_chars, 1), "base": None}
+        if base is None:
+            anchors = choose_anchors(items, queries, cfg.anchors, n_items=item_stats.rows,
+                                     n_queries=query_stats.rows)
+            return state, _write_anchor_tables(self.store, self.version, anchors)
+        anchor_items = pq.read_table(io.BytesIO(self.store.read_bytes(base,
+                                                                      "anchors/items.parquet")))
+        incremental.check_anchor_items(items, anchor_items.column("id").to_pylist(),
+                                       anchor_items.column("text").to_pylist(), base)
+        # The small files that define the projection are copied; shards are referenced.
+        files = [self.store.write_bytes(self.version, rel, self.store.read_bytes(base, rel))
+                 for rel in ("anchors/items.parquet", "anchors/queries.parquet", "G.npy",
+                             "anchors/scores.npy")]
+        return {**state, "base": base}, files
 
     def score(self) -> tuple[dict, list[FileEntry]]:
         prep, anchors, cfg = self.load("prepare"), self.anchors(), self.cfg
         items = read_texts(self.spark, cfg.items, role="items")
+        changes = None
+        if prep["base"] is not None:
+            keys = self._base_rows(prep["base"], keys_only=True)
+            changes = incremental.changes(items, keys, shard_of("id", cfg.index.num_shards))
+            items = incremental.items_to_score(items, keys)
+            if changes["new"] + changes["changed"] + changes["unchanged"] != prep["items"]:
+                raise CurIndexError(f"version {self.version}: {changes} do not add up to the "
+                                    f"{prep['items']} items of the corpus")
+            log.info("incremental build on %s: %d new, %d changed, %d deleted, %d unchanged "
+                     "items; %d of %d shards touched", prep["base"], changes["new"],
+                     changes["changed"], changes["deleted"], changes["unchanged"],
+                     len(changes["touched_shards"]), cfg.index.num_shards)
         partitions = cfg.spark.score_partitions or 4 * self.spark.sparkContext.defaultParallelism
         n_q = len(anchors.scored_query_texts)
         # Chunks an unfinished attempt committed are kept; a stage that completed before and
@@ -207,19 +261,29 @@ class _Build:
                            scorer_cfg=cfg.scorer, fingerprint=prep["fingerprint"],
                            num_shards=cfg.index.num_shards, partitions=partitions,
                            block_items=cfg.spark.block_items, out_path=f"{self.work}/scores",
-                           n_items=prep["items"], resume=not self.has_state("score"))
-        scores = self.scores()
-        n = scores.count()
-        if n != prep["items"]:
-            raise CurIndexError(f"version {self.version}: the score chunks hold {n} items, the "
-                                f"corpus {prep['items']}")
-        state = {"pairs_scored": prep["items"] * n_q,
+                           n_items=prep["items"] if changes is None else
+                           changes["new"] + changes["changed"],
+                           resume=not self.has_state("score"))
+        # An incremental build checks the rows it scored; the base's are counted by changes().
+        chunks = self.spark.read.schema(SCORES_SCHEMA).parquet(f"{self.work}/scores")
+        scored = prep["items"] if changes is None else changes["new"] + changes["changed"]
+        n = chunks.count()
+        if n != scored:
+            raise CurIndexError(f"version {self.version}: the score chunks hold {n} items, "
+                                f"{scored} were to be scored")
+        truncated = chunks.where("truncated").count()
+        if changes is not None:
+            truncated += changes.pop("unchanged_truncated")
+        state = {"pairs_scored": scored * n_q, "changes": changes,
                  "pairs_scored_this_run": done.items_scored * n_q,
                  "chunks": done.n_chunks, "chunks_resumed": done.chunks_resumed,
-                 "items_truncated": scores.where("truncated").count()}
+                 "items_truncated": truncated}
         return state, []
 
     def factorize(self) -> tuple[dict, list[FileEntry]]:
+        base = self.base()
+        if base is not None:  # G, its diagnostics and anchor scores are the base's (prepare)
+            return {**self.store.read_manifest(base)["factorization"], "from_base": base}, []
         anchors, files, selection = self.anchors(), [], {}
         if self.cfg.anchors.items == "leverage":  # anchor items from the scores, first
             t0 = time.perf_counter()
@@ -282,21 +346,33 @@ class _Build:
                 "curve": curve, "chosen_rcond": self.cfg.factorize.tune_rconds[best]}
 
     def write_shards(self) -> tuple[dict, list[FileEntry]]:
-        prep = self.load("prepare")
-        shards = write_shards(self.spark, self.scores(), g=self.npy("G.npy"), k_q=self.k_q,
-                              factory=self.cfg.index.factory, n_items=prep["items"],
-                              store_uri=self.store.uri, version=self.version,
-                              extras=index_extras(self.cfg))
+        prep, base = self.load("prepare"), self.base()
+        touched, trained, shared, refs = None, None, [], {}
+        if base is not None:
+            touched = self.load("score")["changes"]["touched_shards"]
+            trained = self.store.read_bytes(base, TRAINED_FILE)
+            shared, refs = incremental.shared_shards(self.store, base,
+                                                     self.store.read_manifest(base), touched)
+        shards, trained_file = write_shards(
+            self.spark, self.scores(), g=self.npy("G.npy"), k_q=self.k_q,
+            factory=self.cfg.index.factory, n_items=prep["items"], store_uri=self.store.uri,
+            version=self.version, extras=index_extras(self.cfg),
+            keep_scores=self.cfg.index.keep_scores, shards=touched, trained=trained)
+        files = [FileEntry(**f) for s in shards for f in s.pop("files")]
+        shards = sorted(shards + shared, key=lambda s: s["shard"])
         n = sum(s["n_items"] for s in shards)
         if n != prep["items"]:
             raise CurIndexError(f"version {self.version}: shards hold {n} items, the corpus "
                                 f"{prep['items']}")
-        files = [FileEntry(**f) for s in shards for f in s.pop("files")]
+        written = [s["shard"] for s in shards if s not in shared]
         # What the extra indexes cost in storage, beside the item vectors.
+        kept = ("scores",) if self.cfg.index.keep_scores else ()
         sizes = {name: sum(f.size for f in files if f.path.startswith(f"shards/{name}-"))
-                 for name in index_extras(self.cfg)}
-        return {"shards": shards, "bytes": sum(f.size for f in files) - sum(sizes.values()),
-                "extra_bytes": sizes}, files
+                 for name in index_extras(self.cfg) + kept}
+        state = {"shards": shards, "bytes": sum(f.size for f in files) - sum(sizes.values()),
+                 "extra_bytes": sizes, "references": refs, "shards_written": written,
+                 "shards_shared": [s["shard"] for s in shared]}
+        return state, [*files, FileEntry(**trained_file)]
 
     def validate(self) -> tuple[dict, list[FileEntry]]:
         v, k_q, cfg = self.cfg.validate, self.k_q, self.cfg
@@ -343,7 +419,7 @@ class _Build:
             else:
                 cand = index_candidates(
                     self.spark, self.scores(),
-                    read_shard=lambda rel: self.store.read_bytes(self.version, rel),
+                    read_shard=self._read_shard_file,
                     shards=self.load("write_shards")["shards"], c=c, k_q=self.k_q,
                     anchor_ids=anchors.item_ids, m_max=m_max, nprobe=cfg.index.nprobe,
                     ef_search=cfg.index.ef_search, first=first)
@@ -357,6 +433,11 @@ class _Build:
             baseline = {"name": "bi-encoder", "recall": baseline_recall(lists, pairs)}
         return {"recall": recall, "recall_exact_search": exact_search,
                 "index_recall_vs_exact": overlap, "baseline": baseline}
+
+    def _read_shard_file(self, rel: str) -> bytes:
+        """A shard file of this (uncommitted) version, or of the version it references."""
+        holder = self.load("write_shards")["references"].get(rel, self.version)
+        return self.store.read_bytes(holder, rel)
 
     def commit(self) -> dict:
         cfg = self.cfg
@@ -401,12 +482,19 @@ class _Build:
             "validation": states["validate"],
             "timings_s": timings,
         }
+        refs = states["write_shards"].pop("references")
+        if prep["base"] is not None:
+            manifest["incremental"] = {
+                "base": prep["base"], **states["score"]["changes"],
+                "shards_written": states["write_shards"]["shards_written"],
+                "shards_shared": states["write_shards"]["shards_shared"],
+            }
         # The report lives inside the version: immutable and checksummed like the index.
         report = render_report({**manifest, "version": self.version})
         files += [self.store.write_bytes(self.version, f"report/{name}", data)
                   for name, data in sorted(report.items())]
         manifest["report_dir"] = "report"
-        manifest = self.store.commit_version(self.version, manifest, files)
+        manifest = self.store.commit_version(self.version, manifest, files, references=refs)
         _remove_work(self.spark, self.work)
         self.clear_states()
         return manifest
@@ -417,11 +505,13 @@ def index_extras(cfg: BuildConfig) -> tuple[str, ...]:
     return (("h",) if cfg.index.adaptive else ()) + (("bi",) if cfg.index.biencoder else ())
 
 
-def run_stage(spark: SparkSession, cfg: BuildConfig, *, version: str, stage: str) -> dict:
-    """Run one stage of the build of `version`; returns its state (the manifest for commit)."""
+def run_stage(spark: SparkSession, cfg: BuildConfig, *, version: str, stage: str,
+              base: str | None = None) -> dict:
+    """Run one stage of the build of `version`; returns its state (the manifest for commit).
+    `base` (prepare only) makes it an incremental build on that committed version."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
-    build = _Build(spark, cfg, version)
+    build = _Build(spark, cfg, version, base=base)
     committed = build.committed_manifest()
     if committed is not None:  # a re-run of a finished build: nothing to do, nothing to undo
         log.info("version %s is already committed: stage %s skipped", build.version, stage)
@@ -439,11 +529,13 @@ def run_stage(spark: SparkSession, cfg: BuildConfig, *, version: str, stage: str
 
 
 def run_build(spark: SparkSession, cfg: BuildConfig, *, version: str | None = None,
-              publish: bool = False) -> BuildResult:
-    """Build every stage of one version, then publish it when asked and it passed its gate."""
+              publish: bool = False, base: str | None = None) -> BuildResult:
+    """Build every stage of one version, then publish it when asked and it passed its gate.
+    With `base` (a version id or "current") the build is incremental on that version."""
     version = validate_version_id(version or new_version_id())
-    log.info("building version %s into %s", version, cfg.store.uri)
-    build = _Build(spark, cfg, version)
+    log.info("building version %s into %s%s", version, cfg.store.uri,
+             f" (incremental on {base})" if base else "")
+    build = _Build(spark, cfg, version, base=base)
     manifest: dict = {}
     resuming = build.committed_manifest() is None
     for stage in STAGES:
@@ -454,17 +546,18 @@ def run_build(spark: SparkSession, cfg: BuildConfig, *, version: str | None = No
             log.info("version %s: stage %s: completed by an earlier attempt with this config: "
                      "skipped", version, stage)
             continue
-        manifest = run_stage(spark, cfg, version=version, stage=stage)
+        manifest = run_stage(spark, cfg, version=version, stage=stage, base=base)
     if publish:
         publish_version(Store.open(cfg.store.uri), version)
     return BuildResult(version=version, store_uri=Store.open(cfg.store.uri).uri,
                        manifest=manifest, published=publish)
 
 
-def config_digest(cfg: BuildConfig) -> str:
-    """sha256 of the config's settings (what the manifest records as ``config``)."""
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str)
-                          .encode()).hexdigest()
+def config_digest(cfg: BuildConfig, *, base: str | None = None) -> str:
+    """sha256 of the config's settings (what the manifest records as ``config``) and of the
+    base version of an incremental build."""
+    doc = cfg.to_dict() if base is None else {**cfg.to_dict(), "_base": base}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def publish_version(store: Store, version: str) -> None:

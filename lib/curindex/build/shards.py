@@ -3,7 +3,9 @@
 ``G`` is broadcast; each shard's items are sorted by id so a shard's content and labels do not
 depend on partitioning (labels and file names: ``curindex.shardindex``). Index types that need
 training (IVF, PQ) are trained once on the driver on a sample of item vectors and the empty trained
-index is broadcast, so every shard shares one quantizer.
+index is broadcast, so every shard shares one quantizer; it is kept in the version
+(``shards/trained.faiss``) so an incremental build adds to the same quantizer. With
+``keep_scores`` each shard also keeps its items' score rows (``shards/scores-NNNNN.parquet``).
 """
 
 from __future__ import annotations
@@ -21,16 +23,26 @@ from pyspark.sql import DataFrame, SparkSession
 
 from curindex.build.score import ArrowMapFn
 from curindex.errors import ConfigError
-from curindex.shardindex import empty_index, extra_shard_file, shard_files, shard_labels
+from curindex.shardindex import (
+    TRAINED_FILE,
+    empty_index,
+    extra_shard_file,
+    scores_shard_file,
+    shard_files,
+    shard_labels,
+)
 
 VECTORS_SCHEMA = "shard int, item_id string, text string, vector array<float>"
+KEPT_SCHEMA = ", truncated boolean, scores array<float>"  # with keep_scores
 WRITTEN_SCHEMA = "shard int, n_items long, files string"
 TRAIN_SAMPLE = 100_000  # vectors used to train an IVF/PQ index on the driver
 
 
-def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = ()) -> ArrowMapFn:
+def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = (),
+               keep_scores: bool = False) -> ArrowMapFn:
     """mapInArrow function: scores rows -> item vectors (G is captured once per task), plus a
-    column per extra index (``curindex.shardindex.EXTRAS``)."""
+    column per extra index (``curindex.shardindex.EXTRAS``), plus the score rows themselves
+    with `keep_scores`."""
     from curindex.cur import item_vectors
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -50,6 +62,8 @@ def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = ()) -> Arro
 
                 columns["bi"] = _rows_array(get_biencoder().encode(
                     batch.column("text").to_pylist()))
+            if keep_scores:
+                columns["truncated"], columns["scores"] = batch.column("truncated"), scores
             yield pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
 
     return run
@@ -67,9 +81,11 @@ def _column_matrix(table: pa.Table, name: str) -> np.ndarray:
     return np.ascontiguousarray(values.reshape(table.num_rows, -1), dtype=np.float32)
 
 
-def write_shard_fn(store_uri: str, version: str, trained: bytes, extras: tuple[str, ...] = ()):
+def write_shard_fn(store_uri: str, version: str, trained: bytes, extras: tuple[str, ...] = (),
+                   keep_scores: bool = False):
     """applyInArrow function: one shard's vectors -> its faiss index and id map in the store,
-    and an exact inner-product index (same labels) per extra column."""
+    an exact inner-product index (same labels) per extra column, and its score rows with
+    `keep_scores`."""
 
     def run(table: pa.Table) -> pa.Table:
         from curindex.store import Store
@@ -99,6 +115,10 @@ def write_shard_fn(store_uri: str, version: str, trained: bytes, extras: tuple[s
             local_ids = os.path.join(tmp, "ids.parquet")
             pq.write_table(ids, local_ids)
             entries.append(store.upload_file(version, ids_rel, local_ids))
+            if keep_scores:
+                pq.write_table(table.select(["item_id", "text", "truncated", "scores"]),
+                               local_ids)
+                entries.append(store.upload_file(version, scores_shard_file(shard), local_ids))
         files = [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries]
         return pa.table(
             {"shard": [shard], "n_items": [n], "files": [json.dumps(files)]},
@@ -116,7 +136,8 @@ def trained_index(spark: SparkSession, vectors: DataFrame, factory: str, dim: in
     if not index.is_trained:
         spark.sparkContext.setJobDescription("curindex: sample vectors to train the index")
         fraction = min(1.0, 1.2 * TRAIN_SAMPLE / max(1, n_items))
-        sample = vectors.sample(fraction=fraction, seed=0).limit(TRAIN_SAMPLE).collect()
+        sample = (vectors.select("vector").sample(fraction=fraction, seed=0)
+                  .limit(TRAIN_SAMPLE).collect())
         x = np.array([r["vector"] for r in sample], dtype=np.float32)
         try:
             index.train(x)
@@ -138,22 +159,35 @@ def write_shards(
     store_uri: str,
     version: str,
     extras: tuple[str, ...] = (),
-) -> list[dict]:
-    """Write every shard; returns per-shard entries sorted by shard:
-    {"shard", "n_items", "index", "ids", "<extra>_index"..., "files": [{"path", "size",
-    "sha256"}, ...]}, with an extra exact index per name in `extras` (``shardindex.EXTRAS``)."""
+    keep_scores: bool = False,
+    shards: list[int] | None = None,
+    trained: bytes | None = None,
+) -> tuple[list[dict], dict]:
+    """Write every shard (or only `shards`); returns per-shard entries sorted by shard:
+    {"shard", "n_items", "index", "ids", "<extra>_index"..., "scores"?, "files": [{"path",
+    "size", "sha256"}, ...]}, with an extra exact index per name in `extras`
+    (``shardindex.EXTRAS``) and the score rows with `keep_scores`; and the entry of the
+    trained empty index file. `trained` (an earlier version's) skips training."""
     k_i = g.shape[0]
     g_b = spark.sparkContext.broadcast(np.ascontiguousarray(g, dtype=np.float64))
+    if shards is not None:
+        scores = scores.where(scores["shard"].isin(shards))
     try:
-        vectors = scores.select("item_id", "shard", "text", "scores").mapInArrow(
-            _broadcast_project(g_b, k_q, extras),
-            VECTORS_SCHEMA + "".join(f", {name} array<float>" for name in extras),
+        vectors = scores.select("item_id", "shard", "text", "truncated", "scores").mapInArrow(
+            _broadcast_project(g_b, k_q, extras, keep_scores),
+            VECTORS_SCHEMA + "".join(f", {name} array<float>" for name in extras)
+            + (KEPT_SCHEMA if keep_scores else ""),
         )
-        trained = trained_index(spark, vectors, factory, k_i, n_items)
+        if trained is None:
+            trained = trained_index(spark, vectors, factory, k_i, n_items)
+        from curindex.store import Store
+
+        trained_entry = Store.open(store_uri).write_bytes(version, TRAINED_FILE, trained)
         spark.sparkContext.setJobDescription("curindex: write index shards")
         rows = (
             vectors.groupBy("shard")
-            .applyInArrow(write_shard_fn(store_uri, version, trained, extras), WRITTEN_SCHEMA)
+            .applyInArrow(write_shard_fn(store_uri, version, trained, extras, keep_scores),
+                          WRITTEN_SCHEMA)
             .collect()
         )
     finally:
@@ -166,12 +200,15 @@ def write_shards(
                  "ids": ids_rel, "files": json.loads(r["files"])}
         for name in extras:
             entry[f"{name}_index"] = extra_shard_file(name, r["shard"])
+        if keep_scores:
+            entry["scores"] = scores_shard_file(r["shard"])
         out.append(entry)
-    return out
+    return out, {"path": trained_entry.path, "size": trained_entry.size,
+                 "sha256": trained_entry.sha256}
 
 
-def _broadcast_project(g_b, k_q: int, extras: tuple[str, ...]) -> ArrowMapFn:
+def _broadcast_project(g_b, k_q: int, extras: tuple[str, ...], keep_scores: bool) -> ArrowMapFn:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return project_fn(g_b.value, k_q, extras=extras)(batches)
+        return project_fn(g_b.value, k_q, extras=extras, keep_scores=keep_scores)(batches)
 
     return run

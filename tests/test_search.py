@@ -1,0 +1,175 @@
+"""Searching shards as one index (``curindex.shardindex.merge_shards``, used by the Searcher)
+against one faiss index holding every vector, against each shard searched on its own, and
+against numpy brute force. Generated vectors; no Spark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from curindex.search import Searcher
+from curindex.shardindex import (
+    empty_index,
+    merge_shards,
+    read_index,
+    set_search_params,
+    shard_labels,
+    split_labels,
+)
+
+N, DIM, SHARDS, NLIST, NPROBE, K = 20_000, 32, 4, 64, 4, 50
+FACTORY = f"IVF{NLIST},Flat"
+
+
+@pytest.fixture(scope="module")
+def data() -> dict:
+    """Items [N, DIM] split over SHARDS unevenly (labels as the build makes them), and queries
+    [100, DIM]."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(N, DIM)).astype(np.float32)
+    q = rng.normal(size=(100, DIM)).astype(np.float32)
+    shard_of = rng.integers(SHARDS, size=N)
+    labels = np.empty(N, dtype=np.int64)
+    for s in range(SHARDS):
+        rows = np.flatnonzero(shard_of == s)
+        labels[rows] = shard_labels(s, len(rows))
+    return {"x": x, "q": q, "shard_of": shard_of, "labels": labels}
+
+
+def trained(x: np.ndarray) -> np.ndarray:
+    """An empty IVF index trained on `x`, serialized (as the build broadcasts it): uint8."""
+    index = empty_index(FACTORY, DIM)
+    index.train(x)
+    return faiss.serialize_index(index)
+
+
+def shard_indexes(data: dict, blobs: list[np.ndarray], tmp: Path) -> list[faiss.Index]:
+    """Shard s filled from blobs[s], written and read back memory-mapped as the Searcher reads
+    it, with nprobe = NPROBE."""
+    out = []
+    for s, blob in enumerate(blobs):
+        rows = np.flatnonzero(data["shard_of"] == s)
+        index = faiss.deserialize_index(blob)
+        index.add_with_ids(data["x"][rows], data["labels"][rows])
+        faiss.write_index(index, str(tmp / f"shard-{s}.faiss"))
+        out.append(read_index(str(tmp / f"shard-{s}.faiss")))
+        set_search_params(out[-1], nprobe=NPROBE, ef_search=16)
+    return out
+
+
+def ranked(d: np.ndarray, lab: np.ndarray) -> list[list[tuple[float, int]]]:
+    """Per query the (score, label) hits, best first, equal scores by label (ties aside)."""
+    out = []
+    for drow, lrow in zip(d, lab, strict=True):
+        keep = lrow >= 0
+        order = np.lexsort((lrow[keep], -drow[keep]))
+        out.append(list(zip(drow[keep][order].tolist(), lrow[keep][order].tolist(), strict=True)))
+    return out
+
+
+def exact(data: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Every query's inner products [n_q, N] (numpy, float64) and its exact top K rows."""
+    scores = data["q"].astype(np.float64) @ data["x"].T.astype(np.float64)
+    return scores, np.argsort(-scores, axis=1, kind="stable")[:, :K]
+
+
+def assert_brute_force(d: np.ndarray, lab: np.ndarray, data: dict) -> None:
+    """The hits are the exact top K by inner product with their scores."""
+    scores, top = exact(data)
+    for qi in range(len(data["q"])):
+        assert set(lab[qi].tolist()) == set(data["labels"][top[qi]].tolist())
+        np.testing.assert_allclose(d[qi], scores[qi, top[qi]], rtol=1e-5, atol=1e-4)
+
+
+def test_ivf_shards_sharing_a_quantizer_equal_one_index(data, tmp_path):
+    """Shards from one trained quantizer are coarse-searched once (IndexShardsIVF) and return
+    exactly what one IVF index with that quantizer and every vector returns, labels kept."""
+    blob = trained(data["x"][:10_000])
+    shards = shard_indexes(data, [blob] * SHARDS, tmp_path)
+    single = faiss.deserialize_index(blob)
+    single.add_with_ids(data["x"], data["labels"])
+    single.nprobe = NPROBE
+    merged = merge_shards(shards)
+    assert isinstance(merged, faiss.IndexShardsIVF)
+    assert merged.ntotal == N
+
+    got = merged.search(data["q"], K)
+    want = single.search(data["q"], K)
+    assert ranked(*got) == ranked(*want)
+    assert set(split_labels(got[1])[0].ravel().tolist()) == set(range(SHARDS))
+    _, top = exact(data)  # nprobe 4 of 64 lists misses some of the exact top K
+    assert any(set(got[1][qi].tolist()) != set(data["labels"][top[qi]].tolist())
+               for qi in range(len(data["q"])))
+
+    for index in shards:  # nprobe is read from the shards at search time
+        set_search_params(index, nprobe=NLIST, ef_search=16)
+    assert_brute_force(*merged.search(data["q"], K), data)
+
+
+@pytest.mark.parametrize("differ", ["retrained", "one centroid one ulp off"])
+def test_ivf_shards_with_other_centroids_fall_back(data, tmp_path, differ):
+    """Shards whose quantizers differ at all are each searched with their own: the answer is
+    every shard's own search merged by score."""
+    blob = trained(data["x"][:10_000])
+    if differ == "retrained":
+        blobs = [trained(data["x"][s * 5_000:(s + 1) * 5_000]) for s in range(SHARDS)]
+    else:
+        other = faiss.deserialize_index(blob)
+        quantizer = faiss.downcast_index(other.quantizer)
+        centroids = quantizer.reconstruct_n(0, NLIST)  # [NLIST, DIM]
+        centroids[3, 5] = np.nextafter(centroids[3, 5], np.float32(np.inf))
+        quantizer.reset()
+        quantizer.add(centroids)
+        blobs = [blob] * (SHARDS - 1) + [faiss.serialize_index(other)]
+    shards = shard_indexes(data, blobs, tmp_path)
+    merged = merge_shards(shards)
+    assert not isinstance(merged, faiss.IndexShardsIVF)
+
+    parts = [index.search(data["q"], K) for index in shards]
+    d = np.concatenate([p[0] for p in parts], axis=1)  # [n_q, SHARDS * K]
+    lab = np.concatenate([p[1] for p in parts], axis=1)
+    want = [row[:K] for row in ranked(d, lab)]
+    assert ranked(*merged.search(data["q"], K)) == want
+
+    for index in shards:
+        set_search_params(index, nprobe=NLIST, ef_search=16)
+    assert_brute_force(*merged.search(data["q"], K), data)
+
+
+def test_flat_shards_equal_brute_force(data):
+    shards = []
+    for s in range(SHARDS):
+        rows = np.flatnonzero(data["shard_of"] == s)
+        index = empty_index("IDMap,Flat", DIM)
+        index.add_with_ids(data["x"][rows], data["labels"][rows])
+        shards.append(index)
+    merged = merge_shards(shards)
+    assert not isinstance(merged, faiss.IndexShardsIVF)
+    assert_brute_force(*merged.search(data["q"], K), data)
+
+
+def test_no_shards_is_an_error():
+    with pytest.raises(ValueError, match="no shard"):
+        merge_shards([])
+
+
+def test_searcher_retrieves_over_ivf_shards_with_one_coarse_search(data, tmp_path):
+    """The Searcher's retrieval over IVF shards from one quantizer: one coarse search, the same
+    labels as one index holding every vector."""
+    blob = trained(data["x"][:10_000])
+    shards = shard_indexes(data, [blob] * SHARDS, tmp_path)
+    rows = [np.flatnonzero(data["shard_of"] == s) for s in range(SHARDS)]
+    searcher = Searcher(store=None, version="test", manifest={}, scorer=None,
+                        anchor_ids=[], anchor_texts=[],
+                        shards=[(s, index, [f"id{r}" for r in rows[s]], [""] * len(rows[s]))
+                                for s, index in enumerate(shards)])
+    assert isinstance(searcher._index, faiss.IndexShardsIVF)
+    single = faiss.deserialize_index(blob)
+    single.add_with_ids(data["x"], data["labels"])
+    single.nprobe = NPROBE
+    got = searcher._retrieve(searcher._index, data["q"], K, [set() for _ in data["q"]])
+    want = ranked(*single.search(data["q"], K))
+    assert [sorted(g) for g in got] == [sorted(lab for _, lab in w) for w in want]
