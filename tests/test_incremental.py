@@ -1,6 +1,7 @@
 """Incremental builds (``--base``): only new and changed items are scored, untouched shards are
 shared with the base by reference, and the result equals numpy CUR of the changed corpus with
-the base's anchors."""
+the base's anchors (an anchor item deleted or changed stays an anchor by its stored text but is
+no result)."""
 
 from __future__ import annotations
 
@@ -66,9 +67,12 @@ def builds(spark, tmp_path_factory):
     store = Store.open(cfg1.store.uri)
     members = _shard_members(store, "v1")
     anchor_ids = set(_anchors(store, "v1")[0])
-    # Changes confined to shards 0 and 1 (and wherever the new ids hash to).
+    # Changes confined to shards 0 and 1 (and wherever the new ids hash to), one anchor item
+    # changed and one deleted among them.
     free = {s: [i for i in ids if i not in anchor_ids] for s, ids in members.items()}
-    changed, deleted = free[0][:3], free[1][:2]
+    anchors_in = {s: [i for i in ids if i in anchor_ids] for s, ids in members.items()}
+    assert anchors_in[0] and anchors_in[1], "the tiny corpus puts anchor items in shards 0, 1"
+    changed, deleted = free[0][:3] + anchors_in[0][:1], free[1][:2] + anchors_in[1][:1]
     new = [(f"new{j:03d}", f"novel poem about {w} and rain")
            for j, w in enumerate(["carbon", "piano", "orbit", "market", "grammar"])]
     texts = dict(items_a)
@@ -87,7 +91,7 @@ def builds(spark, tmp_path_factory):
     return {"store": store, "cfg": cfg2, "cfg3": cfg3, "items_a": texts, "items_b": items_b,
             "items_c": items_c, "changed": changed, "deleted": deleted, "new": new,
             "touched": sorted({0, 1} | new_shards), "untouched": untouched, "target": target,
-            "members": members}
+            "members": members, "detached": sorted([anchors_in[0][0], anchors_in[1][0]])}
 
 
 def _exact(cfg, queries: list[str], texts: list[str]) -> np.ndarray:
@@ -97,12 +101,13 @@ def _exact(cfg, queries: list[str], texts: list[str]) -> np.ndarray:
 def test_only_new_and_changed_items_are_scored(builds):
     m = builds["store"].read_manifest("v2")
     inc = m["incremental"]
-    assert (inc["base"], inc["new"], inc["changed"], inc["deleted"]) == ("v1", 5, 3, 2)
-    assert inc["unchanged"] == 300 - 3 - 2
-    assert m["counts"]["items"] == 300 - 2 + 5
+    assert (inc["base"], inc["new"], inc["changed"], inc["deleted"]) == ("v1", 5, 4, 3)
+    assert inc["unchanged"] == 300 - 4 - 3
+    assert m["counts"]["items"] == 300 - 3 + 5
+    assert m["anchors"]["detached"] == builds["detached"]
     n_q = m["anchors"]["n_queries"] + m["anchors"]["n_test"]
-    # The score stage counts the rows it scored: the 8 new and changed items only.
-    assert m["counts"]["pairs_scored_this_run"] == m["counts"]["pairs_scored"] == 8 * n_q
+    # The score stage counts the rows it scored: the 9 new and changed items only.
+    assert m["counts"]["pairs_scored_this_run"] == m["counts"]["pairs_scored"] == 9 * n_q
     assert inc["touched_shards"] == builds["touched"]
     assert inc["shards_written"] == builds["touched"]
     assert inc["shards_shared"] == [s for s in range(N_SHARDS) if s not in builds["touched"]]
@@ -138,6 +143,9 @@ def test_vectors_and_search_equal_numpy_cur_of_the_new_corpus(builds):
     anchor_ids, anchor_q, test_q = _anchors(store, "v2")
     assert (anchor_ids, anchor_q) == _anchors(store, "v1")[:2]
     items_a, items_b = builds["items_a"], builds["items_b"]
+    # Anchor items scored by their stored (base) texts; only the others can be results.
+    anchor_texts = [items_a[a] for a in anchor_ids]
+    live = [a for a in anchor_ids if a not in builds["detached"]]
     # G from the base corpus (the anchors' columns); the vectors from the new corpus's scores.
     a_ids = list(items_a)
     h_a = _exact(cfg, anchor_q, [items_a[i] for i in a_ids]).astype(np.float64)
@@ -155,26 +163,37 @@ def test_vectors_and_search_equal_numpy_cur_of_the_new_corpus(builds):
     assert searcher.version == "v2" and searcher.n_items == len(ids_b)
     k, n_cand = 5, 30
     queries = ["river data", "novel poem rain", "solar wind storm"]
-    for q, r in zip(queries, searcher.search(queries, k=k, budget=len(anchor_ids) + n_cand),
-                    strict=True):
-        c = _exact(cfg, [q], [items_a[a] for a in anchor_ids])[0].astype(np.float64)
+    budget = len(anchor_ids) + n_cand
+    for q, r in zip(queries, searcher.search(queries, k=k, budget=budget), strict=True):
+        c = _exact(cfg, [q], anchor_texts)[0].astype(np.float64)
         approx = want @ c
         cand = [ids_b[j] for j in np.argsort(-approx, kind="stable")
-                if ids_b[j] not in anchor_ids][:n_cand]
-        pool = list(anchor_ids) + cand
+                if ids_b[j] not in live][:n_cand]
+        pool = live + cand
         exact = _exact(cfg, [q], [dict(items_b)[i] for i in pool])[0]
         best = np.argsort(-exact, kind="stable")[:k]
         assert r.ids == [pool[j] for j in best]
+        assert r.texts == [dict(items_b)[i] for i in r.ids]  # the changed anchor: its new text
+        assert r.model_calls == budget
         assert not set(r.ids) & set(builds["deleted"])
+    # A budget that scores every item ranks the whole new corpus exactly: the changed anchor
+    # item by its new text (found through the shards), the deleted one nowhere.
+    everything = len(anchor_ids) + len(ids_b) - len(live)
+    whole = searcher.search(["river data"], k=len(ids_b), budget=everything)[0]
+    exact_all = _exact(cfg, ["river data"], texts_b)[0]
+    assert sorted(whole.ids) == sorted(ids_b)
+    np.testing.assert_allclose(whole.scores, np.sort(exact_all)[::-1], rtol=1e-6)
+    got = dict(zip(whole.ids, whole.scores.tolist(), strict=True))
+    assert got == pytest.approx(dict(zip(ids_b, exact_all.tolist(), strict=True)), rel=1e-6)
 
     # Recall was measured on the whole new corpus: unchanged items' test scores come from the
     # base's kept rows.
     exact = _exact(cfg, test_q, texts_b).astype(np.float64)
-    cols = [ids_b.index(a) for a in anchor_ids]
-    approx = exact[:, cols] @ g @ h_b
+    approx = _exact(cfg, test_q, anchor_texts).astype(np.float64) @ g @ h_b
     budgets = [b for b in cfg.validate.budgets if b < len(ids_b)]
-    want_recall = recall_brute_force(exact, approx, ids_b, anchor_ids,
-                                     figure_keys(cfg.validate.ks, budgets, len(cols)))
+    want_recall = recall_brute_force(exact, approx, ids_b, live,
+                                     figure_keys(cfg.validate.ks, budgets, len(anchor_ids)),
+                                     extra_calls=len(anchor_ids) - len(live))
     assert store.read_manifest("v2")["validation"]["recall"] == pytest.approx(want_recall,
                                                                               abs=1e-12)
 
@@ -203,11 +222,9 @@ def test_bad_bases_are_refused(spark, builds, tmp_path):
     raw["index"] = {**raw["index"], "num_shards": N_SHARDS + 1}
     with pytest.raises(ConfigError, match=r"\[index\] num_shards is 7 here and 6 in the base"):
         run_build(spark, config_from_dict(raw), version="bad1", base="v1")
-    anchor = _anchors(store, "v1")[0][0]
-    gone = _corpus(tmp_path, [(i, t) for i, t in items_b if i != anchor], "gone")
-    with pytest.raises(CurIndexError, match=f"anchor item '{anchor}' is no longer in the corpus"):
-        run_build(spark, config_from_dict(_config(gone, store=Path(store.root))),
-                  version="bad2", base="v1")
+    with pytest.raises(CurIndexError, match="version nope does not exist"):
+        run_build(spark, config_from_dict(_config(corpus, store=Path(store.root))),
+                  version="bad2", base="nope")
     full = tiny_config(corpus, store=Path(store.root) / "other")
     run_build(spark, config_from_dict(full), version="plain")
     with pytest.raises(ConfigError, match="without \\[index\\] keep_scores = true"):

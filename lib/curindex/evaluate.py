@@ -39,6 +39,9 @@ class QueryTops:
     cand_exact: np.ndarray  # exact scores of cand_ids
     anchor_ids: list[str]
     anchor_exact: np.ndarray  # exact scores of the anchor items
+    # Model calls spent on anchor items outside the pool (detached: deleted or changed in the
+    # corpus since the anchors were chosen); they leave fewer calls for candidates.
+    extra_calls: int = 0
 
 
 def _top(scores: np.ndarray, ids: Sequence[str], n: int) -> list[int]:
@@ -54,7 +57,7 @@ def recall_from_tops(tops: Sequence[QueryTops], pairs: Sequence[tuple[int, int]]
     for k, budget in pairs:
         total = 0.0
         for t in tops:
-            n_cand = budget - len(t.anchor_ids)
+            n_cand = budget - len(t.anchor_ids) - t.extra_calls
             pool_ids = list(t.anchor_ids) + list(t.cand_ids[:n_cand])
             pool_exact = np.concatenate([t.anchor_exact, t.cand_exact[:n_cand]])
             got = {pool_ids[j] for j in _top(pool_exact, pool_ids, k)}
@@ -64,16 +67,17 @@ def recall_from_tops(tops: Sequence[QueryTops], pairs: Sequence[tuple[int, int]]
 
 
 def recall_brute_force(exact: np.ndarray, approx: np.ndarray, ids: Sequence[str],
-                       anchor_ids: Sequence[str], pairs: Sequence[tuple[int, int]]
-                       ) -> dict[str, float]:
-    """The same figures from whole matrices: exact, approx [n_test, n_items]."""
+                       anchor_ids: Sequence[str], pairs: Sequence[tuple[int, int]], *,
+                       extra_calls: int = 0) -> dict[str, float]:
+    """The same figures from whole matrices: exact, approx [n_test, n_items]; `anchor_ids` are
+    the anchor items in the pool, `extra_calls` the detached ones."""
     ids = list(ids)
     col = {i: j for j, i in enumerate(ids)}
     anchor_cols = [col[a] for a in anchor_ids]
     non_anchor = [j for j in range(len(ids)) if ids[j] not in set(anchor_ids)]
     na_ids = [ids[j] for j in non_anchor]
     k_max = max((k for k, _ in pairs), default=1)
-    m_max = max((b for _, b in pairs), default=0) - len(anchor_ids)
+    m_max = max((b for _, b in pairs), default=0) - len(anchor_ids) - extra_calls
     tops = []
     for t in range(exact.shape[0]):
         cand = [non_anchor[j] for j in _top(approx[t, non_anchor], na_ids, max(m_max, 0))]
@@ -83,5 +87,6 @@ def recall_brute_force(exact: np.ndarray, approx: np.ndarray, ids: Sequence[str]
             cand_exact=exact[t, cand],
             anchor_ids=list(anchor_ids),
             anchor_exact=exact[t, anchor_cols],
+            extra_calls=extra_calls,
         ))
     return recall_from_tops(tops, pairs)

@@ -55,14 +55,19 @@ class Searcher:
     def __init__(self, *, store: Store, version: str, manifest: dict, scorer: Scorer,
                  anchor_ids: list[str], anchor_texts: list[str], shards: list[tuple],
                  extras: dict[str, list] | None = None,
-                 anchor_columns: np.ndarray | None = None) -> None:
+                 anchor_columns: np.ndarray | None = None,
+                 detached: Sequence[str] = ()) -> None:
         self.store, self.version, self.manifest = store, version, manifest
         self.scorer = scorer
         self.anchor_ids, self.anchor_texts = anchor_ids, anchor_texts
         self._shards = shards  # [(shard number, faiss index, item ids, texts)]
         self._by_shard = {s[0]: s for s in shards}
         self.n_items = sum(len(s[2]) for s in shards)
-        anchor_set = set(anchor_ids)
+        # Anchor items deleted or changed in the corpus since the anchors were chosen (an
+        # incremental build): still scored (their stored texts make the query's vector), never
+        # results; a changed one is retrieved from the shards like any item.
+        self._live = np.array([a not in set(detached) for a in anchor_ids], dtype=bool)
+        anchor_set = {a for a, live in zip(anchor_ids, self._live, strict=True) if live}
         self._anchor_labels: set[int] = set()
         for num, _, ids, _ in shards:
             rows = [row for row, iid in enumerate(ids) if iid in anchor_set]
@@ -134,7 +139,8 @@ class Searcher:
                    scorer=build_scorer(scfg, fp),
                    anchor_ids=anchors.column("id").to_pylist(),
                    anchor_texts=anchors.column("text").to_pylist(), shards=shards,
-                   extras=extras, anchor_columns=anchor_columns)
+                   extras=extras, anchor_columns=anchor_columns,
+                   detached=manifest["anchors"].get("detached", []))
 
     @property
     def adaptive(self) -> bool:
@@ -173,10 +179,13 @@ class Searcher:
         if seed == "anchors":
             c = checked_scores(self.scorer.score_block(queries, self.anchor_texts),
                                len(queries), k_i, where="the anchor items")  # [n_q, k_i]
-            sizes = round_sizes(min(budget - k_i, self.n_items - k_i), rounds)
+            sizes = round_sizes(min(budget - k_i, self.n_items - len(self._anchor_labels)),
+                                rounds)
             labels = self._retrieve(self._index, c, sizes[0],
                                     [set(self._anchor_labels) for _ in queries])
-            pool_ids, pool_texts = list(self.anchor_ids), list(self.anchor_texts)
+            pool_ids = [a for a, live in zip(self.anchor_ids, self._live, strict=True) if live]
+            pool_texts = [t for t, live in zip(self.anchor_texts, self._live, strict=True) if live]
+            pool_c = c[:, self._live]
             anchor_columns = self._anchor_columns
         else:
             from curindex.baseline import get_biencoder
@@ -186,7 +195,7 @@ class Searcher:
             sizes = [first, *(round_sizes(total - first, rounds - 1) if rounds > 1 else [])]
             x = get_biencoder().encode(queries)  # [n_q, dim]
             labels = self._retrieve(self._extras["bi"][1], x, first, [set() for _ in queries])
-            c = np.zeros((len(queries), 0), dtype=np.float32)
+            c = pool_c = np.zeros((len(queries), 0), dtype=np.float32)
             pool_ids, pool_texts = [], []
             anchor_columns = np.zeros((self._h_dim(), 0)) if rounds > 1 else None
         found = [(lab, self._exact(q, lab)) for q, lab in zip(queries, labels, strict=True)]
@@ -203,10 +212,11 @@ class Searcher:
         for qi, (q, (lab, exact)) in enumerate(zip(queries, found, strict=True)):
             ids = pool_ids + [self._item(x)[0] for x in lab]
             texts = pool_texts + [self._item(x)[1] for x in lab]
-            s = np.concatenate([c[qi], exact]).astype(np.float32)
+            s = np.concatenate([pool_c[qi], exact]).astype(np.float32)
             top = np.argsort(-s, kind="stable")[:k]
             out.append(SearchResult(query=q, ids=[ids[i] for i in top], scores=s[top],
-                                    texts=[texts[i] for i in top], model_calls=len(ids)))
+                                    texts=[texts[i] for i in top],
+                                    model_calls=c.shape[1] + len(lab)))
         return out
 
     def _item(self, label: int) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from curindex.build.score import SCORES_ARROW_SCHEMA, SCORES_SCHEMA
 from curindex.config import BuildConfig
-from curindex.errors import ConfigError, CurIndexError
+from curindex.errors import ConfigError
 from curindex.shardindex import shard_entry_files
 
 # What an incremental build takes from its base and so must not change.
@@ -44,17 +44,14 @@ def check_base(cfg: BuildConfig, base: str, manifest: dict) -> None:
                 )
 
 
-def check_anchor_items(items: DataFrame, anchor_ids: list[str], anchor_texts: list[str],
-                       base: str) -> None:
-    """The anchor items define G: each must still be in the corpus with the same text."""
+def detached_anchors(items: DataFrame, anchor_ids: list[str], anchor_texts: list[str]
+                     ) -> list[str]:
+    """Anchor items the corpus no longer holds with the text they were scored with (deleted or
+    changed). G and the queries' vectors still use their stored texts, so they stay anchors;
+    but they are no longer items of the corpus, so search leaves them out of its results (a
+    changed one is found through the shards like any item)."""
     found = dict(items.where(F.col("id").isin(anchor_ids)).select("id", "text").collect())
-    for iid, text in zip(anchor_ids, anchor_texts, strict=True):
-        if iid not in found:
-            raise CurIndexError(f"--base {base}: anchor item {iid!r} is no longer in the corpus;"
-                                " the base's G depends on it, so a full build is needed")
-        if found[iid] != text:
-            raise CurIndexError(f"--base {base}: the text of anchor item {iid!r} changed; the "
-                                "base's G depends on it, so a full build is needed")
+    return sorted(i for i, t in zip(anchor_ids, anchor_texts, strict=True) if found.get(i) != t)
 
 
 def base_score_files(store, base: str, manifest: dict) -> list[tuple[int, str, str]]:

@@ -223,20 +223,25 @@ class _Build:
         query_stats = check_texts(queries, role="queries", source=cfg.queries.path)
         state = {"fingerprint": fingerprint, "items": item_stats.rows,
                  "queries_available": query_stats.rows, "item_max_chars": item_stats.max_chars,
-                 "item_mean_chars": round(item_stats.mean_chars, 1), "base": None}
+                 "item_mean_chars": round(item_stats.mean_chars, 1), "base": None,
+                 "detached_anchors": []}
         if base is None:
             anchors = choose_anchors(items, queries, cfg.anchors, n_items=item_stats.rows,
                                      n_queries=query_stats.rows)
             return state, _write_anchor_tables(self.store, self.version, anchors)
         anchor_items = pq.read_table(io.BytesIO(self.store.read_bytes(base,
                                                                       "anchors/items.parquet")))
-        incremental.check_anchor_items(items, anchor_items.column("id").to_pylist(),
-                                       anchor_items.column("text").to_pylist(), base)
+        detached = incremental.detached_anchors(items, anchor_items.column("id").to_pylist(),
+                                                anchor_items.column("text").to_pylist())
+        if detached:
+            log.warning("--base %s: %d anchor items were deleted or changed in the corpus (%s); "
+                        "they stay anchors (their stored texts) but leave search results",
+                        base, len(detached), ", ".join(detached[:5]))
         # The small files that define the projection are copied; shards are referenced.
         files = [self.store.write_bytes(self.version, rel, self.store.read_bytes(base, rel))
                  for rel in ("anchors/items.parquet", "anchors/queries.parquet", "G.npy",
                              "anchors/scores.npy")]
-        return {**state, "base": base}, files
+        return {**state, "base": base, "detached_anchors": detached}, files
 
     def score(self) -> tuple[dict, list[FileEntry]]:
         prep, anchors, cfg = self.load("prepare"), self.anchors(), self.cfg
@@ -402,6 +407,10 @@ class _Build:
         """Recall of the reported test queries: score columns `first ..`, vectors `c`."""
         cfg, k_i = self.cfg, len(anchors.item_ids)
         m_max = max(b for _, b in pairs) - k_i
+        # Detached anchors (incremental builds) still cost a call each, but are no results.
+        detached = set(self.load("prepare").get("detached_anchors", []))
+        live = [j for j, a in enumerate(anchors.item_ids) if a not in detached]
+        live_ids, live_c, extra = [anchors.item_ids[j] for j in live], c[live], k_i - len(live)
         bi_queries = None
         if cfg.validate.baseline == "bi-encoder":
             from curindex.baseline import get_biencoder
@@ -410,10 +419,11 @@ class _Build:
         self.spark.sparkContext.setJobDescription("curindex: validate recall")
         try:
             lists = shortlists(self.spark, self.scores(), g=self.npy("G.npy"), c=c,
-                               anchor_ids=anchors.item_ids, k_q=self.k_q,
+                               anchor_ids=live_ids, k_q=self.k_q,
                                k_max=max(k for k, _ in pairs), m_max=m_max,
                                bi_queries=bi_queries, b_max=max(budgets), first=first)
-            exact_search = recall_with_candidates(lists, lists.cand, anchors.item_ids, c, pairs)
+            exact_search = recall_with_candidates(lists, lists.cand, live_ids, live_c, pairs,
+                                                  extra)
             if is_exact(cfg.index.factory, k_i):
                 recall, overlap = exact_search, {str(b): 1.0 for b in budgets if b > k_i}
             else:
@@ -421,9 +431,9 @@ class _Build:
                     self.spark, self.scores(),
                     read_shard=self._read_shard_file,
                     shards=self.load("write_shards")["shards"], c=c, k_q=self.k_q,
-                    anchor_ids=anchors.item_ids, m_max=m_max, nprobe=cfg.index.nprobe,
+                    anchor_ids=live_ids, m_max=m_max, nprobe=cfg.index.nprobe,
                     ef_search=cfg.index.ef_search, first=first)
-                recall = recall_with_candidates(lists, cand, anchors.item_ids, c, pairs)
+                recall = recall_with_candidates(lists, cand, live_ids, live_c, pairs, extra)
                 overlap = {str(b): candidate_overlap(cand, lists.cand, b - k_i)
                            for b in budgets if b > k_i}
         finally:
@@ -460,6 +470,8 @@ class _Build:
                 "n_test": len(anchors.test_ids), "n_tune": self.n_tune(), "seed": cfg.anchors.seed,
                 "strategy": cfg.anchors.items, "items_file": "anchors/items.parquet",
                 "queries_file": "anchors/queries.parquet", "scores_file": "anchors/scores.npy",
+                # anchor items deleted or changed in the corpus since (incremental builds)
+                "detached": prep.get("detached_anchors", []),
             },
             "counts": {
                 "items": prep["items"], "queries_available": prep["queries_available"],

@@ -138,18 +138,21 @@ def shortlists(
 
 
 def tops_for(lists: Shortlists, cand: list[tuple[list[str], np.ndarray]], anchor_ids: list[str],
-             c: np.ndarray) -> list[QueryTops]:
-    """QueryTops of every test query with the given candidate lists."""
+             c: np.ndarray, extra_calls: int = 0) -> list[QueryTops]:
+    """QueryTops of every test query with the given candidate lists; `anchor_ids` and the rows
+    of `c` are the anchor items in the pool, `extra_calls` the detached ones."""
     return [QueryTops(exact_ids=lists.exact[t][0], cand_ids=cand[t][0], cand_exact=cand[t][1],
-                      anchor_ids=list(anchor_ids), anchor_exact=c[:, t])
+                      anchor_ids=list(anchor_ids), anchor_exact=c[:, t],
+                      extra_calls=extra_calls)
             for t in range(c.shape[1])]
 
 
 def recall_with_candidates(lists: Shortlists, cand: list[tuple[list[str], np.ndarray]],
                            anchor_ids: list[str], c: np.ndarray,
-                           pairs: list[tuple[int, int]]) -> dict[str, float]:
+                           pairs: list[tuple[int, int]], extra_calls: int = 0
+                           ) -> dict[str, float]:
     """Top-k-Recall@budget when the search retrieves `cand` (best first) after the anchors."""
-    return recall_from_tops(tops_for(lists, cand, anchor_ids, c), pairs)
+    return recall_from_tops(tops_for(lists, cand, anchor_ids, c, extra_calls), pairs)
 
 
 def candidate_overlap(got: list[tuple[list[str], np.ndarray]],
