@@ -66,7 +66,8 @@ class Searcher:
         # Anchor items deleted or changed in the corpus since the anchors were chosen (an
         # incremental build): still scored (their stored texts make the query's vector), never
         # results; a changed one is retrieved from the shards like any item.
-        self._live = np.array([a not in set(detached) for a in anchor_ids], dtype=bool)
+        gone = set(detached)
+        self._live = np.array([a not in gone for a in anchor_ids], dtype=bool)
         anchor_set = {a for a, live in zip(anchor_ids, self._live, strict=True) if live}
         self._anchor_labels: set[int] = set()
         for num, _, ids, _ in shards:

@@ -104,9 +104,9 @@ class _Build:
         self.store = Store.open(cfg.store.uri)
         self.work = work_dir(cfg, self.version)
         self.k_q = cfg.anchors.n_queries
-        # The base is resolved once (prepare records it; later stages read it from there).
-        self._base_arg = base
-        self.config_digest = config_digest(cfg, base=self.store.resolve(base) if base else None)
+        # The base is resolved once, here (prepare records it; later stages read it there).
+        self._base_arg = self.store.resolve(base) if base else None
+        self.config_digest = config_digest(cfg, base=self._base_arg)
 
     # -- stage state: small JSON documents under <store>/_builds/<version>/, outside the
     # version folder (which must hold only what its manifest lists) --
@@ -205,9 +205,8 @@ class _Build:
         cfg = self.cfg
         empty_index(cfg.index.factory, cfg.anchors.n_items)  # a bad factory string fails first
         fingerprint = fingerprint_for(cfg.scorer)
-        base = manifest = None
-        if self._base_arg is not None:  # a base this config cannot extend fails first
-            base = self.store.resolve(self._base_arg)
+        base = self._base_arg
+        if base is not None:  # a base this config cannot extend fails first
             manifest = self.store.read_manifest(base)
             incremental.check_base(cfg, base, manifest)
             if manifest["scorer"]["fingerprint"] != fingerprint:
@@ -246,7 +245,7 @@ class _Build:
     def score(self) -> tuple[dict, list[FileEntry]]:
         prep, anchors, cfg = self.load("prepare"), self.anchors(), self.cfg
         items = read_texts(self.spark, cfg.items, role="items")
-        changes = None
+        changes, scored = None, prep["items"]
         if prep["base"] is not None:
             keys = self._base_rows(prep["base"], keys_only=True)
             changes = incremental.changes(items, keys, shard_of("id", cfg.index.num_shards))
@@ -258,6 +257,7 @@ class _Build:
                      "items; %d of %d shards touched", prep["base"], changes["new"],
                      changes["changed"], changes["deleted"], changes["unchanged"],
                      len(changes["touched_shards"]), cfg.index.num_shards)
+            scored = changes["new"] + changes["changed"]
         partitions = cfg.spark.score_partitions or 4 * self.spark.sparkContext.defaultParallelism
         n_q = len(anchors.scored_query_texts)
         # Chunks an unfinished attempt committed are kept; a stage that completed before and
@@ -266,12 +266,9 @@ class _Build:
                            scorer_cfg=cfg.scorer, fingerprint=prep["fingerprint"],
                            num_shards=cfg.index.num_shards, partitions=partitions,
                            block_items=cfg.spark.block_items, out_path=f"{self.work}/scores",
-                           n_items=prep["items"] if changes is None else
-                           changes["new"] + changes["changed"],
-                           resume=not self.has_state("score"))
+                           n_items=scored, resume=not self.has_state("score"))
         # An incremental build checks the rows it scored; the base's are counted by changes().
         chunks = self.spark.read.schema(SCORES_SCHEMA).parquet(f"{self.work}/scores")
-        scored = prep["items"] if changes is None else changes["new"] + changes["changed"]
         n = chunks.count()
         if n != scored:
             raise CurIndexError(f"version {self.version}: the score chunks hold {n} items, "
@@ -364,12 +361,12 @@ class _Build:
             version=self.version, extras=index_extras(self.cfg),
             keep_scores=self.cfg.index.keep_scores, shards=touched, trained=trained)
         files = [FileEntry(**f) for s in shards for f in s.pop("files")]
+        written = [s["shard"] for s in shards]
         shards = sorted(shards + shared, key=lambda s: s["shard"])
         n = sum(s["n_items"] for s in shards)
         if n != prep["items"]:
             raise CurIndexError(f"version {self.version}: shards hold {n} items, the corpus "
                                 f"{prep['items']}")
-        written = [s["shard"] for s in shards if s not in shared]
         # What the extra indexes cost in storage, beside the item vectors.
         kept = ("scores",) if self.cfg.index.keep_scores else ()
         sizes = {name: sum(f.size for f in files if f.path.startswith(f"shards/{name}-"))
