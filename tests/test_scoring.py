@@ -177,19 +177,69 @@ def test_cross_encoder_cls_only_forward_equals_model_forward(tiny_cross_encoder)
     np.testing.assert_allclose(fast, scorer.score_block(QUERIES, ITEMS), atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def deeper_bert():
+    """A random 3-layer, 4-head BertForSequenceClassification with 2 labels (no tokenizer)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(1)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3,
+                        num_attention_heads=4, intermediate_size=64, num_labels=2)
+    return BertForSequenceClassification(config).eval()
+
+
+def test_bert_cls_forward_equals_hf_forward(deeper_bert):
+    """Fused query/key/value, the [CLS]-only last layer with folded keys and values, and the
+    in-place residual sums give the model's own logits, with and without padding."""
+    from curindex.scoring.cross_encoder import BertClsForward
+
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(1, 100, (5, 11), generator=g)
+    types = (torch.arange(11) >= 6).long().expand(5, 11).contiguous()
+    mask = torch.ones(5, 11, dtype=torch.long)
+    mask[1, 7:] = 0
+    mask[3, 2:] = 0  # [CLS] and one token
+    ids = ids * mask
+    fused = BertClsForward(deeper_bert)
+    with torch.inference_mode():
+        for m in (mask, None):
+            kw = {} if m is None else {"attention_mask": m}
+            want = deeper_bert(input_ids=ids, token_type_ids=types, **kw).logits
+            got = fused(ids, types, m)
+            assert got.shape == (5, 2)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_int8_linear_float_first_row():
+    """The first position of each row is the float Linear's output exactly; the others are the
+    plain int8 Linear's."""
+    from curindex.scoring.cross_encoder import Int8Linear
+
+    torch.manual_seed(3)
+    lin = torch.nn.Linear(64, 8)
+    torch.nn.init.normal_(lin.weight, std=0.02)  # BERT's init: few weights near the channel max
+    x = torch.randn(4, 6, 64)
+    plain, first = Int8Linear(lin), Int8Linear(lin, float_first_row=True)
+    with torch.inference_mode():
+        got, int8, exact = first(x), plain(x), lin(x)
+    torch.testing.assert_close(got[:, 0], exact[:, 0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(got[:, 1:], int8[:, 1:], atol=0, rtol=0)
+    assert 0 < (int8 - exact).abs().median() < 0.01
+
+
 @pytest.mark.parametrize("precision", ["int8", "bf16"])
 def test_cross_encoder_precision_options(tiny_cross_encoder, precision):
-    """The fast paths run in their precision and stay close to fp32 (their ranking quality is
-    measured by bench/scoring.py on a full-size model; this random tiny one has none)."""
+    """The fast paths run in their precision and stay close to fp32."""
     base = ScorerConfig(kind="cross-encoder", path=str(tiny_cross_encoder), batch_size=4)
     fast_cfg = ScorerConfig(**{**base.__dict__, "options": {"precision": precision}})
     assert fingerprint_for(fast_cfg) != fingerprint_for(base)
     fast = build_scorer(fast_cfg)
-    ffn = fast.model.bert.encoder.layer[0].intermediate.dense
+    ffn = fast.cls_forward.layers[0].up
     if precision == "bf16":
         assert ffn.weight.dtype == torch.bfloat16
     else:
-        assert type(ffn).__name__ == "Int8Linear"
+        assert type(ffn).__name__ == "Int8Linear" and ffn.float_first_row
+        assert type(fast.cls_forward.last.up) is torch.nn.Linear  # [CLS]-only: stays float
     items = [t for _, t in make_texts(40, seed=3, prefix="d")]
     want = build_scorer(base).score_block(QUERIES, items)
     got = fast.score_block(QUERIES, items)
@@ -197,6 +247,45 @@ def test_cross_encoder_precision_options(tiny_cross_encoder, precision):
     assert 0 < np.abs(got - want).max() < 1e-3
     with pytest.raises(ScorerError, match=r"options\.precision: 'fp8'"):
         build_scorer(ScorerConfig(**{**base.__dict__, "options": {"precision": "fp8"}}))
+
+
+@pytest.fixture(scope="module")
+def small_cross_encoder(tmp_path_factory):
+    """A 4-layer random BertForSequenceClassification (hidden 64) with the MiniLM tokenizer:
+    deep enough for int8 rounding to reach the score through several layers."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    d = tmp_path_factory.mktemp("ce-small")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=4,
+                        num_attention_heads=4, intermediate_size=256, num_labels=1)
+    BertForSequenceClassification(config).eval().save_pretrained(d)
+    src = default_minilm_path()
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / f, d / f)
+    return d
+
+
+def test_cross_encoder_int8_keeps_the_fp32_ranking(small_cross_encoder):
+    """int8 ranks each query's items as fp32 does (per-query Spearman), and computing the [CLS]
+    row in float is what keeps it there: with the [CLS] row in int8 too, the ranking error (the
+    per-query spread of the score error, relative to the spread of the scores) is larger."""
+    from scipy.stats import spearmanr
+
+    base = ScorerConfig(kind="cross-encoder", path=str(small_cross_encoder), batch_size=16)
+    items = [t for _, t in make_texts(120, seed=5, prefix="d")]
+    want = build_scorer(base).score_block(QUERIES, items)
+    fast = build_scorer(ScorerConfig(**{**base.__dict__, "options": {"precision": "int8"}}))
+
+    def ranking_error(got: np.ndarray) -> float:
+        return max(float((g - w).std() / w.std()) for g, w in zip(got, want, strict=True))
+
+    got = fast.score_block(QUERIES, items)
+    assert min(spearmanr(g, w).statistic for g, w in zip(got, want, strict=True)) > 0.99
+    for layer in fast.cls_forward.layers:  # the same int8 weights, the [CLS] row in int8 too
+        for name in ("qkv", "out", "up", "down"):
+            getattr(layer, name).float_first_row = False
+    assert ranking_error(fast.score_block(QUERIES, items)) > 2 * ranking_error(got)
 
 
 def test_maxsim_prepared_queries_and_empty_item():

@@ -7,15 +7,19 @@ by length so each forward batch carries little padding, and a batch of equal len
 without an attention mask. The score is the logit of ``options.label_index`` (default 0; a
 model with several labels must name one).
 
-BERT classifiers (the ms-marco MiniLM cross-encoders among them) run a forward pass that
-computes the last layer for the ``[CLS]`` position only: the classifier reads nothing else, so
-the scores are the model's own (to float rounding) at about 15% less work. Other architectures
-run the model's own forward.
+BERT classifiers (the ms-marco MiniLM cross-encoders among them) run `BertClsForward`: query,
+key and value projections fused into one GEMM per layer, and the last layer computed for the
+``[CLS]`` position only, with its keys and values folded into the query (the classifier reads
+nothing else), so the scores are the model's own (to float rounding) at about 17% fewer FLOPs.
+Other architectures run the model's own forward. The time goes to the GEMMs (about 80% of it,
+near the CPU's peak FLOP rate; `bench/scoring.py --profile` shows it), so what a batch does not
+compute matters more than how: little padding and no keys and values for the last layer.
 
 ``options.precision``: ``fp32`` (default); ``int8`` (the encoder layers' Linear layers with
-int8 weights and dynamically quantised int8 activations: the fast path on x86 CPUs); ``bf16``
-(for CPUs with native bf16, AVX512-BF16 or AMX; slower than fp32 on others). Both change the
-scores slightly and, like every option, the scorer fingerprint.
+int8 weights and dynamically quantised int8 activations, the [CLS] row in float: the fast path
+on x86 CPUs, see `Int8Linear`); ``bf16`` (for CPUs with native bf16, AVX512-BF16 or AMX; slower
+than fp32 on others). Both change the scores slightly and, like every option, the scorer
+fingerprint.
 
 Truncation: a query keeps at most ``max_query_tokens`` content tokens; the item gets the rest of
 ``max_query_tokens + max_item_tokens`` (and of the model's own maximum length), special tokens
@@ -68,7 +72,12 @@ class CrossEncoderScorer:
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.uses_types = "token_type_ids" in self.tokenizer.model_input_names
         self.cls_only = _is_plain_bert_classifier(model)
-        self.model = with_precision(model, self.precision)
+        # BERT classifiers run `BertClsForward` in the requested precision (it shares the
+        # model's submodules: bf16 converts those too); other models run their own forward.
+        self.model = model if self.cls_only else with_precision(model, self.precision)
+        self.cls_forward = (
+            with_precision(BertClsForward(model), self.precision) if self.cls_only else None
+        )
 
     def _template(self) -> None:
         """Learn where the special tokens go around a pair from one probe pair."""
@@ -108,7 +117,10 @@ class CrossEncoderScorer:
         plan = self._plan(self._content(queries), self._content(items))
         q_len, i_kept = plan[1], plan[3]
         lengths = (self.n_special + q_len[:, None] + i_kept).reshape(-1)  # query-major
-        order = np.argsort(lengths, kind="stable")
+        # Longest first: the first batch allocates the largest activations, and the later ones
+        # reuse that memory from the heap. Growing batches would each get fresh pages from the
+        # OS (above glibc's mmap threshold), which costs several percent of the forward time.
+        order = np.argsort(-lengths, kind="stable")
         out = np.empty(n_q * n_i, dtype=np.float32)
         for start in range(0, len(order), self.cfg.batch_size):
             idx = order[start : start + self.cfg.batch_size]
@@ -171,7 +183,7 @@ class CrossEncoderScorer:
         ids_t, types_t = torch.from_numpy(ids), torch.from_numpy(types)
         mask_t = None if mask.all() else torch.from_numpy(mask)  # equal lengths: no masking
         if self.cls_only:
-            logits = _bert_cls_logits(self.model, ids_t, types_t, mask_t)
+            logits = self.cls_forward(ids_t, types_t, mask_t)
         else:
             inputs = {"input_ids": ids_t}
             if mask_t is not None:
@@ -195,15 +207,20 @@ def precision_option(cfg: ScorerConfig) -> str:
 def with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     """The model in the requested precision. int8 replaces the Linear layers of the encoder's
     layer stack only: the pooler and classification head see one vector per pair, cost nothing,
-    and feed the score directly."""
+    and feed the score directly. In a `BertClsForward` the [CLS]-only last layer stays float
+    (it runs on one row per pair) and every int8 Linear computes the [CLS] row in float."""
     if precision == "bf16":
         return model.to(torch.bfloat16)
     if precision == "int8":
-        stack = getattr(model.base_model, "encoder", model.base_model)
+        cls_first = isinstance(model, BertClsForward)
+        if cls_first:
+            stack = model.layers
+        else:
+            stack = getattr(model.base_model, "encoder", model.base_model)
         for module in list(stack.modules()):
             for name, child in list(module.named_children()):
                 if type(child) is torch.nn.Linear:
-                    setattr(module, name, Int8Linear(child))
+                    setattr(module, name, Int8Linear(child, float_first_row=cls_first))
     return model
 
 
@@ -212,24 +229,40 @@ class Int8Linear(torch.nn.Module):
     activations quantised per call over their whole range (fbgemm's dynamic quantisation).
 
     The full 8-bit activation range halves the rounding error of torch's quantize_dynamic
-    modules, which keep 7 bits for CPUs without VNNI; on a cross-encoder that roughly halves the
-    score error, while saturation of the 16-bit partial sums stays too rare to measure.
+    modules, which keep 7 bits for CPUs without VNNI (lowest per-query Spearman against fp32 on
+    the bench's random-weight model: 0.83 with 7 bits, 0.95 with 8). Without VNNI the kernel
+    sums pairs of u8 x s8 products in 16 bits, which saturates for about 1% of the outputs of a
+    384-wide layer fed symmetric activations; weights limited to 7 bits rule that out but rank
+    no better on the bench (0.9981 against 0.9984 with `float_first_row`), so 8 bits stay.
+
+    ``float_first_row``: inputs are [n, width, in] and position 0 of each row (the [CLS] token
+    that a BERT classifier reads) is computed again in float, at about 1/width of the cost.
+    Nearly all of the score error of int8 is activation rounding on the [CLS] token's own path:
+    the other tokens reach [CLS] only through attention, which averages their errors away.
+    On the bench's model this takes the lowest per-query Spearman against fp32 from 0.95 to
+    0.998 for about 5% of the speed; weight rounding alone would leave it at 0.9999.
     """
 
-    def __init__(self, linear: torch.nn.Linear) -> None:
+    def __init__(self, linear: torch.nn.Linear, *, float_first_row: bool = False) -> None:
         super().__init__()
         w = linear.weight.detach().float()
+        bias = None if linear.bias is None else linear.bias.detach().float()
         scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
         with warnings.catch_warnings():  # quantized tensors are deprecated, not yet removed
             warnings.simplefilter("ignore")
             qw = torch.quantize_per_channel(
                 w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8
             )
-            bias = None if linear.bias is None else linear.bias.detach().float()
             self.packed = torch.ops.quantized.linear_prepack(qw, bias)
+        self.float_first_row = float_first_row
+        # the float weights (shared with the Linear, not copied) for the first row
+        self.weight, self.bias = (w, bias) if float_first_row else (None, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=False)
+        y = torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=False)
+        if self.float_first_row:
+            y[:, 0] = F.linear(x[:, 0], self.weight, self.bias)
+        return y
 
 
 def _padded(tokens: list[list[int]], pad: int) -> np.ndarray:
@@ -241,7 +274,7 @@ def _padded(tokens: list[list[int]], pad: int) -> np.ndarray:
 
 
 def _is_plain_bert_classifier(model: torch.nn.Module) -> bool:
-    """Whether `_bert_cls_logits` computes exactly what this model's forward does."""
+    """Whether `BertClsForward` computes exactly what this model's forward does."""
     from transformers import BertForSequenceClassification
 
     c = model.config
@@ -255,29 +288,123 @@ def _is_plain_bert_classifier(model: torch.nn.Module) -> bool:
     )
 
 
-def _bert_cls_logits(
-    model: torch.nn.Module, ids: torch.Tensor, types: torch.Tensor, mask: torch.Tensor | None
-) -> torch.Tensor:
-    """BertForSequenceClassification's logits, with the last layer computed for [CLS] only.
+class BertClsForward(torch.nn.Module):
+    """BertForSequenceClassification's logits, computing only what its classifier reads.
 
-    Reuses the model's own submodules (so quantised or bf16 Linear layers apply unchanged);
-    only the attention plumbing is written out, so that the last layer's queries can be the
-    [CLS] row alone while its keys and values cover the whole sequence.
+    Shares the model's embeddings, LayerNorms, pooler and classifier (and the Linear layers
+    other than query/key/value, which it fuses into one [3 * hidden, hidden] Linear per layer so
+    that each layer starts with one GEMM instead of three). The last layer computes the [CLS]
+    row only, with its keys and values folded into the query (see `_ClsLayer`). Equal to the
+    model's forward to float32 rounding (about 1e-7 on a MiniLM-sized model).
     """
-    bert = model.bert
-    h = bert.embeddings(input_ids=ids, token_type_ids=types)
-    n, width, hidden = h.shape
-    attn_mask = None if mask is None else mask[:, None, None, :].bool()
-    layers = bert.encoder.layer
-    for depth, layer in enumerate(layers):
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        bert = model.bert
+        gelu = model.config.hidden_act == "gelu"
+        self.embeddings = bert.embeddings
+        self.layers = torch.nn.ModuleList(
+            _EncoderLayer(layer, gelu=gelu) for layer in bert.encoder.layer[:-1]
+        )
+        self.last = _ClsLayer(bert.encoder.layer[-1], gelu=gelu)
+        self.pooler, self.classifier = bert.pooler, model.classifier
+
+    def forward(
+        self, ids: torch.Tensor, types: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Logits [n, labels] of token ids, token types and attention mask, all [n, width]
+        (mask None: no padding)."""
+        h = self.embeddings(input_ids=ids, token_type_ids=types)  # [n, width, hidden]
+        attn_mask = None if mask is None else mask[:, None, None, :].bool()
+        for layer in self.layers:
+            h = layer(h, attn_mask)
+        cls = self.last(h, None if mask is None else mask.bool())  # [n, hidden]
+        return self.classifier(self.pooler(cls[:, None]))
+
+
+class _Feedforward(torch.nn.Module):
+    """The output half of a BERT layer: attention output projection, residual, LayerNorm,
+    then the feed-forward block, residual, LayerNorm."""
+
+    def __init__(self, layer: torch.nn.Module, *, gelu: bool) -> None:
+        super().__init__()
+        self.out, self.ln1 = layer.attention.output.dense, layer.attention.output.LayerNorm
+        self.up, self.down = layer.intermediate.dense, layer.output.dense
+        self.ln2 = layer.output.LayerNorm
+        # GELU in place: the FFN's widest tensor is then allocated once, not twice
+        self.act = torch.ops.aten.gelu_ if gelu else layer.intermediate.intermediate_act_fn
+
+    def forward(self, ctx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln1(_linear_plus(self.out, ctx, x))
+        return self.ln2(_linear_plus(self.down, self.act(self.up(x)), x))
+
+
+def _linear_plus(linear: torch.nn.Module, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``linear(x) + residual``. A float Linear accumulates its product into ``residual +
+    bias`` (one GEMM with beta = 1), which saves a pass over the output: F.linear would first
+    copy the bias into it and the sum would be a second one."""
+    if type(linear) is torch.nn.Linear and linear.bias is not None:
+        y = residual + linear.bias
+        y.view(-1, y.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), linear.weight.t())
+        return y
+    y = linear(x)
+    y += residual  # the Linear's output is a fresh tensor: adding in place is safe
+    return y
+
+
+class _EncoderLayer(_Feedforward):
+    def __init__(self, layer: torch.nn.Module, *, gelu: bool) -> None:
+        super().__init__(layer, gelu=gelu)
         att = layer.attention.self
-        heads, size = att.num_attention_heads, att.attention_head_size
-        x = h[:, :1].contiguous() if depth == len(layers) - 1 else h
-        q = att.query(x).view(n, -1, heads, size).transpose(1, 2)
-        k = att.key(h).view(n, width, heads, size).transpose(1, 2)
-        v = att.value(h).view(n, width, heads, size).transpose(1, 2)
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=att.scaling)
-        ctx = ctx.transpose(1, 2).reshape(n, -1, hidden)
-        x = layer.attention.output(ctx, x)
-        h = layer.output(layer.intermediate(x), x)
-    return model.classifier(bert.pooler(h))
+        self.heads, self.size, self.scaling = (
+            att.num_attention_heads, att.attention_head_size, att.scaling
+        )
+        parts = (att.query, att.key, att.value)
+        self.qkv = torch.nn.Linear(parts[0].in_features, sum(p.out_features for p in parts))
+        with torch.no_grad():
+            self.qkv.weight.copy_(torch.cat([p.weight for p in parts]))
+            self.qkv.bias.copy_(torch.cat([p.bias for p in parts]))
+
+    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        n, width, hidden = h.shape
+        qkv = self.qkv(h).view(n, width, 3, self.heads, self.size)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [n, heads, width, size]
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)
+        return super().forward(ctx.transpose(1, 2).reshape(n, width, hidden), h)
+
+
+class _ClsLayer(_Feedforward):
+    """A BERT layer's output at the [CLS] position only, its keys and values never formed.
+
+    Per head, ``q . (Wk h_j + bk) = (Wk^T q) . h_j + q . bk``: the second term is the same for
+    every position j and cancels in the softmax. And since the weights p_j sum to one,
+    ``sum_j p_j (Wv h_j + bv) = Wv (sum_j p_j h_j) + bv``. So the layer costs two
+    [heads, hidden] x [hidden, width] products per pair instead of two [width, hidden] x
+    [hidden, hidden] projections.
+    """
+
+    def __init__(self, layer: torch.nn.Module, *, gelu: bool) -> None:
+        super().__init__(layer, gelu=gelu)
+        att = layer.attention.self
+        self.heads, self.size, self.scaling = (
+            att.num_attention_heads, att.attention_head_size, att.scaling
+        )
+        self.query = att.query
+        hidden = att.key.in_features
+        self.register_buffer("key_w", att.key.weight.detach().view(self.heads, self.size, hidden))
+        self.register_buffer(
+            "value_w", att.value.weight.detach().view(self.heads, self.size, hidden)
+        )
+        self.register_buffer("value_b", att.value.bias.detach())
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        n, hidden = h.shape[0], h.shape[2]
+        x = h[:, 0]  # [n, hidden]
+        q = self.query(x).view(n, self.heads, self.size)
+        qk = torch.einsum("nhd,hdc->nhc", q * self.scaling, self.key_w)  # [n, heads, hidden]
+        s = torch.bmm(qk, h.transpose(1, 2))  # [n, heads, width]
+        if mask is not None:
+            s = s.masked_fill(~mask[:, None, :], float("-inf"))
+        pooled = torch.bmm(s.softmax(-1), h)  # [n, heads, hidden]
+        ctx = torch.einsum("nhc,hdc->nhd", pooled, self.value_w).reshape(n, hidden)
+        return super().forward(ctx + self.value_b, x)
