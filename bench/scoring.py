@@ -150,7 +150,8 @@ def bench_scorer(spark, cfg: ScorerConfig, model: Path | None, queries: list[str
         out["max_abs_diff_vs_reference"] = float(np.abs(raw - ref).max())
         out["raw_vs_reference"] = round(out["raw_pairs_per_s"] / out["reference_pairs_per_s"], 3)
         if args.profile:
-            out["profile"] = profile_paths(cfg, model, queries, items)
+            fast = next(iter(filter(None, args.fast.split(","))), None)
+            out["profile"] = profile_paths(cfg, model, queries, items, fast)
 
     # Cold: the first stage of the session (Python workers start, import torch, load the
     # model). Warm: the same stage again, as every later part of a long stage runs.
@@ -260,8 +261,9 @@ PROFILE_ITEMS = 64  # items per query in the profiled sample: a few forward batc
 
 
 def profile_paths(cfg: ScorerConfig, model: Path, queries: list[str],
-                  items: list[str]) -> dict:
-    """torch.profiler (CPU) over the fp32 scorer and the reference on the same sample pairs
+                  items: list[str], fast: str | None) -> dict:
+    """torch.profiler (CPU) over the fp32 scorer, the reference and (when `fast` names a
+    precision) the fast path on the same sample pairs
     (at most 5 queries x the first PROFILE_ITEMS items), with the thread count of the timed
     runs. Per path: the top ops by self CPU time, the share of the GEMMs, their achieved
     GFLOP/s and GFLOP per pair (matrix products' FLOPs from their shapes), padding efficiency."""
@@ -279,6 +281,11 @@ def profile_paths(cfg: ScorerConfig, model: Path, queries: list[str],
         "reference": (ce, "preprocess", None,
                       lambda: ce.predict(pairs, activation_fn=identity, show_progress_bar=False)),
     }
+    if fast:
+        fast_scorer = build_scorer(ScorerConfig(**{**cfg.__dict__,
+                                                   "options": {"precision": fast}}))
+        runs[fast] = (fast_scorer, "_logits", lambda ids, types, mask: mask,
+                      lambda: fast_scorer.score_block(qs, its))
     out: dict = {"pairs": len(pairs), "threads": torch.get_num_threads()}
     for name, (obj, method, mask_of, run) in runs.items():
         run()  # warm-up
@@ -316,6 +323,10 @@ def profile_table(prof, pairs: int, top: int = 10) -> dict:
             "gemm_pct": round(100 * gemm_us / total_us, 1),
             "gemm_gflop_per_s": round(gemm_flops / gemm_us / 1e3, 1) if gemm_us else None,
             "gemm_gflop_per_pair": round(gemm_flops / pairs / 1e9, 3),
+            # int8 Linear layers (fbgemm's dynamic quantisation: activations quantised per call)
+            "int8_linear_pct": round(100 * sum(e.self_cpu_time_total for e in events
+                                               if e.key.startswith("quantized::linear"))
+                                     / total_us, 1),
             "top_ops": rows}
 
 
