@@ -190,6 +190,13 @@ def bench_type(kind: str, x: np.ndarray, shard_of: np.ndarray, labels: np.ndarra
     sharded = merge_shards(shards)  # what the Searcher searches
     fns: dict[str, SearchFn] = {"sharded": lambda v: sharded.search(v, k),
                                 "single": lambda v: single.search(v, k)}
+    sides = ["sharded", "single"]
+    if kind == "ivf":  # the Searcher's ivf_in_memory: the shards copied into one IVF index
+        t0 = time.perf_counter()
+        in_memory = merge_shards(shards, in_memory=True)
+        copy_s = time.perf_counter() - t0
+        fns["sharded_in_memory"] = lambda v: in_memory.search(v, k)
+        sides.append("sharded_in_memory")
     if args.variants:
         fns.update(variants(kind, shards, k))
     t = time_queries(fns, q, args.warmup, args.batch)
@@ -198,16 +205,20 @@ def bench_type(kind: str, x: np.ndarray, shard_of: np.ndarray, labels: np.ndarra
                  "sharded_merge": type(sharded).__name__}
     if kind == "ivf":
         out.update(nlist=nlist, nprobe=args.nprobe)
-    for side in ("sharded", "single"):
+    for side in sides:
         out.update({f"{side}_{key}": v for key, v in stats(t[side], args.batch).items()})
     out["ratio_p50"] = round(out["sharded_p50_ms"] / out["single_p50_ms"], 3)
+    if kind == "ivf":
+        out["sharded_in_memory_copy_s"] = round(copy_s, 2)
+        out["ratio_in_memory_p50"] = round(out["sharded_in_memory_p50_ms"]
+                                           / out["single_p50_ms"], 3)
     out["recall_vs_exact"] = {side: round(overlap(fns[side], rq, exact, k), 4)
-                              for side in ("sharded", "single")}
+                              for side in sides}
     if args.variants:
         out["variants"] = {
             name: {**stats(t[name], args.batch),
                    "recall_vs_exact": round(overlap(fn, rq, exact, k), 4)}
-            for name, fn in fns.items() if name not in ("sharded", "single")
+            for name, fn in fns.items() if name not in sides
         }
     return out
 

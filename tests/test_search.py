@@ -109,6 +109,30 @@ def test_ivf_shards_sharing_a_quantizer_equal_one_index(data, tmp_path):
     assert_brute_force(*merged.search(data["q"], K), data)
 
 
+def test_ivf_shards_in_memory_equal_one_index(data, tmp_path):
+    """`in_memory` copies memory-mapped IVF shards into one IVF index: the same answers as one
+    index holding every vector, shards untouched; shards with other quantizers fall back."""
+    blob = trained(data["x"][:10_000])
+    shards = shard_indexes(data, [blob] * SHARDS, tmp_path)
+    single = faiss.deserialize_index(blob)
+    single.add_with_ids(data["x"], data["labels"])
+    single.nprobe = NPROBE
+    merged = merge_shards(shards, in_memory=True)
+    assert isinstance(merged, faiss.IndexIVFFlat) and merged.nprobe == NPROBE
+    assert merged.ntotal == N
+    assert ranked(*merged.search(data["q"], K)) == ranked(*single.search(data["q"], K))
+    assert sum(index.ntotal for index in shards) == N  # read, not moved
+    assert ranked(*merge_shards(shards).search(data["q"], K)) == ranked(
+        *merged.search(data["q"], K))
+    merged.nprobe = NLIST
+    assert_brute_force(*merged.search(data["q"], K), data)
+
+    (tmp_path / "other").mkdir()
+    other = shard_indexes(data, [trained(data["x"][10_000:])] + [blob] * (SHARDS - 1),
+                          tmp_path / "other")
+    assert isinstance(merge_shards(other, in_memory=True), faiss.IndexShards)
+
+
 @pytest.mark.parametrize("differ", ["retrained", "one centroid one ulp off"])
 def test_ivf_shards_with_other_centroids_fall_back(data, tmp_path, differ):
     """Shards whose quantizers differ at all are each searched with their own: the answer is
@@ -156,17 +180,22 @@ def test_no_shards_is_an_error():
         merge_shards([])
 
 
-def test_searcher_retrieves_over_ivf_shards_with_one_coarse_search(data, tmp_path):
-    """The Searcher's retrieval over IVF shards from one quantizer: one coarse search, the same
-    labels as one index holding every vector."""
+@pytest.mark.parametrize("ivf_in_memory", [False, True])
+def test_searcher_retrieves_over_ivf_shards_with_one_coarse_search(data, tmp_path,
+                                                                    ivf_in_memory):
+    """The Searcher's retrieval over IVF shards from one quantizer: one coarse search (or, with
+    `ivf_in_memory`, one in-memory IVF index), the same labels as one index holding every
+    vector."""
     blob = trained(data["x"][:10_000])
     shards = shard_indexes(data, [blob] * SHARDS, tmp_path)
     rows = [np.flatnonzero(data["shard_of"] == s) for s in range(SHARDS)]
     searcher = Searcher(store=None, version="test", manifest={}, scorer=None,
                         anchor_ids=[], anchor_texts=[],
                         shards=[(s, index, [f"id{r}" for r in rows[s]], [""] * len(rows[s]))
-                                for s, index in enumerate(shards)])
-    assert isinstance(searcher._index, faiss.IndexShardsIVF)
+                                for s, index in enumerate(shards)],
+                        ivf_in_memory=ivf_in_memory)
+    kind = faiss.IndexIVFFlat if ivf_in_memory else faiss.IndexShardsIVF
+    assert isinstance(searcher._index, kind)
     single = faiss.deserialize_index(blob)
     single.add_with_ids(data["x"], data["labels"])
     single.nprobe = NPROBE

@@ -25,7 +25,8 @@ def _excerpt(text: str, width: int) -> str:
 def cmd_search(args: argparse.Namespace) -> int:
     from curindex.search import Searcher
 
-    searcher = Searcher.open(args.store, args.version, scorer_path=args.scorer_path)
+    searcher = Searcher.open(args.store, args.version, scorer_path=args.scorer_path,
+                             ivf_in_memory=args.ivf_in_memory)
     results = searcher.search(args.queries, k=args.k, budget=args.budget, rounds=args.rounds,
                               seed=args.seed)
     cols = shutil.get_terminal_size((120, 20)).columns
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="round 1: the anchor items and CUR candidates (default), or the "
                         "bi-encoder's top items (needs [index] biencoder = true)")
     s.add_argument("--scorer-path", help="where the scorer's model lives on this machine")
+    s.add_argument("--ivf-in-memory", action="store_true",
+                   help="copy IVF shards into one in-memory index (RAM for every shard's lists; "
+                        "the latency of one index) instead of searching them memory-mapped")
     s.add_argument("queries", nargs="+", help="query texts")
     s.set_defaults(func=cmd_search)
     from curindex.cli_eval import add_eval_commands

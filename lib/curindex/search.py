@@ -56,7 +56,7 @@ class Searcher:
                  anchor_ids: list[str], anchor_texts: list[str], shards: list[tuple],
                  extras: dict[str, list] | None = None,
                  anchor_columns: np.ndarray | None = None,
-                 detached: Sequence[str] = ()) -> None:
+                 detached: Sequence[str] = (), ivf_in_memory: bool = False) -> None:
         self.store, self.version, self.manifest = store, version, manifest
         self.scorer = scorer
         self.anchor_ids, self.anchor_texts = anchor_ids, anchor_texts
@@ -75,8 +75,9 @@ class Searcher:
             self._anchor_labels.update(shard_labels(num, len(ids))[rows].tolist())
         # One faiss index over every shard, hits merged by score, labels kept (they encode
         # shard and row). IVF shards sharing the build's trained quantizer are
-        # coarse-quantized once per query, not once per shard; others are searched in parallel.
-        self._index = merge_shards([index for _, index, _, _ in shards])
+        # coarse-quantized once per query, not once per shard (with `ivf_in_memory`, copied
+        # into one in-memory IVF index); others are searched in parallel.
+        self._index = merge_shards([index for _, index, _, _ in shards], in_memory=ivf_in_memory)
         # Extra indexes, same labels: "h" (anchor-query scores per item) and "bi" (bi-encoder
         # embeddings), per shard and merged; and the anchor items' anchor-query scores
         # [k_q, k_i] (for adaptive search).
@@ -86,14 +87,17 @@ class Searcher:
 
     @classmethod
     def open(cls, store_uri: str, version: str = "current", *,
-             scorer_path: str | None = None, verify: bool = True) -> Searcher:
+             scorer_path: str | None = None, verify: bool = True,
+             ivf_in_memory: bool = False) -> Searcher:
         """Open `version` ("current" = the published one) of the store at `store_uri`.
 
         The scorer is rebuilt from the manifest's config (`scorer_path` overrides where the
         model lives on this machine); its fingerprint must match the one the index was built
         with, else ScorerError. With `verify`, every file's size and sha256 are checked against
         the manifest first (StoreError naming a corrupt or truncated file). Flat shards are
-        memory-mapped when the store is local.
+        memory-mapped when the store is local. With `ivf_in_memory`, IVF shards from the build's
+        one trained quantizer are copied into one in-memory IVF index (RAM for every shard's
+        lists, the latency of one index; see `shardindex.ivf_in_memory`).
         """
         store = Store.open(store_uri)
         vid = store.resolve(version)
@@ -141,7 +145,7 @@ class Searcher:
                    anchor_ids=anchors.column("id").to_pylist(),
                    anchor_texts=anchors.column("text").to_pylist(), shards=shards,
                    extras=extras, anchor_columns=anchor_columns,
-                   detached=manifest["anchors"].get("detached", []))
+                   detached=manifest["anchors"].get("detached", []), ivf_in_memory=ivf_in_memory)
 
     @property
     def adaptive(self) -> bool:
