@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,20 +61,26 @@ def test_maxsim_reports_truncation():
     assert s.truncated(ITEMS, role="item").tolist() == [False, False, True, False]
 
 
-@pytest.fixture(scope="module")
-def tiny_cross_encoder(tmp_path_factory):
-    """A 2-layer random BertForSequenceClassification with the MiniLM (BERT uncased) tokenizer."""
+def save_bert_classifier(d: Path, *, hidden: int, layers: int, heads: int, ffn: int) -> Path:
+    """A random (seed 0) 1-label BertForSequenceClassification saved to `d`, with the MiniLM
+    (BERT uncased) tokenizer."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    d = tmp_path_factory.mktemp("ce")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, num_labels=1)
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=ffn, num_labels=1)
     BertForSequenceClassification(config).eval().save_pretrained(d)
     src = default_minilm_path()
     for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(src / f, d / f)
     return d
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory):
+    """A 2-layer random BertForSequenceClassification with the MiniLM (BERT uncased) tokenizer."""
+    return save_bert_classifier(tmp_path_factory.mktemp("ce"), hidden=32, layers=2, heads=2,
+                                ffn=64)
 
 
 def test_cross_encoder_equals_direct_model_calls(tiny_cross_encoder):
@@ -253,17 +260,8 @@ def test_cross_encoder_precision_options(tiny_cross_encoder, precision):
 def small_cross_encoder(tmp_path_factory):
     """A 4-layer random BertForSequenceClassification (hidden 64) with the MiniLM tokenizer:
     deep enough for int8 rounding to reach the score through several layers."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    d = tmp_path_factory.mktemp("ce-small")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=4,
-                        num_attention_heads=4, intermediate_size=256, num_labels=1)
-    BertForSequenceClassification(config).eval().save_pretrained(d)
-    src = default_minilm_path()
-    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(src / f, d / f)
-    return d
+    return save_bert_classifier(tmp_path_factory.mktemp("ce-small"), hidden=64, layers=4, heads=4,
+                                ffn=256)
 
 
 def test_cross_encoder_int8_keeps_the_fp32_ranking(small_cross_encoder):
