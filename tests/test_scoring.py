@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError
-from curindex.scoring import build_scorer, checked_scores, fingerprint_for, get_scorer
+from curindex.scoring import bert, build_scorer, checked_scores, fingerprint_for, get_scorer
 from curindex.scoring.base import default_minilm_path
 from support import make_texts
 
@@ -41,11 +42,21 @@ def _token_embeddings(tok, model, text: str, max_len: int) -> torch.Tensor:
     return torch.nn.functional.normalize(h[keep], dim=-1)
 
 
-def test_maxsim_equals_per_pair_definition(minilm):
+def without_lean_loading(monkeypatch) -> None:
+    """Scorers built after this load their models with transformers."""
+    monkeypatch.setattr(bert, "load_bert", lambda *a, **kw: None)
+
+
+@pytest.mark.parametrize("loader", ["lean", "transformers"])
+def test_maxsim_equals_per_pair_definition(minilm, loader, monkeypatch):
     tok, model = minilm
     cfg = ScorerConfig(kind="maxsim-minilm", max_query_tokens=16, max_item_tokens=24,
                        batch_size=2)
-    got = build_scorer(cfg).score_block(QUERIES, ITEMS)
+    if loader == "transformers":
+        without_lean_loading(monkeypatch)
+    scorer = build_scorer(cfg)
+    assert scorer.fused  # BertTokensForward either way
+    got = scorer.score_block(QUERIES, ITEMS)
     want = np.zeros((len(QUERIES), len(ITEMS)))
     for a, q in enumerate(QUERIES):
         qe = _token_embeddings(tok, model, q, 16)
@@ -61,14 +72,16 @@ def test_maxsim_reports_truncation():
     assert s.truncated(ITEMS, role="item").tolist() == [False, False, True, False]
 
 
-def save_bert_classifier(d: Path, *, hidden: int, layers: int, heads: int, ffn: int) -> Path:
+def save_bert_classifier(d: Path, *, hidden: int, layers: int, heads: int, ffn: int,
+                         **settings) -> Path:
     """A random (seed 0) 1-label BertForSequenceClassification saved to `d`, with the MiniLM
-    (BERT uncased) tokenizer."""
+    (BERT uncased) tokenizer; `settings` go to its BertConfig."""
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=ffn, num_labels=1)
+                        num_attention_heads=heads, intermediate_size=ffn, num_labels=1,
+                        **settings)
     BertForSequenceClassification(config).eval().save_pretrained(d)
     src = default_minilm_path()
     for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
@@ -175,13 +188,67 @@ def test_cross_encoder_batches_equal_pair_inputs(tiny_cross_encoder):
             assert (ids[row, n:] == scorer.pad_id).all()
 
 
-def test_cross_encoder_cls_only_forward_equals_model_forward(tiny_cross_encoder):
+def test_cross_encoder_cls_only_forward_equals_model_forward(tiny_cross_encoder, monkeypatch):
+    """The model read by load_bert, the model read by transformers (both run BertClsForward)
+    and transformers' own forward give the same scores."""
     cfg = ScorerConfig(kind="cross-encoder", path=str(tiny_cross_encoder), batch_size=2)
+    lean = build_scorer(cfg)
+    assert type(lean.model) is bert.LeanBertClassifier and lean.cls_only
+    want = lean.score_block(QUERIES, ITEMS)
+    without_lean_loading(monkeypatch)
     scorer = build_scorer(cfg)
-    assert scorer.cls_only
-    fast = scorer.score_block(QUERIES, ITEMS)
+    assert type(scorer.model).__name__ == "BertForSequenceClassification" and scorer.cls_only
+    np.testing.assert_allclose(scorer.score_block(QUERIES, ITEMS), want, atol=1e-6)
     scorer.cls_only = False
-    np.testing.assert_allclose(fast, scorer.score_block(QUERIES, ITEMS), atol=1e-6)
+    np.testing.assert_allclose(scorer.score_block(QUERIES, ITEMS), want, atol=1e-6)
+
+
+def test_load_bert_reads_only_what_it_implements(tiny_cross_encoder, tmp_path):
+    """load_bert gives None (and the scorer loads the model with transformers, to the same
+    scores as transformers' own forward) for settings its modules do not implement, another
+    architecture, other weight files or weight names; an encoder is read from a classifier."""
+    encoder = bert.load_bert(tiny_cross_encoder, classifier=False)
+    assert type(encoder) is bert.LeanBert and encoder.pooler is None
+    assert bert.load_bert(default_minilm_path(), classifier=True) is None  # no classifier head
+    gelu_new = save_bert_classifier(tmp_path / "gelu-new", hidden=32, layers=2, heads=2, ffn=64,
+                                    hidden_act="gelu_new")
+    assert bert.load_bert(gelu_new, classifier=True) is None
+    cfg = ScorerConfig(kind="cross-encoder", path=str(gelu_new), batch_size=2)
+    scorer = build_scorer(cfg)
+    assert type(scorer.model).__name__ == "BertForSequenceClassification"
+    got = scorer.score_block(QUERIES, ITEMS)
+    scorer.cls_only = False
+    np.testing.assert_allclose(scorer.score_block(QUERIES, ITEMS), got, atol=1e-6)
+
+    def variant(name: str, edit) -> Path:
+        d = shutil.copytree(tiny_cross_encoder, tmp_path / name)
+        edit(d)
+        return d
+
+    def set_config(**changes):
+        def edit(d: Path) -> None:
+            config = json.loads((d / "config.json").read_text())
+            (d / "config.json").write_text(json.dumps({**config, **changes}))
+        return edit
+
+    def rename_weight(d: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(str(d / "model.safetensors"))
+        state["classifier.w"] = state.pop("classifier.weight")
+        save_file(state, str(d / "model.safetensors"))
+
+    unread = [
+        variant("roberta", set_config(model_type="roberta")),
+        variant("relative", set_config(position_embedding_type="relative_key")),
+        variant("renamed", rename_weight),
+        variant("bin", lambda d: (d / "model.safetensors").rename(d / "pytorch_model.bin")),
+        tmp_path / "none",
+    ]
+    assert [bert.load_bert(d, classifier=True) for d in unread] == [None] * len(unread)
+    corrupt = variant("corrupt", lambda d: (d / "model.safetensors").write_bytes(b"\x00" * 64))
+    with pytest.raises(ScorerError, match=r"model\.safetensors.*cannot read the weights"):
+        build_scorer(ScorerConfig(kind="cross-encoder", path=str(corrupt)))
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +264,9 @@ def deeper_bert():
 
 def test_bert_cls_forward_equals_hf_forward(deeper_bert):
     """Fused query/key/value, the [CLS]-only last layer with folded keys and values, and the
-    in-place residual sums give the model's own logits, with and without padding."""
-    from curindex.scoring.cross_encoder import BertClsForward
+    in-place residual sums give the model's own logits, with and without padding; the fused
+    encoder gives its hidden states (at the real tokens)."""
+    from curindex.scoring.bert import BertClsForward, BertTokensForward
 
     g = torch.Generator().manual_seed(2)
     ids = torch.randint(1, 100, (5, 11), generator=g)
@@ -208,6 +276,7 @@ def test_bert_cls_forward_equals_hf_forward(deeper_bert):
     mask[3, 2:] = 0  # [CLS] and one token
     ids = ids * mask
     fused = BertClsForward(deeper_bert)
+    tokens = BertTokensForward(deeper_bert.bert)
     with torch.inference_mode():
         for m in (mask, None):
             kw = {} if m is None else {"attention_mask": m}
@@ -215,6 +284,10 @@ def test_bert_cls_forward_equals_hf_forward(deeper_bert):
             got = fused(ids, types, m)
             assert got.shape == (5, 2)
             torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+            hidden = deeper_bert.bert(input_ids=ids, **kw).last_hidden_state
+            got = tokens(ids, m)
+            real = torch.ones_like(ids, dtype=torch.bool) if m is None else m.bool()
+            torch.testing.assert_close(got[real], hidden[real], atol=1e-5, rtol=0)
 
 
 def test_int8_linear_float_first_row():
@@ -304,3 +377,35 @@ def test_maxsim_int8_stays_close_to_fp32():
     want = build_scorer(ScorerConfig(kind="maxsim-minilm")).score_block(QUERIES, items)
     fast = build_scorer(ScorerConfig(kind="maxsim-minilm", options={"precision": "int8"}))
     assert 0 < np.abs(fast.score_block(QUERIES, items) - want).max() < 0.1
+
+
+def test_tokenizer_read_without_transformers_gives_its_ids(tmp_path):
+    """The MiniLM (BERT uncased) tokenizer read with `tokenizers` gives AutoTokenizer's ids, with
+    and without special tokens and truncated; a config its tokenizer.json does not follow
+    (cased, here) is read by transformers."""
+    from transformers import AutoTokenizer
+
+    from curindex.scoring.tokens import load_tokenizer
+
+    path = default_minilm_path()
+    texts = [*QUERIES, *ITEMS, *(t for _, t in make_texts(200, seed=6, prefix="d")),
+             "", "  ", "Ünïcödé ÅÄÖ ﬁ ½ \u00a0x\u200by", "MixedCase URL https://a.b/c?d=e&f"]
+    fast, want = load_tokenizer(path), AutoTokenizer.from_pretrained(path)
+    assert type(fast).__name__ == "_Fast"
+    for special in (True, False):
+        assert fast.ids(texts, special=special) == want(texts, add_special_tokens=special)[
+            "input_ids"]
+    assert fast.ids(texts, special=True, max_length=12) == want(
+        texts, truncation=True, max_length=12)["input_ids"]
+    assert fast.ids(texts[:1], special=True) == want(texts[:1])["input_ids"]  # not truncated now
+    enc = want("a query", "an item", return_token_type_ids=True)
+    assert fast.pair("a query", "an item") == (enc["input_ids"], enc["token_type_ids"])
+    assert (fast.cls_token_id, fast.sep_token_id, fast.pad_token_id, fast.model_max_length) == (
+        want.cls_token_id, want.sep_token_id, want.pad_token_id, want.model_max_length)
+
+    cased = shutil.copytree(path, tmp_path / "cased")
+    config = json.loads((cased / "tokenizer_config.json").read_text())
+    (cased / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))
+    slow = load_tokenizer(cased)
+    assert type(slow).__name__ == "_Transformers"
+    assert slow.ids(texts, special=True) == AutoTokenizer.from_pretrained(cased)(texts)["input_ids"]

@@ -127,10 +127,6 @@ def resolve_target(target: str) -> ScorerFactory:
 def build_scorer(cfg: ScorerConfig, fingerprint: str | None = None) -> Scorer:
     """Construct the scorer a config names (loads its model). Prefer `get_scorer` on workers."""
     fp = fingerprint or fingerprint_for(cfg)
-    if cfg.kind in ("maxsim-minilm", "cross-encoder"):
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # one bar per load floods executor logs
     if cfg.kind == "maxsim-minilm":
         from curindex.scoring.maxsim import MaxSimScorer
 

@@ -7,9 +7,10 @@ by length so each forward batch carries little padding, and a batch of equal len
 without an attention mask. The score is the logit of ``options.label_index`` (default 0; a
 model with several labels must name one).
 
-BERT classifiers (the ms-marco MiniLM cross-encoders among them) run `BertClsForward`: query,
-key and value projections fused into one GEMM per layer, and the last layer computed for the
-``[CLS]`` position only, with its keys and values folded into the query (the classifier reads
+BERT classifiers (the ms-marco MiniLM cross-encoders among them) are read by `bert.load_bert`
+(without transformers' model classes, which take seconds to import) and run `BertClsForward`:
+query, key and value projections fused into one GEMM per layer, and the last layer computed for
+the ``[CLS]`` position only, with its keys and values folded into the query (the classifier reads
 nothing else), so the scores are the model's own (to float rounding) at about 17% fewer FLOPs.
 Other architectures run the model's own forward. The time goes to the GEMMs (about 80% of it,
 near the CPU's peak FLOP rate; `bench/scoring.py --profile` shows it), so what a batch does not
@@ -37,22 +38,27 @@ import torch.nn.functional as F
 
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError
+from curindex.scoring import bert
+from curindex.scoring.tokens import load_tokenizer
 
 PRECISIONS = ("fp32", "int8", "bf16")
 
 
 class CrossEncoderScorer:
     def __init__(self, cfg: ScorerConfig, *, fingerprint: str) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         self.fingerprint = fingerprint
         self.cfg = cfg
         self.precision = precision_option(cfg)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(cfg.path, local_files_only=True)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                cfg.path, local_files_only=True
-            ).eval()
+            self.tokenizer = load_tokenizer(cfg.path)
+            model = bert.load_bert(cfg.path, classifier=True)
+            if model is None:  # not a BERT checkpoint it reads: transformers loads it
+                from transformers import AutoModelForSequenceClassification
+
+                bert.quiet_transformers()
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    cfg.path, local_files_only=True
+                ).eval()
         except (OSError, ValueError) as e:
             raise ScorerError(f"[scorer] path {cfg.path!r}: cannot load a model: {e}") from e
         n_labels = model.config.num_labels
@@ -67,24 +73,22 @@ class CrossEncoderScorer:
             )
         self._template()
         model_max = int(getattr(model.config, "max_position_embeddings", 512))
-        tok_max = int(getattr(self.tokenizer, "model_max_length", model_max) or model_max)
-        self.max_len = min(model_max, tok_max, cfg.max_query_tokens + cfg.max_item_tokens)
+        self.max_len = min(model_max, self.tokenizer.model_max_length,
+                           cfg.max_query_tokens + cfg.max_item_tokens)
         self.pad_id = self.tokenizer.pad_token_id or 0
-        self.uses_types = "token_type_ids" in self.tokenizer.model_input_names
-        self.cls_only = _is_plain_bert_classifier(model)
+        self.uses_types = self.tokenizer.uses_types
+        self.cls_only = bert.is_plain_bert(model)
         # BERT classifiers run `BertClsForward` in the requested precision (it shares the
         # model's submodules: bf16 converts those too); other models run their own forward.
         self.model = model if self.cls_only else with_precision(model, self.precision)
         self.cls_forward = (
-            with_precision(BertClsForward(model), self.precision) if self.cls_only else None
+            with_precision(bert.BertClsForward(model), self.precision) if self.cls_only else None
         )
 
     def _template(self) -> None:
         """Learn where the special tokens go around a pair from one probe pair."""
-        a = self.tokenizer("a", add_special_tokens=False)["input_ids"]
-        b = self.tokenizer("b", add_special_tokens=False)["input_ids"]
-        enc = self.tokenizer("a", "b", return_token_type_ids=True)
-        ids, types = enc["input_ids"], enc.get("token_type_ids") or [0] * len(enc["input_ids"])
+        a, b = self.tokenizer.ids(["a", "b"], special=False)
+        ids, types = self.tokenizer.pair("a", "b")
         if len(a) != 1 or len(b) != 1 or ids.count(a[0]) != 1 or ids.count(b[0]) != 1:
             raise ScorerError(f"[scorer] path {self.cfg.path!r}: unsupported tokenizer template")
         ia, ib = ids.index(a[0]), ids.index(b[0])
@@ -93,7 +97,7 @@ class CrossEncoderScorer:
         self.n_special = len(ids) - 2
 
     def _content(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        return self.tokenizer.ids(texts, special=False)
 
     def truncated(self, texts: Sequence[str], *, role: str) -> np.ndarray:
         limit = self.cfg.max_query_tokens if role == "query" else self.cfg.max_item_tokens
@@ -212,8 +216,8 @@ def with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     if precision == "bf16":
         return model.to(torch.bfloat16)
     if precision == "int8":
-        cls_first = isinstance(model, BertClsForward)
-        if cls_first:
+        cls_first = isinstance(model, bert.BertClsForward)
+        if isinstance(model, bert.BertClsForward | bert.BertTokensForward):
             stack = model.layers
         else:
             stack = getattr(model.base_model, "encoder", model.base_model)
@@ -271,140 +275,3 @@ def _padded(tokens: list[list[int]], pad: int) -> np.ndarray:
     for row, t in enumerate(tokens):
         out[row, : len(t)] = t
     return out
-
-
-def _is_plain_bert_classifier(model: torch.nn.Module) -> bool:
-    """Whether `BertClsForward` computes exactly what this model's forward does."""
-    from transformers import BertForSequenceClassification
-
-    c = model.config
-    return (
-        type(model) is BertForSequenceClassification
-        and not c.is_decoder
-        and not getattr(c, "add_cross_attention", False)
-        and not getattr(c, "chunk_size_feed_forward", 0)
-        and getattr(c, "position_embedding_type", "absolute") == "absolute"
-        and model.bert.pooler is not None
-    )
-
-
-class BertClsForward(torch.nn.Module):
-    """BertForSequenceClassification's logits, computing only what its classifier reads.
-
-    Shares the model's embeddings, LayerNorms, pooler and classifier (and the Linear layers
-    other than query/key/value, which it fuses into one [3 * hidden, hidden] Linear per layer so
-    that each layer starts with one GEMM instead of three). The last layer computes the [CLS]
-    row only, with its keys and values folded into the query (see `_ClsLayer`). Equal to the
-    model's forward to float32 rounding (about 1e-7 on a MiniLM-sized model).
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        bert = model.bert
-        gelu = model.config.hidden_act == "gelu"
-        self.embeddings = bert.embeddings
-        self.layers = torch.nn.ModuleList(
-            _EncoderLayer(layer, gelu=gelu) for layer in bert.encoder.layer[:-1]
-        )
-        self.last = _ClsLayer(bert.encoder.layer[-1], gelu=gelu)
-        self.pooler, self.classifier = bert.pooler, model.classifier
-
-    def forward(
-        self, ids: torch.Tensor, types: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Logits [n, labels] of token ids, token types and attention mask, all [n, width]
-        (mask None: no padding)."""
-        h = self.embeddings(input_ids=ids, token_type_ids=types)  # [n, width, hidden]
-        attn_mask = None if mask is None else mask[:, None, None, :].bool()
-        for layer in self.layers:
-            h = layer(h, attn_mask)
-        cls = self.last(h, None if mask is None else mask.bool())  # [n, hidden]
-        return self.classifier(self.pooler(cls[:, None]))
-
-
-class _Feedforward(torch.nn.Module):
-    """The output half of a BERT layer: attention output projection, residual, LayerNorm,
-    then the feed-forward block, residual, LayerNorm."""
-
-    def __init__(self, layer: torch.nn.Module, *, gelu: bool) -> None:
-        super().__init__()
-        self.out, self.ln1 = layer.attention.output.dense, layer.attention.output.LayerNorm
-        self.up, self.down = layer.intermediate.dense, layer.output.dense
-        self.ln2 = layer.output.LayerNorm
-        # GELU in place: the FFN's widest tensor is then allocated once, not twice
-        self.act = torch.ops.aten.gelu_ if gelu else layer.intermediate.intermediate_act_fn
-
-    def forward(self, ctx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        x = self.ln1(_linear_plus(self.out, ctx, x))
-        return self.ln2(_linear_plus(self.down, self.act(self.up(x)), x))
-
-
-def _linear_plus(linear: torch.nn.Module, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """``linear(x) + residual``. A float Linear accumulates its product into ``residual +
-    bias`` (one GEMM with beta = 1), which saves a pass over the output: F.linear would first
-    copy the bias into it and the sum would be a second one."""
-    if type(linear) is torch.nn.Linear and linear.bias is not None:
-        y = residual + linear.bias
-        y.view(-1, y.shape[-1]).addmm_(x.reshape(-1, x.shape[-1]), linear.weight.t())
-        return y
-    y = linear(x)
-    y += residual  # the Linear's output is a fresh tensor: adding in place is safe
-    return y
-
-
-class _EncoderLayer(_Feedforward):
-    def __init__(self, layer: torch.nn.Module, *, gelu: bool) -> None:
-        super().__init__(layer, gelu=gelu)
-        att = layer.attention.self
-        self.heads, self.size, self.scaling = (
-            att.num_attention_heads, att.attention_head_size, att.scaling
-        )
-        parts = (att.query, att.key, att.value)
-        self.qkv = torch.nn.Linear(parts[0].in_features, sum(p.out_features for p in parts))
-        with torch.no_grad():
-            self.qkv.weight.copy_(torch.cat([p.weight for p in parts]))
-            self.qkv.bias.copy_(torch.cat([p.bias for p in parts]))
-
-    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        n, width, hidden = h.shape
-        qkv = self.qkv(h).view(n, width, 3, self.heads, self.size)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [n, heads, width, size]
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scaling)
-        return super().forward(ctx.transpose(1, 2).reshape(n, width, hidden), h)
-
-
-class _ClsLayer(_Feedforward):
-    """A BERT layer's output at the [CLS] position only, its keys and values never formed.
-
-    Per head, ``q . (Wk h_j + bk) = (Wk^T q) . h_j + q . bk``: the second term is the same for
-    every position j and cancels in the softmax. And since the weights p_j sum to one,
-    ``sum_j p_j (Wv h_j + bv) = Wv (sum_j p_j h_j) + bv``. So the layer costs two
-    [heads, hidden] x [hidden, width] products per pair instead of two [width, hidden] x
-    [hidden, hidden] projections.
-    """
-
-    def __init__(self, layer: torch.nn.Module, *, gelu: bool) -> None:
-        super().__init__(layer, gelu=gelu)
-        att = layer.attention.self
-        self.heads, self.size, self.scaling = (
-            att.num_attention_heads, att.attention_head_size, att.scaling
-        )
-        self.query = att.query
-        hidden = att.key.in_features
-        self.register_buffer("key_w", att.key.weight.detach().view(self.heads, self.size, hidden))
-        self.register_buffer(
-            "value_w", att.value.weight.detach().view(self.heads, self.size, hidden)
-        )
-        self.register_buffer("value_b", att.value.bias.detach())
-
-    def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        n, hidden = h.shape[0], h.shape[2]
-        x = h[:, 0]  # [n, hidden]
-        q = self.query(x).view(n, self.heads, self.size)
-        qk = torch.einsum("nhd,hdc->nhc", q * self.scaling, self.key_w)  # [n, heads, hidden]
-        s = torch.bmm(qk, h.transpose(1, 2))  # [n, heads, width]
-        if mask is not None:
-            s = s.masked_fill(~mask[:, None, :], float("-inf"))
-        pooled = torch.bmm(s.softmax(-1), h)  # [n, heads, hidden]
-        ctx = torch.einsum("nhc,hdc->nhd", pooled, self.value_w).reshape(n, hidden)
-        return super().forward(ctx + self.value_b, x)

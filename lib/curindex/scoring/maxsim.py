@@ -5,9 +5,11 @@ Per-token embeddings are L2-normalised; [CLS], [SEP] and padding are dropped; qu
 most `max_query_tokens`, items at most `max_item_tokens` tokens (special tokens included).
 
 Each text is tokenised and encoded once; encoder batches are sorted by token length so they
-carry little padding. Query token embeddings are kept per worker (cached by text, or handed
-over whole with `load_queries`, which the build uses to encode them once on the driver and
-broadcast them), unpadded: one [query tokens, dim] matrix for all queries. A block's scores
+carry little padding. BERT encoders (all-MiniLM-L6-v2 among them) are read by `bert.load_bert`,
+without transformers' model classes, and run `BertTokensForward`. Query token embeddings are
+kept per worker (cached by text, or handed over whole with `load_queries`, which the build uses
+to encode them once on the driver and broadcast them), unpadded: one [query tokens, dim] matrix
+for all queries. A block's scores
 come from one matrix product per chunk of length-sorted items, so neither side pays for
 padding in the product.
 
@@ -24,9 +26,10 @@ import numpy as np
 import torch
 
 from curindex.config import ScorerConfig
+from curindex.scoring import bert
 from curindex.scoring.base import default_minilm_path
 from curindex.scoring.cross_encoder import precision_option, with_precision
-from curindex.scoring.tokens import encoded_lengths
+from curindex.scoring.tokens import encoded_lengths, load_tokenizer
 
 # Bound on the similarity chunk [query tokens, item tokens] in floats (256 MB).
 _SIM_CHUNK_FLOATS = 1 << 26
@@ -36,14 +39,21 @@ class MaxSimScorer:
     """Late interaction over a BERT-style encoder read from a local directory."""
 
     def __init__(self, cfg: ScorerConfig, *, fingerprint: str) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
         path = cfg.path or str(default_minilm_path())
         self.fingerprint = fingerprint
         self.cfg = cfg
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-        self.model = with_precision(model, precision_option(cfg))
+        self.tokenizer = load_tokenizer(path)
+        model = bert.load_bert(path, classifier=False)
+        if model is None:  # not a BERT checkpoint it reads: transformers loads it
+            from transformers import AutoModel
+
+            bert.quiet_transformers()
+            model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        self.dim = int(model.config.hidden_size)
+        # BERT encoders run `BertTokensForward` (fused query/key/value); others their own forward
+        self.fused = bert.is_plain_bert(model)
+        encoder = bert.BertTokensForward(model) if self.fused else model
+        self.encoder = with_precision(encoder, precision_option(cfg))
         tok = self.tokenizer
         # Only [CLS], [SEP] and padding are dropped; [UNK] carries content.
         special = (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id)
@@ -58,8 +68,7 @@ class MaxSimScorer:
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], max_len: int) -> list[torch.Tensor]:
         """Normalised content-token embeddings [tokens, dim] (float32) per text."""
-        enc = self.tokenizer(list(texts), truncation=True, max_length=max_len, verbose=False)
-        tokens = enc["input_ids"]
+        tokens = self.tokenizer.ids(texts, special=True, max_length=max_len)
         order = np.argsort([len(t) for t in tokens], kind="stable")
         result: list[torch.Tensor] = [torch.empty(0)] * len(texts)
         for start in range(0, len(order), self.cfg.batch_size):
@@ -69,22 +78,28 @@ class MaxSimScorer:
             for row, i in enumerate(idx):
                 ids[row, : len(tokens[i])] = tokens[i]
             mask = np.arange(width)[None, :] < np.array([len(tokens[i]) for i in idx])[:, None]
-            inputs = {"input_ids": torch.from_numpy(ids)}
-            if not mask.all():  # a batch of equal lengths runs without a mask
-                inputs["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
-            hidden = self.model(**inputs).last_hidden_state.float()  # [b, t, dim]
+            # a batch of equal lengths runs without a mask
+            hidden = self._hidden(ids, None if mask.all() else mask).float()  # [b, t, dim]
             hidden = torch.nn.functional.normalize(hidden, dim=-1)
             keep = mask & ~np.isin(ids, self._special)
             for row, i in enumerate(idx):
                 result[i] = hidden[row, torch.from_numpy(keep[row])]
         return result
 
+    def _hidden(self, ids: np.ndarray, mask: np.ndarray | None) -> torch.Tensor:
+        ids_t = torch.from_numpy(ids)
+        if self.fused:
+            return self.encoder(ids_t, None if mask is None else torch.from_numpy(mask))
+        inputs = {"input_ids": ids_t}
+        if mask is not None:
+            inputs["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
+        return self.encoder(**inputs).last_hidden_state
+
     def prepare_queries(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token embeddings of `queries` as plain arrays (flat [tokens, dim] float32, tokens per
         query), small and picklable: encoded once, then given to workers by `load_queries`."""
         embs = self.encode(queries, self.cfg.max_query_tokens)
-        dim = self.model.config.hidden_size
-        flat = torch.cat(embs) if embs else torch.zeros(0, dim)
+        flat = torch.cat(embs) if embs else torch.zeros(0, self.dim)
         return flat.numpy(), np.array([e.shape[0] for e in embs], dtype=np.int64)
 
     def load_queries(self, queries: Sequence[str], prepared: tuple[np.ndarray, np.ndarray]) -> None:
