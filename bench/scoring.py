@@ -134,6 +134,7 @@ def bench_scorer(spark, cfg: ScorerConfig, model: Path | None, queries: list[str
                  "batch_size": cfg.batch_size, "block_items": args.block_items}
     log.info("%s: %d queries x %d items", cfg.kind, len(queries), len(items))
 
+    out["startup"] = startup(cfg)
     tokens = {} if model is not None else None  # padding: the cross-encoder's forward batches
     raw, out["raw"] = timed(lambda: raw_scores(cfg, queries, items, args.block_items, tokens),
                             pairs)
@@ -183,6 +184,46 @@ def bench_scorer(spark, cfg: ScorerConfig, model: Path | None, queries: list[str
         out["fast_precision"] = first
         out["fast_pairs_per_s"] = out["fast"][first]["pairs_per_s"]
         out["fast_min_spearman"] = out["fast"][first]["min_spearman_vs_fp32"]
+    return out
+
+
+STARTUP = """
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+from curindex.config import ScorerConfig
+from curindex.scoring import bert, build_scorer, tokens
+t1 = time.perf_counter()
+if sys.argv[2] == "transformers":
+    bert.load_bert = lambda *a, **kw: None
+    tokens._bert_tokenizer = lambda d: None
+scorer = build_scorer(ScorerConfig(**json.loads(sys.argv[1])))
+t2 = time.perf_counter()
+scorer.score_block(["a query"], ["an item"])
+t3 = time.perf_counter()
+print(json.dumps({"import_s": round(t1 - t0, 2), "build_s": round(t2 - t1, 2),
+                  "first_call_s": round(t3 - t2, 3), "total_s": round(t3 - t0, 2),
+                  "transformers_imported": "transformers" in sys.modules}))
+"""
+
+
+def startup(cfg: ScorerConfig) -> dict:
+    """What a fresh Python worker spends before its first score: importing torch and curindex,
+    building the scorer, one call. Side by side: curindex's own BERT and tokenizer loading
+    (`load_bert`, `load_tokenizer`) and transformers' (AutoModel*, AutoTokenizer) in their
+    place; each the best of 3 runs (so a page-cache miss does not count)."""
+    import subprocess
+
+    out = {}
+    for loader in ("curindex", "transformers"):
+        runs = [json.loads(subprocess.run(
+            [sys.executable, "-c", STARTUP, json.dumps(cfg.__dict__), loader],
+            check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            for _ in range(3)]
+        out[loader] = min(runs, key=lambda r: r["total_s"])
+    out["build_speedup"] = round(out["transformers"]["build_s"]
+                                 / max(out["curindex"]["build_s"], 1e-3), 2)
+    log.info("  startup %s", out)
     return out
 
 
