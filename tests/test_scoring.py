@@ -409,3 +409,21 @@ def test_tokenizer_read_without_transformers_gives_its_ids(tmp_path):
     slow = load_tokenizer(cased)
     assert type(slow).__name__ == "_Transformers"
     assert slow.ids(texts, special=True) == AutoTokenizer.from_pretrained(cased)(texts)["input_ids"]
+
+
+def test_cross_encoder_streams_of_batches_give_the_same_scores(tiny_cross_encoder):
+    """With several torch threads, batches run as single-threaded streams at once: the scores
+    are those of one batch at a time, and the caller's thread count is left as it was."""
+    cfg = ScorerConfig(kind="cross-encoder", path=str(tiny_cross_encoder), batch_size=2)
+    scorer = build_scorer(cfg)
+    items = [t for _, t in make_texts(30, seed=7, prefix="d")]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        want = scorer.score_block(QUERIES, items)
+        torch.set_num_threads(3)
+        got = scorer.score_block(QUERIES, items)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(got, want, atol=1e-6)

@@ -9,9 +9,8 @@ carry little padding. BERT encoders (all-MiniLM-L6-v2 among them) are read by `b
 without transformers' model classes, and run `BertTokensForward`. Query token embeddings are
 kept per worker (cached by text, or handed over whole with `load_queries`, which the build uses
 to encode them once on the driver and broadcast them), unpadded: one [query tokens, dim] matrix
-for all queries. A block's scores
-come from one matrix product per chunk of length-sorted items, so neither side pays for
-padding in the product.
+for all queries. A block's scores come from one matrix product per chunk of length-sorted
+items, so neither side pays for padding in the product.
 
 ``options.precision``: ``fp32`` (default), ``int8`` (dynamic int8 quantisation of the
 encoder's Linear layers) or ``bf16``, as for the cross-encoder; the similarity product itself is
