@@ -207,9 +207,10 @@ def in_streams(run: Callable[[np.ndarray], None], batches: list[np.ndarray], thr
     """``run`` each batch. With `threads` > 1, as that many single-threaded streams of batches
     at once (Python threads: torch releases the GIL inside its ops) rather than one batch at a
     time with `threads` cores inside each op: a batch's ops are too small to keep several cores
-    busy, int8's least (on the bench: +5% for fp32, +14% for int8, the same scores bit for
-    bit). Each stream takes the next batch when it is free, so long and short batches even
-    out. torch's thread count is per thread (OpenMP's), so the caller's stays as it was."""
+    busy, int8's least (side by side on the bench's pairs: about +6% for fp32 and +12-30% for
+    int8, the same scores bit for bit). Each stream takes the next batch when it is free, so
+    long and short batches even out. torch's thread count is per thread (OpenMP's), so the
+    caller's stays as it was."""
     if threads <= 1 or len(batches) <= 1:
         for idx in batches:
             run(idx)
