@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -397,7 +398,9 @@ def test_tokenizer_read_without_transformers_gives_its_ids(tmp_path):
             "input_ids"]
     assert fast.ids(texts, special=True, max_length=12) == want(
         texts, truncation=True, max_length=12)["input_ids"]
-    assert fast.ids(texts[:1], special=True) == want(texts[:1])["input_ids"]  # not truncated now
+    long = [ITEMS[2]]  # no longer truncated after a truncated call
+    assert len(fast.ids(long, special=True)[0]) > 12
+    assert fast.ids(long, special=True) == want(long)["input_ids"]
     enc = want("a query", "an item", return_token_type_ids=True)
     assert fast.pair("a query", "an item") == (enc["input_ids"], enc["token_type_ids"])
     assert (fast.cls_token_id, fast.sep_token_id, fast.pad_token_id, fast.model_max_length) == (
@@ -409,6 +412,17 @@ def test_tokenizer_read_without_transformers_gives_its_ids(tmp_path):
     slow = load_tokenizer(cased)
     assert type(slow).__name__ == "_Transformers"
     assert slow.ids(texts, special=True) == AutoTokenizer.from_pretrained(cased)(texts)["input_ids"]
+    # a pair template that is not BERT's (the second text with token type 0), which
+    # transformers' BertTokenizer does not follow
+    other = shutil.copytree(path, tmp_path / "template")
+    spec = json.loads((other / "tokenizer.json").read_text())
+    for part in spec["post_processor"]["pair"]:
+        next(iter(part.values()))["type_id"] = 0
+    (other / "tokenizer.json").write_text(json.dumps(spec))
+    assert type(load_tokenizer(other)).__name__ == "_Transformers"
+    enc = AutoTokenizer.from_pretrained(other)("a query", "an item", return_token_type_ids=True)
+    assert load_tokenizer(other).pair("a query", "an item") == (enc["input_ids"],
+                                                                enc["token_type_ids"])
 
 
 def test_cross_encoder_streams_of_batches_give_the_same_scores(tiny_cross_encoder):
@@ -423,7 +437,11 @@ def test_cross_encoder_streams_of_batches_give_the_same_scores(tiny_cross_encode
         want = scorer.score_block(QUERIES, items)
         torch.set_num_threads(3)
         got = scorer.score_block(QUERIES, items)
-        assert torch.get_num_threads() == 3
+        seen = []  # what a thread started afterwards gets
+        thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert torch.get_num_threads() == 3 and seen == [3]
     finally:
         torch.set_num_threads(before)
     np.testing.assert_allclose(got, want, atol=1e-6)

@@ -79,11 +79,12 @@ def load_bert(path: str | Path, *, classifier: bool) -> torch.nn.Module | None:
     weights = d / "model.safetensors"
     if spec is None or not weights.is_file():
         return None  # transformers reads the other layouts (pytorch_model.bin, shards)
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         state = load_file(str(weights))
-    except Exception as e:  # safetensors' own error type: a truncated or corrupt file
+    except (OSError, SafetensorError) as e:  # a truncated or corrupt file
         raise ScorerError(f"{str(weights)!r}: cannot read the weights: {e}") from e
     state = {k: v for k, v in state.items()
              if not k.endswith(("embeddings.position_ids", "embeddings.token_type_ids"))}

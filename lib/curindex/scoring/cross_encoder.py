@@ -58,7 +58,7 @@ class CrossEncoderScorer:
 
                 bert.quiet_transformers()
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    cfg.path, local_files_only=True
+                    cfg.path, local_files_only=True, dtype=torch.float32
                 ).eval()
         except (OSError, ValueError) as e:
             raise ScorerError(f"[scorer] path {cfg.path!r}: cannot load a model: {e}") from e
@@ -209,8 +209,8 @@ def in_streams(run: Callable[[np.ndarray], None], batches: list[np.ndarray], thr
     time with `threads` cores inside each op: a batch's ops are too small to keep several cores
     busy, int8's least (side by side on the bench's pairs: about +6% for fp32 and +12-30% for
     int8, the same scores bit for bit). Each stream takes the next batch when it is free, so
-    long and short batches even out. torch's thread count is per thread (OpenMP's), so the
-    caller's stays as it was."""
+    long and short batches even out. The caller's torch thread count (and the one new threads
+    start with) is `threads` again afterwards."""
     if threads <= 1 or len(batches) <= 1:
         for idx in batches:
             run(idx)
@@ -222,10 +222,15 @@ def in_streams(run: Callable[[np.ndarray], None], batches: list[np.ndarray], thr
         with torch.inference_mode():
             run(idx)
 
-    with ThreadPoolExecutor(min(threads, len(batches)),
-                            thread_name_prefix="curindex-score") as pool:
+    pool = ThreadPoolExecutor(min(threads, len(batches)), thread_name_prefix="curindex-score")
+    try:
         for _ in pool.map(stream, batches):  # re-raises a batch's error here
             pass
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after an error, run no more batches
+        # the streams' set_num_threads(1) also set torch's process-wide default (what new
+        # threads start with): put it back
+        torch.set_num_threads(threads)
 
 
 def precision_option(cfg: ScorerConfig) -> str:

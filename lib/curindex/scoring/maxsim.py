@@ -47,7 +47,8 @@ class MaxSimScorer:
             from transformers import AutoModel
 
             bert.quiet_transformers()
-            model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+            model = AutoModel.from_pretrained(path, local_files_only=True,
+                                              dtype=torch.float32).eval()
         self.dim = int(model.config.hidden_size)
         # BERT encoders run `BertTokensForward` (fused query/key/value); others their own forward
         self.fused = bert.is_plain_bert(model)

@@ -1,7 +1,9 @@
 """The tokenizer of a model directory, as the scorers use it.
 
 `load_tokenizer` reads a BERT tokenizer (``tokenizer_class`` BertTokenizer or BertTokenizerFast,
-with a ``tokenizer.json`` whose normaliser agrees with ``tokenizer_config.json``) with the
+with a ``tokenizer.json`` that agrees with ``tokenizer_config.json`` and with how transformers
+builds a BERT tokenizer: normaliser, WordPiece settings, added tokens, BERT's special-token
+template) with the
 `tokenizers` library directly: importing transformers takes about 2 s, and every Python worker
 and each query-time Searcher would pay it on start-up. Any other tokenizer is read by
 transformers' AutoTokenizer. Both give the same token ids (a test checks them on varied text).
@@ -50,7 +52,17 @@ class _Fast(TextTokenizer):
             ids["cls"], ids["sep"], ids["pad"]
         )
         self.model_max_length = int(config.get("model_max_length") or _UNLIMITED)
-        self.uses_types = True
+        self.uses_types = "token_type_ids" in config.get(
+            "model_input_names", ["input_ids", "token_type_ids", "attention_mask"])
+
+    def standard(self) -> bool:
+        """Whether the special tokens go where transformers' BertTokenizer puts them:
+        ``[CLS] a [SEP]`` and ``[CLS] a [SEP] b [SEP]`` with token types 0 then 1."""
+        a, b = (self.tok.encode(t, add_special_tokens=False).ids for t in ("a", "b"))
+        cls, sep = self.cls_token_id, self.sep_token_id
+        single, pair = self.tok.encode("a"), self.tok.encode("a", "b")
+        return (single.ids == [cls, *a, sep] and pair.ids == [cls, *a, sep, *b, sep]
+                and pair.type_ids == [0] * (len(a) + 2) + [1] * (len(b) + 1))
 
     def ids(self, texts: Sequence[str], *, special: bool,
             max_length: int | None = None) -> list[list[int]]:
@@ -109,7 +121,11 @@ def _bert_tokenizer(d: Path) -> TextTokenizer | None:
         spec = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    norm = spec.get("normalizer") or {}
+    norm, model = spec.get("normalizer") or {}, spec.get("model") or {}
+    specials = {_token(config.get(f"{name}_token"))
+                for name in ("cls", "sep", "pad", "unk", "mask")}
+    added = {t.get("content") for t in spec.get("added_tokens") or []} | {
+        _token(t) for t in (config.get("added_tokens_decoder") or {}).values()}
     agrees = (
         config.get("tokenizer_class") in _BERT_CLASSES
         and config.get("do_basic_tokenize", True) and not config.get("never_split")
@@ -119,16 +135,23 @@ def _bert_tokenizer(d: Path) -> TextTokenizer | None:
         and norm.get("handle_chinese_chars") == config.get("tokenize_chinese_chars", True)
         and norm.get("clean_text", True)
         and (spec.get("pre_tokenizer") or {}).get("type") == "BertPreTokenizer"
-        and (spec.get("model") or {}).get("type") == "WordPiece"
-        and (spec.get("post_processor") or {}).get("type") in ("TemplateProcessing",
-                                                               "BertProcessing")
+        # transformers' BertTokenizer keeps only the vocabulary of the WordPiece model, its added
+        # tokens those of the config, and puts the special tokens in BERT's places (`standard`)
+        and model.get("type") == "WordPiece"
+        and model.get("unk_token") == _token(config.get("unk_token", "[UNK]"))
+        and model.get("continuing_subword_prefix", "##") == "##"
+        and model.get("max_input_chars_per_word", 100) == 100
+        and added <= specials
     )
     if not agrees:
         return None
     from tokenizers import Tokenizer
 
-    tok = _Fast(Tokenizer.from_file(str(d / "tokenizer.json")), config)
-    if None in (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id):
+    try:
+        tok = _Fast(Tokenizer.from_file(str(d / "tokenizer.json")), config)
+    except Exception:  # tokenizers' own error type: transformers reads it, or says what is wrong
+        return None
+    if None in (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id) or not tok.standard():
         return None
     return tok
 
