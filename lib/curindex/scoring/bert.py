@@ -50,10 +50,7 @@ class BertSpec:
         plain = (
             config.get("model_type") == "bert"
             and config.get("hidden_act", "gelu") in _ACTIVATIONS
-            and config.get("position_embedding_type", "absolute") == "absolute"
-            and not config.get("is_decoder", False)
-            and not config.get("add_cross_attention", False)
-            and not config.get("chunk_size_feed_forward", 0)
+            and _plain_encoder(config.get)
         )
         try:
             spec = cls(**{k: config[k] for k in cls.__dataclass_fields__
@@ -197,14 +194,22 @@ def is_plain_bert(model: torch.nn.Module) -> bool:
     name = type(model).__name__
     if name not in ("BertForSequenceClassification", "BertModel"):
         return False
-    c = model.config
     return (
         type(model).__module__.startswith("transformers.")
-        and not c.is_decoder
-        and not getattr(c, "add_cross_attention", False)
-        and not getattr(c, "chunk_size_feed_forward", 0)
-        and getattr(c, "position_embedding_type", "absolute") == "absolute"
+        and _plain_encoder(lambda key, default: getattr(model.config, key, default))
         and (name == "BertModel" or model.bert.pooler is not None)
+    )
+
+
+def _plain_encoder(setting) -> bool:
+    """Whether BERT settings (`setting(name, default)`) describe the plain encoder the
+    forwards here compute: no decoder, cross-attention, chunked feed-forward or relative
+    positions."""
+    return (
+        not setting("is_decoder", False)
+        and not setting("add_cross_attention", False)
+        and not setting("chunk_size_feed_forward", 0)
+        and setting("position_embedding_type", "absolute") == "absolute"
     )
 
 

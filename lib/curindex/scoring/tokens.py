@@ -118,7 +118,8 @@ def _bert_tokenizer(d: Path) -> TextTokenizer | None:
     """A BERT tokenizer.json that means what its tokenizer_config.json says, else None."""
     try:
         config = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
-        spec = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+        text = (d / "tokenizer.json").read_text(encoding="utf-8")
+        spec = json.loads(text)
     except (OSError, ValueError):
         return None
     norm, model = spec.get("normalizer") or {}, spec.get("model") or {}
@@ -148,7 +149,7 @@ def _bert_tokenizer(d: Path) -> TextTokenizer | None:
     from tokenizers import Tokenizer
 
     try:
-        tok = _Fast(Tokenizer.from_file(str(d / "tokenizer.json")), config)
+        tok = _Fast(Tokenizer.from_str(text), config)  # the file read once
     except Exception:  # tokenizers' own error type: transformers reads it, or says what is wrong
         return None
     if None in (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id) or not tok.standard():
