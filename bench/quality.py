@@ -254,7 +254,7 @@ def measure(store, test_texts, exact_top, ks, budgets, kwargs, s_test, items) ->
     """Top-k-Recall@budget of one search method through the real Searcher."""
     from curindex.search import Searcher
 
-    searcher = Searcher.open(store.uri)
+    searcher = Searcher.open(store.uri, scorer_target="cached_scorer:cached")
     col = {iid: j for j, (iid, _) in enumerate(items)}
     k_i = len(searcher.anchor_ids)
     out = {}

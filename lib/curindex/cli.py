@@ -26,6 +26,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from curindex.search import Searcher
 
     searcher = Searcher.open(args.store, args.version, scorer_path=args.scorer_path,
+                             scorer_target=args.scorer_target,
                              ivf_in_memory=args.ivf_in_memory)
     results = searcher.search(args.queries, k=args.k, budget=args.budget, rounds=args.rounds,
                               seed=args.seed)
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="round 1: the anchor items and CUR candidates (default), or the "
                         "bi-encoder's top items (needs [index] biencoder = true)")
     s.add_argument("--scorer-path", help="where the scorer's model lives on this machine")
+    s.add_argument("--scorer-target", metavar="MODULE:CALLABLE",
+                   help="allow importing this callable scorer (a version built with kind = "
+                        "'callable'); never taken from the store")
     s.add_argument("--ivf-in-memory", action="store_true",
                    help="copy IVF shards into one in-memory index (RAM for every shard's lists; "
                         "the latency of one index) instead of searching them memory-mapped")

@@ -15,7 +15,9 @@ budget goes to items near the query, and the later rounds re-solve on them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +38,46 @@ from curindex.shardindex import (
     split_labels,
 )
 from curindex.store import Store
+
+# Where a reader lists the `module:callable` scorer targets it allows (comma-separated).
+ALLOWED_TARGETS_ENV = "CURINDEX_ALLOWED_SCORERS"
+
+
+def trusted_scorer_config(recorded: dict, *, version: str, scorer_target: str | None = None
+                          ) -> ScorerConfig:
+    """The scorer config a reader may build from a manifest's recorded `[scorer]` settings.
+
+    A manifest is data anyone with write access to the store can edit, so nothing in it may
+    choose code to run: a built-in kind is built as recorded, while a `callable` scorer is built
+    only when its target is the `scorer_target` the caller passes or is listed in
+    ``$CURINDEX_ALLOWED_SCORERS``. The recorded target is only compared with those, as a
+    string; nothing is imported before the check passes. Raises ScorerError otherwise.
+    """
+    from curindex.config import SCORER_KINDS
+
+    if not isinstance(recorded, dict) or recorded.get("kind") not in SCORER_KINDS:
+        kind = recorded.get("kind") if isinstance(recorded, dict) else recorded
+        raise ScorerError(f"version {version}: the manifest names scorer kind {kind!r}, which "
+                          f"is not one of {SCORER_KINDS}")
+    known = {f.name for f in dataclasses.fields(ScorerConfig)}
+    if set(recorded) - known:
+        raise ScorerError(f"version {version}: the manifest's scorer settings hold unknown "
+                          f"keys {sorted(set(recorded) - known)}")
+    if recorded["kind"] == "callable":
+        target = recorded.get("target", "")
+        allowed = {t.strip() for t in os.environ.get(ALLOWED_TARGETS_ENV, "").split(",")}
+        if scorer_target is not None:
+            allowed.add(scorer_target)
+        if not target or target not in allowed:
+            raise ScorerError(
+                f"version {version} was built with the callable scorer {target!r}; a reader "
+                f"imports a callable only when it is allowed: pass scorer_target={target!r} "
+                f"(curindex search --scorer-target) or list it in ${ALLOWED_TARGETS_ENV}")
+    try:
+        return ScorerConfig(**recorded)
+    except TypeError as e:
+        raise ScorerError(f"version {version}: the manifest's scorer settings are malformed: "
+                          f"{e}") from e
 
 
 @dataclass(frozen=True)
@@ -87,26 +129,29 @@ class Searcher:
 
     @classmethod
     def open(cls, store_uri: str, version: str = "current", *,
-             scorer_path: str | None = None, verify: bool = True,
-             ivf_in_memory: bool = False) -> Searcher:
+             scorer_path: str | None = None, scorer_target: str | None = None,
+             verify: bool = True, ivf_in_memory: bool = False) -> Searcher:
         """Open `version` ("current" = the published one) of the store at `store_uri`.
 
         The scorer is rebuilt from the manifest's config (`scorer_path` overrides where the
         model lives on this machine); its fingerprint must match the one the index was built
-        with, else ScorerError. With `verify`, every file's size and sha256 are checked against
-        the manifest first (StoreError naming a corrupt or truncated file). Flat shards are
-        memory-mapped when the store is local. With `ivf_in_memory`, IVF shards from the build's
-        one trained quantizer are copied into one in-memory IVF index (RAM for every shard's
-        lists, the latency of one index; see `shardindex.ivf_in_memory`).
+        with, else ScorerError. A `callable` scorer is imported only when the caller allows its
+        target (`scorer_target`, or ``$CURINDEX_ALLOWED_SCORERS``): see `trusted_scorer_config`.
+        With `verify`, every file's size and sha256 are checked against the manifest first
+        (StoreError naming a corrupt or truncated file). Flat shards are memory-mapped when the
+        store is local. With `ivf_in_memory`, IVF shards from the build's one trained quantizer
+        are copied into one in-memory IVF index (RAM for every shard's lists, the latency of one
+        index; see `shardindex.ivf_in_memory`).
         """
         store = Store.open(store_uri)
         vid = store.resolve(version)
         if verify:
             store.verify(vid)
         manifest = store.read_manifest(vid)
-        scfg = ScorerConfig(**manifest["config"]["scorer"])
+        scfg = trusted_scorer_config(manifest["config"]["scorer"], version=vid,
+                                     scorer_target=scorer_target)
         if scorer_path is not None:
-            scfg = ScorerConfig(**{**manifest["config"]["scorer"], "path": scorer_path})
+            scfg = dataclasses.replace(scfg, path=scorer_path)
         fp = fingerprint_for(scfg)
         if fp != manifest["scorer"]["fingerprint"]:
             raise ScorerError(
