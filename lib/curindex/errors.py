@@ -30,3 +30,20 @@ class StoreError(CurIndexError):
 class QualityGateError(CurIndexError):
     """A version's measured recall is below the thresholds its config sets, so it cannot be
     published."""
+
+
+class StoreNotFoundError(StoreError):
+    """The store named does not exist (readers never create one)."""
+
+
+class VersionNotFoundError(StoreError):
+    """The version named does not exist or is incomplete, or nothing has been published."""
+
+
+class IntegrityError(StoreError):
+    """A stored file differs from what its manifest records (missing, wrong size or sha256), or
+    a manifest is unreadable or fails its signature."""
+
+
+class ConflictError(StoreError):
+    """Another writer got there first: a publish lost its compare-and-swap, or a lock is held."""
