@@ -99,7 +99,7 @@ def main() -> None:
     spark = _spark()
     try:
         # Synthetic anchor queries need exact scores too: the same seeded choice the build
-        # makes (curindex.anchors), scored with the rest.
+        # makes (curindex.pipeline.anchors), scored with the rest.
         n_synthetic = max([args.synthetic] + [METHODS[m][0]["anchors"].get("synthetic_queries", 0)
                                               for m in args.methods.split(",")])
         extra = synthetic_queries(spark, items, n_synthetic)
@@ -175,9 +175,9 @@ def exact_matrix(spark, items, queries, cache: Path) -> tuple[np.ndarray, Path, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from curindex.build.score import score_items
     from curindex.config import ScorerConfig
-    from curindex.scoring import fingerprint_for
+    from curindex.pipeline.score import score_items
+    from curindex.scoring.base import fingerprint_for
 
     cfg = ScorerConfig(kind="maxsim-minilm")
     fp = fingerprint_for(cfg)
@@ -206,7 +206,7 @@ def synthetic_queries(spark, items, n: int) -> list[tuple[str, str]]:
     """The synthetic anchor queries a build with `synthetic_queries = n` (seed 0) makes."""
     if not n:
         return []
-    from curindex.anchors import SYNTHETIC_PREFIX, seeded_sample, synthetic_query
+    from curindex.pipeline.anchors import SYNTHETIC_PREFIX, seeded_sample, synthetic_query
 
     df = spark.createDataFrame(items, "id string, text string")
     return [(SYNTHETIC_PREFIX + i, synthetic_query(t))
@@ -218,8 +218,8 @@ def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, 
     """One method's index: run_build over the bench corpus with the cached scorer; with
     `pool_size` the build's query source is only that many of the non-held-out queries (plus
     its own test queries)."""
-    from curindex.build import run_build
     from curindex.config import config_from_dict
+    from curindex.pipeline import run_build
     from curindex.store import Store
 
     index_file = tmp / "texts.json"
@@ -247,7 +247,7 @@ def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, 
         raw[section] = {**raw.get(section, {}), **values}
     cfg = config_from_dict(raw)
     result = run_build(spark, cfg, version="v1", publish=True)
-    return result.manifest, Store.open(cfg.store.uri)
+    return result.manifest.to_dict(), Store.open(cfg.store.uri)
 
 
 def measure(store, test_texts, exact_top, ks, budgets, kwargs, s_test, items) -> dict:

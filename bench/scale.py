@@ -2,7 +2,7 @@
 
 For each size (`--sizes`, items) a corpus of `item-<n>` ids and short generated texts and a query
 set (`--queries` anchor + `--test-queries` test queries) are written as Parquet to a temporary
-folder, and the real pipeline (`curindex.build.run_build`: prepare, score, factorize,
+folder, and the real pipeline (`curindex.pipeline.run_build`: prepare, score, factorize,
 write_shards, validate, commit) builds one version of it into a fresh store, in Spark
 `local[2]` with a SparkSession this script creates (`--driver-memory`). The scorer is
 `scale:HashScorer` (`kind = "callable"`): a cheap, deterministic rank-`RANK` bilinear form of a
@@ -273,8 +273,8 @@ def change_corpus(items: Path, out: Path, fraction: float) -> dict:
 
 
 def build_one(spark, sampler_roots, n_items: int, args, tmp: Path) -> dict:
-    from curindex.build import run_build
     from curindex.config import config_from_dict
+    from curindex.pipeline import run_build
     from curindex.store import Store
 
     items, queries = write_corpus_apart(tmp / "data", n_items, args.queries + args.test_queries)
@@ -300,7 +300,7 @@ def build_one(spark, sampler_roots, n_items: int, args, tmp: Path) -> dict:
     jvm_kb = max(sampler.jvm_kb, status_kb(jvm_pid, "VmHWM") if reset else 0)
     python_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     version_bytes = tree_bytes(Path(Store.open(str(store)).root) / "versions" / "bench")
-    manifest = result.manifest
+    manifest = result.manifest.to_dict()
     out = {
         "n_items": n_items,
         "n_queries_scored": args.queries + args.test_queries,
@@ -334,14 +334,14 @@ def build_one(spark, sampler_roots, n_items: int, args, tmp: Path) -> dict:
 def build_incremental(spark, cfg, items: Path, fraction: float, tmp: Path) -> dict:
     import dataclasses
 
-    from curindex.build import run_build
+    from curindex.pipeline import run_build
 
     changed = tmp / "data" / "items-changed.parquet"
     counts = change_corpus(items, changed, fraction)
     cfg = dataclasses.replace(cfg, items=dataclasses.replace(cfg.items, path=str(changed)))
     log.info("incremental build: %s", counts)
     t0 = time.perf_counter()
-    manifest = run_build(spark, cfg, version="bench-inc", base="bench").manifest
+    manifest = run_build(spark, cfg, version="bench-inc", base="bench").manifest.to_dict()
     wall = time.perf_counter() - t0
     inc = manifest["incremental"]
     return {"fraction": fraction, **counts, "wall_s": round(wall, 2),

@@ -4,7 +4,7 @@ For each scorer (`cross-encoder`, `maxsim-minilm`), on the same queries and item
 CLIMATE-FEVER (`../shared/data/climate-fever`):
 
 - raw: `score_block` over blocks of `--block-items` items in one process, all cores;
-- stage: `curindex.build.score.score_items` in Spark `local[2]` (1 torch thread per task),
+- stage: `curindex.pipeline.score.score_items` in Spark `local[2]` (1 torch thread per task),
   timed from the call until its Parquet output is committed;
 - reference (cross-encoder only): `sentence_transformers.CrossEncoder(...).predict(pairs)`;
 - fast: raw again with `options.precision` (int8 by default), with per-query Spearman against
@@ -46,8 +46,8 @@ os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 import torch
 
 from curindex.config import ScorerConfig
-from curindex.scoring import build_scorer, fingerprint_for
-from curindex.scoring.base import default_minilm_path
+from curindex.scoring.base import build_scorer, fingerprint_for
+from curindex.scoring.models import default_minilm_path
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "climate-fever"
 log = logging.getLogger("bench.scoring")
@@ -192,7 +192,9 @@ import json, sys, time
 t0 = time.perf_counter()
 import torch
 from curindex.config import ScorerConfig
-from curindex.scoring import bert, build_scorer, tokens
+from curindex.scoring import bert
+from curindex.scoring import tokens
+from curindex.scoring.base import build_scorer
 t1 = time.perf_counter()
 if sys.argv[2] == "transformers":
     bert.load_bert = lambda *a, **kw: None
@@ -399,7 +401,7 @@ def stage_scores(spark, cfg: ScorerConfig, queries: list[str], items: list[str],
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from curindex.build.score import score_items
+    from curindex.pipeline.score import score_items
 
     work.mkdir(parents=True)
     ids = [f"{i:07d}" for i in range(len(items))]

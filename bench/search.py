@@ -40,7 +40,7 @@ from curindex.shardindex import empty_index, merge_shards, read_index, shard_lab
 K_I = 128
 RANK = 24  # latent dimension of the synthetic vectors
 CLUSTERS = 512  # latent clusters, so IVF lists are uneven as with real embeddings
-TRAIN_SAMPLE = 100_000  # as curindex.build.shards (no Spark here): IVF trained once on a sample
+TRAIN_SAMPLE = 100_000  # as curindex.pipeline.shards (no Spark here): IVF trained once on a sample
 CHUNK = 100_000
 
 SearchFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from curindex.adaptive import adaptive_rounds, query_weights, round_sizes
-from curindex.build import run_build
 from curindex.config import ScorerConfig, config_from_dict
 from curindex.cur import solve_g
-from curindex.scoring import build_scorer
+from curindex.pipeline import run_build
+from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
 from support import make_texts, tiny_config, write_jsonl
 
@@ -119,7 +119,7 @@ def test_searcher_adaptive_rounds(spark, tmp_path):
                       index={"num_shards": 3, "adaptive": True, "biencoder": True})
     cfg = config_from_dict(raw)
     result = run_build(spark, cfg, version="a1", publish=True)
-    assert result.manifest["index"]["extra_bytes"]["h"] > 0
+    assert result.manifest.index.extra_bytes["h"] > 0
     searcher = Searcher.open(cfg.store.uri)
     assert searcher.adaptive
     qs = ["river data", "piano song film", "solar wind storm", "quiet harbour lights"]

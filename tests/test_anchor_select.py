@@ -14,10 +14,10 @@ from curindex.anchor_select import (
     leverage_scores,
     pivoted_qr_columns,
 )
-from curindex.build import run_build
-from curindex.build.select import POOL_FACTOR
 from curindex.config import ScorerConfig, config_from_dict
-from curindex.scoring import build_scorer
+from curindex.pipeline import run_build
+from curindex.pipeline.select import POOL_FACTOR
+from curindex.scoring.base import build_scorer
 from support import tiny_config
 
 
@@ -78,7 +78,7 @@ def test_build_with_anchor_strategy(spark, tiny_corpus, strategy):
                       anchors={"items": strategy})
     cfg = config_from_dict(raw)
     result = run_build(spark, cfg, version=f"a-{strategy}")
-    m = result.manifest
+    m = result.manifest.to_dict()
     assert m["anchors"]["strategy"] == strategy
     store_path = cfg.store.uri
     anchors = pq.read_table(f"{store_path}/versions/a-{strategy}/anchors/items.parquet")
@@ -109,12 +109,12 @@ def test_build_with_anchor_strategy(spark, tiny_corpus, strategy):
         f"{store_path}-2/versions/a-{strategy}/anchors/items.parquet").column("id").to_pylist()
     assert again_ids == ids
     index_files = {p: f for p, f in m["files"].items() if not p.startswith("report/")}
-    assert index_files == {p: f for p, f in again.manifest["files"].items()
+    assert index_files == {p: f for p, f in again.manifest.to_dict()["files"].items()
                            if not p.startswith("report/")}  # the report holds timings
 
 
 def test_synthetic_query_is_the_first_sentence_cut_short():
-    from curindex.anchors import synthetic_query
+    from curindex.pipeline.anchors import synthetic_query
 
     assert synthetic_query("Sea ice is melting. Fast!") == "Sea ice is melting."
     assert synthetic_query("  one   two\nthree  ") == "one two three"
@@ -124,8 +124,8 @@ def test_synthetic_query_is_the_first_sentence_cut_short():
 @pytest.mark.spark
 def test_build_with_synthetic_anchor_queries(spark, tiny_corpus, tmp_path):
     """A query log of 30 is too small for k_q = 40 + 10 tests; 20 synthetic anchors fill it."""
-    from curindex.anchors import synthetic_query
     from curindex.errors import InputError
+    from curindex.pipeline.anchors import synthetic_query
     from support import write_jsonl
 
     small = write_jsonl(tmp_path / "few.jsonl", [{"_id": i, "text": t}

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from curindex.build import run_build
 from curindex.config import ScorerConfig, config_from_dict
-from curindex.scoring import build_scorer
+from curindex.pipeline import run_build
+from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
 from curindex.shardindex import split_labels
 from curindex.store import Store
@@ -130,7 +130,7 @@ def test_truncated_items_are_counted(spark, tmp_path):
                   {"_id": i, "text": t} for i, t in make_texts(70, seed=6, prefix="q")]),
               "root": tmp_path}
     raw = tiny_config(corpus, scorer={"kind": "toy", "max_item_tokens": 100})
-    manifest = run_build(spark, config_from_dict(raw), version="t").manifest
+    manifest = run_build(spark, config_from_dict(raw), version="t").manifest.to_dict()
     assert manifest["counts"]["items_truncated"] == len(long_ids)
 
 
@@ -149,7 +149,8 @@ def test_cli_search_prints_top_items(built, capsys):
 
 
 def test_distributed_recall_equals_numpy_on_the_same_matrix(built):
-    from curindex.evaluate import figure_keys, recall_brute_force
+    from curindex.evaluate import recall_brute_force
+    from curindex.figures import figure_grid
 
     cfg, store = built["cfg"], built["store"]
     manifest = store.read_manifest("v1")
@@ -167,7 +168,7 @@ def test_distributed_recall_equals_numpy_on_the_same_matrix(built):
     g = np.linalg.pinv(h[:, cols], rcond=cfg.factorize.rcond)
     approx = exact[:, cols] @ g @ h  # the CUR estimate for the test queries
     budgets = [b for b in cfg.validate.budgets if b < len(item_ids)]  # 500 > 300 items
-    pairs = figure_keys(cfg.validate.ks, budgets, len(cols))
+    pairs = figure_grid(cfg.validate.ks, budgets, min_budget=len(cols))
     want = recall_brute_force(exact, approx, item_ids, anchors["id"], pairs)
     assert set(recall) == set(want) == {"1@100", "10@100", "1@200", "10@200", "100@200"}
     assert recall == pytest.approx(want, abs=1e-12)
@@ -175,8 +176,8 @@ def test_distributed_recall_equals_numpy_on_the_same_matrix(built):
 
 
 def test_version_under_its_threshold_is_not_publishable(spark, tiny_corpus):
-    from curindex.build import publish_version
     from curindex.errors import QualityGateError
+    from curindex.publish import publish_version
 
     raw = tiny_config(tiny_corpus, validate={"ks": [10], "budgets": [20],
                                              "min_recall": {"10@20": 1.0}})
@@ -192,7 +193,7 @@ def test_version_under_its_threshold_is_not_publishable(spark, tiny_corpus):
 
 
 def test_stages_run_one_by_one_equal_a_whole_build(spark, built):
-    from curindex.build import STAGES, run_stage
+    from curindex.pipeline import STAGES, run_stage
 
     cfg = built["cfg"]
     for stage in STAGES:
@@ -214,13 +215,13 @@ def test_ivf_index_validation_matches_what_the_searcher_returns(spark, tiny_corp
     independent sentence-transformers computation."""
     from sentence_transformers import SentenceTransformer
 
-    from curindex.evaluate import figure_keys
-    from curindex.scoring.base import default_minilm_path
+    from curindex.figures import figure_grid
+    from curindex.scoring.models import default_minilm_path
 
     raw = tiny_config(tiny_corpus, index={"factory": "IVF8,Flat", "nprobe": 2},
                       validate={"ks": [1, 10], "budgets": [40, 80], "baseline": "bi-encoder"})
     cfg = config_from_dict(raw)
-    manifest = run_build(spark, cfg, version="ivf", publish=True).manifest
+    manifest = run_build(spark, cfg, version="ivf", publish=True).manifest.to_dict()
     v = manifest["validation"]
     assert 0.0 < v["index_recall_vs_exact"]["40"] < 1.0  # nprobe 2 of 8 lists misses some
     store = Store.open(cfg.store.uri)
@@ -229,7 +230,8 @@ def test_ivf_index_validation_matches_what_the_searcher_returns(spark, tiny_corp
     item_ids = [i for i, _ in tiny_corpus["items"]]
     texts = [t for _, t in tiny_corpus["items"]]
     exact = exact_matrix(cfg, test_q, texts)  # [n_test, n]
-    pairs = figure_keys([1, 10], [40, 80], cfg.anchors.n_items)
+    grid = figure_grid([1, 10], [40, 80], min_budget=cfg.anchors.n_items)
+    pairs = [(f.k, f.budget) for f in grid]
     searcher = Searcher.open(cfg.store.uri)
     for k, budget in pairs:
         got = searcher.search(test_q, k=k, budget=budget)

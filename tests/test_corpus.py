@@ -8,7 +8,7 @@ import pytest
 
 from curindex import demo
 from curindex.config import InputConfig, QueriesConfig
-from curindex.corpus import check_texts, read_texts
+from curindex.pipeline.corpus import check_texts, read_texts
 from support import write_jsonl
 
 pytestmark = pytest.mark.spark

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from curindex.build import run_build
 from curindex.config import config_from_dict
 from curindex.errors import ScorerError
+from curindex.pipeline import run_build
 from curindex.search import Searcher
 from support import tiny_config
 

@@ -11,12 +11,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from curindex.build import run_build
-from curindex.build.score import shard_of
 from curindex.config import ScorerConfig, config_from_dict
 from curindex.errors import ConfigError, CurIndexError, StoreError
-from curindex.evaluate import figure_keys, recall_brute_force
-from curindex.scoring import build_scorer
+from curindex.evaluate import recall_brute_force
+from curindex.figures import figure_grid
+from curindex.pipeline import run_build
+from curindex.pipeline.score import shard_of
+from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
 from curindex.store import Store
 from support import make_texts, read_version_vectors, tiny_config, write_jsonl
@@ -191,8 +192,8 @@ def test_vectors_and_search_equal_numpy_cur_of_the_new_corpus(builds):
     exact = _exact(cfg, test_q, texts_b).astype(np.float64)
     approx = _exact(cfg, test_q, anchor_texts).astype(np.float64) @ g @ h_b
     budgets = [b for b in cfg.validate.budgets if b < len(ids_b)]
-    want_recall = recall_brute_force(exact, approx, ids_b, live,
-                                     figure_keys(cfg.validate.ks, budgets, len(anchor_ids)),
+    grid = figure_grid(cfg.validate.ks, budgets, min_budget=len(anchor_ids))
+    want_recall = recall_brute_force(exact, approx, ids_b, live, grid,
                                      extra_calls=len(anchor_ids) - len(live))
     assert store.read_manifest("v2")["validation"]["recall"] == pytest.approx(want_recall,
                                                                               abs=1e-12)

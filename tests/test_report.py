@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from curindex.errors import IntegrityError
+from curindex.manifest import Manifest
 from curindex.report import render_report, summary_table
 
 mpl_image = pytest.importorskip("matplotlib.image")
@@ -17,24 +19,32 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLANTED = "<script>alert(1)</script>"
 
 
-def manifest() -> dict:
+def manifest_doc() -> dict:
     recall = {"1@100": 0.98, "10@100": 0.9012, "10@200": 0.9531, "100@200": 0.7007,
               "100@500": 0.9304}
     return {
+        "format": 2,
+        "curindex_version": "0.1.0",
+        "config_source": "conf/x.toml",
         "version": "20261123-185500-ab12",
         "created_at": "2026-11-23T18:55:00Z",
         "config": {"anchors": {"n_items": 50, "n_queries": 200},
                    "index": {"factory": "IVF64,Flat", "num_shards": 4},
-                   "items": {"path": f"/data/{PLANTED}.parquet"}},
+                   "items": {"path": f"/data/{PLANTED}.parquet"},
+                   "queries": {"path": "/data/q.jsonl"}},
         "scorer": {"kind": "maxsim-minilm", "fingerprint": "f00dfeed"},
         "anchors": {"n_queries": 200, "n_items": 50, "n_test": 50, "seed": 0,
-                    "strategy": "random"},
+                    "strategy": "random", "items_file": "anchors/items.parquet",
+                    "queries_file": "anchors/queries.parquet",
+                    "scores_file": "anchors/scores.npy"},
         "counts": {"items": 123456, "queries_available": 5000, "items_truncated": 17,
-                   "item_max_chars": 4321, "shards": 4, "pairs_scored": 30864000},
+                   "item_max_chars": 4321, "shards": 4, "pairs_scored": 30864000,
+                   "pairs_scored_this_run": 30864000},
         "factorization": {"rcond": 1e-3, "effective_rank": 27,
                           "singular_values": [10.0 / 1.3**i for i in range(50)],
                           "condition_number_kept": 171.2},
-        "index": {"factory": "IVF64,Flat", "dim": 50, "shards": [
+        "index": {"factory": "IVF64,Flat", "dim": 50, "metric": "inner_product",
+                  "label_shift": 40, "g_file": "G.npy", "bytes": 24_000_000, "shards": [
             {"shard": s, "n_items": 30000 + 100 * s, "index": f"shards/shard-{s:05d}.faiss",
              "ids": f"shards/ids-{s:05d}.parquet"} for s in range(4)]},
         "validation": {
@@ -55,6 +65,10 @@ def manifest() -> dict:
     }
 
 
+def manifest(doc: dict | None = None) -> Manifest:
+    return Manifest.from_dict(manifest_doc() if doc is None else doc)
+
+
 FIGURES = ["0.9800", "0.9012", "0.9531", "0.7007", "0.9304",  # ours
            "0.9411",  # exact search
            "0.9123", "0.8234", "0.8877", "0.6345", "0.8456"]  # baseline
@@ -67,7 +81,7 @@ def rendered() -> dict[str, bytes]:
 
 def test_json_round_trips_with_the_figures(rendered):
     doc = json.loads(rendered["report.json"])
-    m = manifest()
+    m = manifest().to_dict()
     assert doc["recall"]["ours"] == m["validation"]["recall"]
     assert doc["recall"]["exact_search"]["100@500"] == 0.9411
     assert doc["recall"]["baseline"] == m["validation"]["baseline"]
@@ -108,7 +122,7 @@ def test_plots_are_pngs(rendered, name):
 
 
 def test_rendering_is_deterministic(rendered):
-    assert render_report(copy.deepcopy(manifest())) == rendered
+    assert render_report(manifest(copy.deepcopy(manifest_doc()))) == rendered
 
 
 def test_summary_table_lists_every_figure():
@@ -120,21 +134,23 @@ def test_summary_table_lists_every_figure():
 
 
 def test_manifest_without_validation_or_baseline_renders():
-    m = manifest()
-    del m["validation"], m["timings_s"], m["files"]
-    out = render_report(m)
+    m = manifest_doc()
+    m["validation"] = {"n_test": 0, "min_recall": {}, "recall": {}, "passed": True,
+                       "failures": []}
+    m["timings_s"], m["files"] = {}, {}
+    out = render_report(manifest(m))
     assert set(out) == {"report.json", "report.html", "singular_values.png"}
     page = out["report.html"].decode()
     assert "not measured" in page and "Recall was not measured" in page
-    assert "not measured" in summary_table(m)
-    m = manifest()
+    assert "not measured" in summary_table(manifest(m))
+    m = manifest_doc()
     m["validation"]["baseline"] = None
     m["validation"].pop("recall_exact_search")
-    out = render_report(m)
+    out = render_report(manifest(m))
     assert "bi-encoder" not in out["report.html"].decode()
     assert json.loads(out["report.json"])["recall"]["baseline"] is None
-    assert render_report({})["report.html"].startswith(b"<!DOCTYPE html>")
-    assert summary_table({})
+    with pytest.raises(IntegrityError, match="missing field"):
+        manifest({"format": 2})
 
 
 def test_without_matplotlib_the_page_says_so(monkeypatch):

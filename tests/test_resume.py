@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from cluster import _descendants
-from curindex.build import run_build, run_stage
-from curindex.build.score import (
-    SCORES_ARROW_SCHEMA,
+from curindex import scorerows
+from curindex.config import ScorerConfig, config_from_dict
+from curindex.pipeline import run_build, run_stage
+from curindex.pipeline.score import (
     TMP_DIR,
     ChunkWriter,
     chunk_blocks,
@@ -29,8 +30,7 @@ from curindex.build.score import (
     score_fn,
     score_items,
 )
-from curindex.config import ScorerConfig, config_from_dict
-from curindex.scoring import build_scorer, fingerprint_for
+from curindex.scoring.base import build_scorer, fingerprint_for
 from curindex.store import Store
 from support import make_texts, read_version_vectors, spark_submit, tiny_config, to_toml
 
@@ -42,7 +42,7 @@ def _score_rows(ids: list[str], texts: list[str]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [pa.array(ids), pa.array([0] * n, pa.int32()), pa.array(texts), pa.array([False] * n),
          pa.array([[float(i), 1.0] for i in range(n)], pa.list_(pa.float32()))],
-        schema=SCORES_ARROW_SCHEMA)
+        schema=scorerows.ARROW_SCHEMA)
 
 
 def test_a_chunk_file_appears_only_whole(tmp_path):
@@ -176,8 +176,8 @@ def test_run_build_skips_the_stages_an_earlier_attempt_completed(spark, tiny_cor
     store = Store.open(cfg.store.uri)
     state = Path(store.root) / "_builds" / "r" / "score.json"
     assert json.loads(state.read_text())["pairs_scored_this_run"] == 300 * 50
-    with caplog.at_level(logging.INFO, logger="curindex.build"):
-        manifest = run_build(spark, cfg, version="r").manifest
+    with caplog.at_level(logging.INFO, logger="curindex.pipeline"):
+        manifest = run_build(spark, cfg, version="r").manifest.to_dict()
     skipped = [r.getMessage() for r in caplog.records if "earlier attempt" in r.getMessage()]
     assert skipped == [f"version r: stage {s}: completed by an earlier attempt with this config: "
                        "skipped" for s in ("prepare", "score")]

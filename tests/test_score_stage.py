@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from curindex.build.progress import ProgressLogger, progress_line
-from curindex.build.score import score_items
 from curindex.config import ScorerConfig
-from curindex.scoring import build_scorer, fingerprint_for
+from curindex.pipeline.progress import ProgressLogger, progress_line
+from curindex.pipeline.score import score_items
+from curindex.scoring.base import build_scorer, fingerprint_for
 from support import make_texts
 
 
@@ -30,7 +30,7 @@ def test_progress_line_rate_and_eta():
 def test_progress_logger_logs_at_a_steady_rate(caplog):
     done = iter(range(100))
     with (
-        caplog.at_level(logging.INFO, logger="curindex.build"),
+        caplog.at_level(logging.INFO, logger="curindex.pipeline"),
         ProgressLogger("score", lambda: next(done), total=100, pairs_per_item=1, every_s=0.05),
     ):
         time.sleep(0.3)
@@ -52,7 +52,7 @@ def test_score_stage_equals_direct_scores_and_logs_progress(spark, tmp_path, cap
     items = make_texts(200, seed=5, prefix="doc")
     queries = [t for _, t in make_texts(7, seed=6, prefix="q", min_words=2, max_words=4)]
     cfg = ScorerConfig(kind="toy", options={"dim": "8"})
-    with caplog.at_level(logging.INFO, logger="curindex.build"):
+    with caplog.at_level(logging.INFO, logger="curindex.pipeline"):
         score_items(spark, _items_df(spark, items), queries=queries, scorer_cfg=cfg,
                     fingerprint=fingerprint_for(cfg), num_shards=3, partitions=4,
                     block_items=16, out_path=str(tmp_path / "scores"), n_items=len(items),

@@ -13,8 +13,9 @@ import torch
 
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError
-from curindex.scoring import bert, build_scorer, checked_scores, fingerprint_for, get_scorer
-from curindex.scoring.base import default_minilm_path
+from curindex.scoring import bert
+from curindex.scoring.base import build_scorer, checked_scores, fingerprint_for, get_scorer
+from curindex.scoring.models import default_minilm_path
 from support import make_texts
 
 QUERIES = ["how to open a file", "sort a list of numbers", "x"]

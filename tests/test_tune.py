@@ -7,10 +7,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from curindex.build import run_build
 from curindex.config import config_from_dict
 from curindex.errors import ConfigError
-from curindex.evaluate import figure_keys, recall_brute_force
+from curindex.evaluate import recall_brute_force
+from curindex.figures import figure_grid
+from curindex.pipeline import run_build
 from support import tiny_config
 
 pytestmark = pytest.mark.spark
@@ -25,7 +26,7 @@ def test_tuned_rcond_on_a_disjoint_split(spark, tiny_corpus):
                       factorize={"tune": True, "tune_rconds": GRID, "tune_fraction": 0.5},
                       validate={"ks": [1, 5], "budgets": [30, 60]})
     cfg = config_from_dict(raw)
-    m = run_build(spark, cfg, version="t1").manifest
+    m = run_build(spark, cfg, version="t1").manifest.to_dict()
     tuning = m["factorization"]["tuning"]
     queries = pq.read_table(f"{cfg.store.uri}/versions/t1/anchors/queries.parquet").to_pydict()
     test_ids = [i for i, r in zip(queries["id"], queries["role"], strict=True) if r == "test"]
@@ -37,7 +38,7 @@ def test_tuned_rcond_on_a_disjoint_split(spark, tiny_corpus):
     assert not set(tune_ids) & set(reported) and set(tune_ids) | set(reported) == set(test_ids)
     # The curve, independently: numpy CUR of the exact matrix on the tuning queries only.
     from curindex.config import ScorerConfig
-    from curindex.scoring import build_scorer
+    from curindex.scoring.base import build_scorer
 
     scorer = build_scorer(ScorerConfig(**cfg.to_dict()["scorer"]))
     items = tiny_corpus["items"]
@@ -49,7 +50,7 @@ def test_tuned_rcond_on_a_disjoint_split(spark, tiny_corpus):
     cols = [ids.index(a) for a in a_ids]
     h = scorer.score_block(anchor_q, texts).astype(np.float64)  # [k_q, n]
     exact = scorer.score_block(tune_q, texts).astype(np.float64)  # [n_tune, n]
-    pairs = figure_keys([1, 5], [30, 60], len(a_ids))
+    pairs = figure_grid([1, 5], [30, 60], min_budget=len(a_ids))
     want = {}
     for rcond in GRID:
         g = np.linalg.pinv(h[:, cols], rcond=rcond)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from curindex.scoring.base import default_minilm_path
+from curindex.scoring.models import default_minilm_path
 
 MAX_TOKENS = 256  # the model's max_seq_length in its sentence-transformers config
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from curindex.manifest import read_manifest
 from curindex.store import Store
 
 
@@ -22,11 +23,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     store = Store.open(args.store)
     version = store.resolve(args.version)
-    manifest = store.read_manifest(version)
+    manifest = read_manifest(store, version)
     print(summary_table(manifest))
     out = Path(args.out or os.path.join(tempfile.gettempdir(), "curindex-reports", version))
     out.mkdir(parents=True, exist_ok=True)
-    stored = sorted(p for p in manifest["files"] if p.startswith("report/"))
+    stored = sorted(p for p in manifest.files if p.startswith("report/"))
     if stored:  # the report written at build time, verified against the manifest
         for rel in stored:
             (out / rel.removeprefix("report/")).write_bytes(
@@ -50,16 +51,17 @@ def live_recall(searcher, queries: list[str], ks: list[int], budgets: list[int]
                 ) -> dict[str, float]:
     """Top-k-Recall@budget of the Searcher on `queries`, against exact scores over every item
     (len(queries) x items model calls: keep the query set small)."""
-    from curindex.evaluate import figure_keys, key
+    from curindex.figures import figure_grid
 
     texts = [t for _, _, _, shard_texts in searcher._shards for t in shard_texts]
     ids = [i for _, _, shard_ids, _ in searcher._shards for i in shard_ids]
     exact = searcher.scorer.score_block(queries, texts)  # [n_q, n]
     truth = [[ids[j] for j in np.argsort(-exact[q], kind="stable")] for q in range(len(queries))]
     out = {}
-    for k, budget in figure_keys(ks, budgets, len(searcher.anchor_ids)):
-        got = searcher.search(queries, k=k, budget=budget)
-        out[key(k, budget)] = float(np.mean([len(set(r.ids) & set(truth[q][:k])) / k
+    for figure in figure_grid(ks, budgets, min_budget=len(searcher.anchor_ids)):
+        k = figure.k
+        got = searcher.search(queries, k=k, budget=figure.budget)
+        out[str(figure)] = float(np.mean([len(set(r.ids) & set(truth[q][:k])) / k
                                              for q, r in enumerate(got)]))
     return out
 
@@ -70,7 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     store = Store.open(args.store)
     version = store.resolve(args.version)
     if not args.queries:
-        print(summary_table(store.read_manifest(version)))
+        print(summary_table(read_manifest(store, version)))
         return 0
     from curindex.search import Searcher
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from curindex.errors import ConfigError
+from curindex.scoring.registry import KINDS, scorer_problems
 
 BUILTIN_PREFIX = "builtin:"
 INPUT_FORMATS = ("auto", "parquet", "jsonl", "beir")
-SCORER_KINDS = ("maxsim-minilm", "cross-encoder", "callable", "toy")
+SCORER_KINDS = tuple(KINDS)
 ANCHOR_ITEM_STRATEGIES = ("random", "kmeans", "leverage")
 
 
@@ -136,7 +137,7 @@ class BuildConfig:
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
-    source: str = "<dict>"  # the file it came from (not a TOML key)
+    source: str = field(default="<dict>", compare=False)  # the file it came from (not a key)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every setting (what the manifest records)."""
@@ -158,13 +159,17 @@ def load_config(path: str | Path) -> BuildConfig:
 
 
 def config_from_dict(
-    data: dict[str, Any], *, source: str = "<dict>", base_dir: Path | None = None
+    data: dict[str, Any], *, source: str = "<dict>", base_dir: Path | None = None,
+    check: bool = True,
 ) -> BuildConfig:
-    """Validate a parsed config. Relative input/store paths are resolved against base_dir."""
+    """Validate a parsed config. Relative input/store paths are resolved against base_dir.
+    `check=False` checks keys and types only, not values (a config recorded in a manifest
+    was checked when its version was built)."""
     cfg = _build(BuildConfig, data, source, where="")
     if base_dir is not None:
         cfg = _resolve_paths(cfg, base_dir)
-    _check(cfg, source)
+    if check:
+        _check(cfg, source)
     return dataclasses.replace(cfg, source=source)
 
 
@@ -266,13 +271,9 @@ def _check(cfg: BuildConfig, source: str) -> None:
         "[anchors] items",
         f"unknown strategy {a.items!r} (known: {', '.join(ANCHOR_ITEM_STRATEGIES)})",
     )
-    need(s.kind in SCORER_KINDS, "[scorer] kind", f"must be one of {SCORER_KINDS}, got {s.kind!r}")
-    need(s.kind != "cross-encoder" or bool(s.path), "[scorer] path", "cross-encoder needs a path")
-    need(
-        s.kind != "callable" or (":" in s.target and all(s.target.split(":", 1))),
-        "[scorer] target",
-        f"kind = 'callable' needs target = 'module:callable', got {s.target!r}",
-    )
+    for key, problem in scorer_problems(s.kind, path=s.path, target=s.target,
+                                        options=s.options):
+        need(False, f"[scorer] {key}", problem)
     need(s.batch_size >= 1, "[scorer] batch_size", f"must be >= 1, got {s.batch_size}")
     need(s.max_query_tokens >= 2, "[scorer] max_query_tokens", "must be >= 2")
     need(s.max_item_tokens >= 2, "[scorer] max_item_tokens", "must be >= 2")

@@ -19,15 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def key(k: int, budget: int) -> str:
-    """The name of a figure: "10@200" is Top-10-Recall at a budget of 200 calls."""
-    return f"{k}@{budget}"
-
-
-def figure_keys(ks: Sequence[int], budgets: Sequence[int], k_i: int) -> list[tuple[int, int]]:
-    """The (k, budget) pairs that make sense: k < budget and budget > k_i."""
-    return [(k, b) for b in budgets for k in ks if k < b and b > k_i]
+from curindex.figures import Figure
 
 
 @dataclass(frozen=True)
@@ -50,11 +42,11 @@ def _top(scores: np.ndarray, ids: Sequence[str], n: int) -> list[int]:
     return order[:n]
 
 
-def recall_from_tops(tops: Sequence[QueryTops], pairs: Sequence[tuple[int, int]]
-                     ) -> dict[str, float]:
-    """Mean Top-k-Recall@budget over queries for each (k, budget)."""
+def recall_from_tops(tops: Sequence[QueryTops], figures: Sequence[Figure]) -> dict[str, float]:
+    """Mean Top-k-Recall@budget over queries for each figure."""
     out = {}
-    for k, budget in pairs:
+    for figure in figures:
+        k, budget = figure.k, figure.budget
         total = 0.0
         for t in tops:
             n_cand = budget - len(t.anchor_ids) - t.extra_calls
@@ -62,12 +54,12 @@ def recall_from_tops(tops: Sequence[QueryTops], pairs: Sequence[tuple[int, int]]
             pool_exact = np.concatenate([t.anchor_exact, t.cand_exact[:n_cand]])
             got = {pool_ids[j] for j in _top(pool_exact, pool_ids, k)}
             total += len(got & set(t.exact_ids[:k])) / k
-        out[key(k, budget)] = total / len(tops) if tops else float("nan")
+        out[str(figure)] = total / len(tops) if tops else float("nan")
     return out
 
 
 def recall_brute_force(exact: np.ndarray, approx: np.ndarray, ids: Sequence[str],
-                       anchor_ids: Sequence[str], pairs: Sequence[tuple[int, int]], *,
+                       anchor_ids: Sequence[str], figures: Sequence[Figure], *,
                        extra_calls: int = 0) -> dict[str, float]:
     """The same figures from whole matrices: exact, approx [n_test, n_items]; `anchor_ids` are
     the anchor items in the pool, `extra_calls` the detached ones."""
@@ -76,8 +68,8 @@ def recall_brute_force(exact: np.ndarray, approx: np.ndarray, ids: Sequence[str]
     anchor_cols = [col[a] for a in anchor_ids]
     non_anchor = [j for j in range(len(ids)) if ids[j] not in set(anchor_ids)]
     na_ids = [ids[j] for j in non_anchor]
-    k_max = max((k for k, _ in pairs), default=1)
-    m_max = max((b for _, b in pairs), default=0) - len(anchor_ids) - extra_calls
+    k_max = max((f.k for f in figures), default=1)
+    m_max = max((f.budget for f in figures), default=0) - len(anchor_ids) - extra_calls
     tops = []
     for t in range(exact.shape[0]):
         cand = [non_anchor[j] for j in _top(approx[t, non_anchor], na_ids, max(m_max, 0))]
@@ -89,4 +81,4 @@ def recall_brute_force(exact: np.ndarray, approx: np.ndarray, ids: Sequence[str]
             anchor_exact=exact[t, anchor_cols],
             extra_calls=extra_calls,
         ))
-    return recall_from_tops(tops, pairs)
+    return recall_from_tops(tops, figures)

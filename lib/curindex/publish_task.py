@@ -43,14 +43,15 @@ def is_committed(config_path: str, version: str) -> bool:
     stages are then no-ops. (From another config, the stages fail: versions are immutable.)"""
     from curindex.config import load_config
     from curindex.errors import StoreError
+    from curindex.manifest import read_manifest
     from curindex.store import Store
 
     cfg = load_config(config_path)
     try:
-        manifest = Store.open(cfg.store.uri).read_manifest(version)
+        manifest = read_manifest(Store.open(cfg.store.uri), version)
     except StoreError:
         return False
-    return manifest.get("config") == cfg.to_dict()
+    return manifest.config == cfg
 
 
 def publish_version(config_path: str, version: str) -> dict[str, Any]:
@@ -58,18 +59,19 @@ def publish_version(config_path: str, version: str) -> dict[str, Any]:
     carries (store, version, recall). A version under its recall thresholds raises
     :class:`curindex.errors.QualityGateError` naming the figures, and nothing is published."""
     from curindex.config import load_config
-    from curindex.gate import figure_order
+    from curindex.figures import by_figure
+    from curindex.manifest import read_manifest
+    from curindex.publish import publish_version as publish
     from curindex.store import Store
 
     store = Store.open(load_config(config_path).store.uri)
-    validation = store.read_manifest(version).get("validation") or {}
-    recall = validation.get("recall") or {}
-    floors = validation.get("min_recall") or {}
-    for name in sorted(recall, key=figure_order):
-        k, budget = name.split("@")
-        floor = f" (threshold {floors[name]:.4f})" if name in floors else ""
-        log.info("version %s: Top-%s-Recall@%s = %.4f%s", version, k, budget, recall[name], floor)
-    store.publish(version)
+    validation = read_manifest(store, version).validation
+    recall, floors = dict(validation.recall), validation.min_recall
+    for figure, value in by_figure(recall):
+        floor = floors.get(str(figure))
+        log.info("version %s: %s = %.4f%s", version, figure.label, value,
+                 "" if floor is None else f" (threshold {floor:.4f})")
+    publish(store, version)
     log.info("version %s is the current version of %s", version, store.uri)
     return {"store": store.uri, "version": version, "recall": recall}
 

@@ -14,7 +14,8 @@ import io
 import json
 from typing import Any
 
-from curindex.gate import figure_order
+from curindex.figures import Figure
+from curindex.manifest import Manifest
 
 REPORT_FORMAT = 1
 
@@ -31,7 +32,7 @@ pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:12px}
 """
 
 
-def render_report(manifest: dict) -> dict[str, bytes]:
+def render_report(manifest: Manifest) -> dict[str, bytes]:
     """The report files of a version: report.json, report.html and, when matplotlib is
     installed, recall.png (when recall was measured) and singular_values.png."""
     figures = report_figures(manifest)
@@ -42,49 +43,47 @@ def render_report(manifest: dict) -> dict[str, bytes]:
     return out
 
 
-def report_figures(manifest: dict) -> dict[str, Any]:
-    """The figures of the report as one JSON-ready dict; every part of the manifest optional."""
-    v = manifest.get("validation") or {}
-    baseline = v.get("baseline") or None
-    anchors, index = manifest.get("anchors") or {}, manifest.get("index") or {}
-    config = manifest.get("config") or {}
-    shard_sizes = [s.get("n_items") for s in index.get("shards") or []]
+def report_figures(manifest: Manifest) -> dict[str, Any]:
+    """The figures of the report as one JSON-ready dict."""
+    v, anchors, index = manifest.validation, manifest.anchors, manifest.index
+    doc = manifest.to_dict()
+    shard_sizes = [s.n_items for s in index.shards]
     return {
         "report_format": REPORT_FORMAT,
-        "version": manifest.get("version"),
-        "created_at": manifest.get("created_at"),
+        "version": manifest.version,
+        "created_at": manifest.created_at,
         "headline": {
-            "items": (manifest.get("counts") or {}).get("items"),
-            "k_q": anchors.get("n_queries"),
-            "k_i": anchors.get("n_items", (config.get("anchors") or {}).get("n_items")),
-            "scorer": (manifest.get("scorer") or {}).get("kind"),
-            "scorer_fingerprint": (manifest.get("scorer") or {}).get("fingerprint"),
-            "index": index.get("factory", (config.get("index") or {}).get("factory")),
+            "items": manifest.counts.items,
+            "k_q": anchors.n_queries,
+            "k_i": anchors.n_items,
+            "scorer": manifest.scorer.kind,
+            "scorer_fingerprint": manifest.scorer.fingerprint,
+            "index": index.factory,
             "shard_items_min": min(shard_sizes, default=None),
             "shard_items_max": max(shard_sizes, default=None),
         },
         "recall": {
-            "ours": v.get("recall") or {},
-            "exact_search": v.get("recall_exact_search") or {},
-            "index_vs_exact": v.get("index_recall_vs_exact") or {},
-            "baseline": baseline and {"name": baseline.get("name", "baseline"),
-                                      "recall": baseline.get("recall") or {}},
+            "ours": dict(v.recall),
+            "exact_search": dict(v.recall_exact_search),
+            "index_vs_exact": dict(v.index_recall_vs_exact),
+            "baseline": v.baseline and {"name": v.baseline.name,
+                                        "recall": dict(v.baseline.recall)},
         },
         "gate": {
-            "measured": bool(v),
-            "passed": v.get("passed") if v else None,
-            "min_recall": v.get("min_recall") or {},
-            "failures": v.get("failures") or [],
-            "n_test": v.get("n_test", anchors.get("n_test")),
+            "measured": bool(v.recall),
+            "passed": v.passed,
+            "min_recall": dict(v.min_recall),
+            "failures": list(v.failures),
+            "n_test": v.n_test,
         },
-        "counts": manifest.get("counts") or {},
-        "timings_s": manifest.get("timings_s") or {},
-        "factorization": manifest.get("factorization") or {},
-        "manifest": {k: val for k, val in manifest.items() if k != "files"},
+        "counts": doc["counts"],
+        "timings_s": dict(manifest.timings_s),
+        "factorization": doc["factorization"],
+        "manifest": {k: val for k, val in doc.items() if k != "files"},
     }
 
 
-def summary_table(manifest: dict) -> str:
+def summary_table(manifest: Manifest) -> str:
     """A plain-text table for the terminal: recall (ours, exact search, baseline, threshold),
     gate, counts and timings."""
     f = report_figures(manifest)
@@ -96,7 +95,7 @@ def summary_table(manifest: dict) -> str:
     ]
     series = _series(r)
     names = sorted({n for _, rec in series for n in rec} | set(gate["min_recall"]),
-                   key=figure_order)
+                   key=Figure.parse)
     if names:
         header = ["Top-k@budget", *(label for label, _ in series), "min"]
         rows = [[n, *(_rate(rec.get(n)) for _, rec in series),
@@ -168,8 +167,8 @@ def _text_table(header: list[str] | None, rows: list[list[str]]) -> list[str]:
 
 
 def _split(name: str) -> tuple[int, int]:
-    budget, k = figure_order(name)
-    return k, budget
+    figure = Figure.parse(name)
+    return figure.k, figure.budget
 
 
 # -- HTML --
@@ -309,7 +308,7 @@ def _plots(f: dict) -> dict[str, bytes] | None:
     try:
         from matplotlib import style
         from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure as PlotFigure
     except ImportError:
         return None
     out = {}
@@ -317,7 +316,7 @@ def _plots(f: dict) -> dict[str, bytes] | None:
     with style.context("default"):
         for name, draw in (("recall.png", _draw_recall),
                            ("singular_values.png", _draw_singular_values)):
-            fig = Figure(figsize=(7, 4.2), dpi=100)
+            fig = PlotFigure(figsize=(7, 4.2), dpi=100)
             FigureCanvasAgg(fig)
             if draw(fig.add_subplot(), f):
                 fig.tight_layout()

@@ -16,7 +16,6 @@ budget goes to items near the query, and the later rounds re-solve on them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ import pyarrow.parquet as pq
 from curindex.adaptive import adaptive_rounds, round_sizes
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError, StoreError
-from curindex.scoring import Scorer, build_scorer, checked_scores, fingerprint_for
+from curindex.manifest import Manifest, read_manifest
+from curindex.scoring.base import Scorer, build_scorer, checked_scores, fingerprint_for
 from curindex.shardindex import (
     EXTRAS,
     merge_shards,
@@ -94,7 +94,7 @@ class Searcher:
 
     SEEDS = ("anchors", "bi-encoder")
 
-    def __init__(self, *, store: Store, version: str, manifest: dict, scorer: Scorer,
+    def __init__(self, *, store: Store, version: str, manifest: Manifest | None, scorer: Scorer,
                  anchor_ids: list[str], anchor_texts: list[str], shards: list[tuple],
                  extras: dict[str, list] | None = None,
                  anchor_columns: np.ndarray | None = None,
@@ -147,50 +147,50 @@ class Searcher:
         vid = store.resolve(version)
         if verify:
             store.verify(vid)
-        manifest = store.read_manifest(vid)
-        scfg = trusted_scorer_config(manifest["config"]["scorer"], version=vid,
+        manifest = read_manifest(store, vid)
+        scfg = trusted_scorer_config(manifest.scorer_config, version=vid,
                                      scorer_target=scorer_target)
         if scorer_path is not None:
             scfg = dataclasses.replace(scfg, path=scorer_path)
         fp = fingerprint_for(scfg)
-        if fp != manifest["scorer"]["fingerprint"]:
+        if fp != manifest.scorer.fingerprint:
             raise ScorerError(
                 f"version {vid}: the scorer here has fingerprint {fp}, the index was built with "
-                f"{manifest['scorer']['fingerprint']} (different weights or settings)"
+                f"{manifest.scorer.fingerprint} (different weights or settings)"
             )
-        anchors = pq.read_table(store.local_path(vid, manifest["anchors"]["items_file"]))
+        anchors = pq.read_table(store.local_path(vid, manifest.anchors.items_file))
         shards: list[tuple] = []
         extras: dict[str, list] = {}
-        nprobe, ef = manifest["config"]["index"]["nprobe"], manifest["config"]["index"]["ef_search"]
-        for s in manifest["index"]["shards"]:
-            index = read_index(store.local_path(vid, s["index"]))
+        nprobe, ef = manifest.config.index.nprobe, manifest.config.index.ef_search
+        for s in manifest.index.shards:
+            index = read_index(store.local_path(vid, s.index))
             set_search_params(index, nprobe=nprobe, ef_search=ef)
-            ids = pq.read_table(store.local_path(vid, s["ids"]), columns=["item_id", "text"])
-            if index.ntotal != ids.num_rows or ids.num_rows != s["n_items"]:
+            ids = pq.read_table(store.local_path(vid, s.ids), columns=["item_id", "text"])
+            if index.ntotal != ids.num_rows or ids.num_rows != s.n_items:
                 raise StoreError(
-                    f"version {vid}: shard {s['index']} holds {index.ntotal} vectors and "
-                    f"{ids.num_rows} ids, the manifest says {s['n_items']}"
+                    f"version {vid}: shard {s.index} holds {index.ntotal} vectors and "
+                    f"{ids.num_rows} ids, the manifest says {s.n_items}"
                 )
-            shards.append((s["shard"], index, ids.column("item_id").to_pylist(),
+            shards.append((s.shard, index, ids.column("item_id").to_pylist(),
                            ids.column("text").to_pylist()))
             for name in EXTRAS:
-                if f"{name}_index" in s:
-                    extra = read_index(store.local_path(vid, s[f"{name}_index"]))
-                    if extra.ntotal != s["n_items"]:
-                        raise StoreError(f"version {vid}: {s[f'{name}_index']} holds "
-                                         f"{extra.ntotal} vectors, the shard {s['n_items']}")
+                if (rel := s.extra(name)) is not None:
+                    extra = read_index(store.local_path(vid, rel))
+                    if extra.ntotal != s.n_items:
+                        raise StoreError(f"version {vid}: {rel} holds "
+                                         f"{extra.ntotal} vectors, the shard {s.n_items}")
                     extras.setdefault(name, []).append(extra)
         anchor_columns = None
         if "h" in extras:
-            rows = np.load(store.local_path(vid, manifest["anchors"]["scores_file"]),
+            rows = np.load(store.local_path(vid, manifest.anchors.scores_file),
                            allow_pickle=False)  # [k_i, k_q + n_test]
-            anchor_columns = rows[:, : manifest["anchors"]["n_queries"]].T.astype(np.float64)
+            anchor_columns = rows[:, : manifest.anchors.n_queries].T.astype(np.float64)
         return cls(store=store, version=vid, manifest=manifest,
                    scorer=build_scorer(scfg, fp),
                    anchor_ids=anchors.column("id").to_pylist(),
                    anchor_texts=anchors.column("text").to_pylist(), shards=shards,
                    extras=extras, anchor_columns=anchor_columns,
-                   detached=manifest["anchors"].get("detached", []), ivf_in_memory=ivf_in_memory)
+                   detached=manifest.anchors.detached, ivf_in_memory=ivf_in_memory)
 
     @property
     def adaptive(self) -> bool:
@@ -252,7 +252,7 @@ class Searcher:
         if rounds > 1:
             found = adaptive_rounds(
                 first=found, later=sizes[1:], anchor_columns=anchor_columns, anchor_exact=c,
-                rcond=self.manifest["factorization"]["rcond"] if rcond is None else rcond,
+                rcond=self.manifest.factorization.rcond if rcond is None else rcond,
                 retrieve=lambda w, n, seen: self._retrieve(
                     self._extras["h"][1], w, n,
                     [s | self._anchor_labels if seed == "anchors" else s for s in seen]),
@@ -309,9 +309,4 @@ class Searcher:
                    if label >= 0 and label not in seen[qi]][:n]  # < 0: fewer hits (IVF)
             out.append(got)
         return out
-
-    def describe(self) -> str:
-        m = self.manifest
-        return json.dumps({"version": self.version, "items": m["counts"]["items"],
-                           "k_i": m["anchors"]["n_items"], "k_q": m["anchors"]["n_queries"]})
 

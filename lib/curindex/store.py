@@ -154,7 +154,7 @@ class Store:
         self._refs: dict[str, dict[str, Any]] = {}  # committed versions' references
 
     @classmethod
-    def open(cls, uri: str) -> Store:
+    def open(cls, uri: str, *, create: bool = False) -> Store:
         """Open ``uri``: a local path, or anything ``pyarrow.fs.FileSystem.from_uri`` opens."""
         if not isinstance(uri, str) or not uri.strip():
             raise StoreError(f"store uri {uri!r} is empty")
@@ -271,6 +271,30 @@ class Store:
             raise self._err(f"cannot read {path}: {e}") from e
         return size, h.hexdigest()
 
+    # --- build state (interim: the store package owns it) -------------------------------------
+
+    def default_work_dir(self, version: str) -> str:
+        return self._p("_work", validate_version_id(version))
+
+    def _state(self, version: str, stage: str = "") -> str:
+        base = self._p("_builds", validate_version_id(version))
+        return f"{base}/{stage}.json" if stage else base
+
+    def save_build_state(self, version: str, stage: str, doc: dict) -> None:
+        self._put(self._state(version, stage), json.dumps(doc).encode())
+
+    def load_build_state(self, version: str, stage: str) -> dict | None:
+        data = self._read(self._state(version, stage))
+        return None if data is None else json.loads(data)
+
+    def clear_build_state(self, version: str) -> None:
+        if self.fs.get_file_info(self._state(version)).type != pafs.FileType.NotFound:
+            self.fs.delete_dir(self._state(version))
+
+    def has_file(self, version: str, rel: str, size: int) -> bool:
+        info = self.fs.get_file_info(f"{self._vdir(version)}/{self._rel(version, rel)}")
+        return info.type == pafs.FileType.File and info.size == size
+
     # --- writing a version --------------------------------------------------------------------
 
     def _refuse_committed(self, version: str) -> str:
@@ -323,7 +347,7 @@ class Store:
 
     def commit_version(
         self, version: str, manifest: dict[str, Any], files: list[FileEntry],
-        references: dict[str, str] | None = None,
+        references: dict[str, str] | None = None, created_at: str | None = None,
     ) -> dict[str, Any]:
         """Write the manifest, which makes the version complete; returns what was written.
 
@@ -366,7 +390,7 @@ class Store:
             "version": version,
             "files": {rel: listed[rel] for rel in names},
             "references": refs,
-            "created_at": _now_iso(),
+            "created_at": created_at or _now_iso(),
         }
         try:
             data = _dumps(doc)

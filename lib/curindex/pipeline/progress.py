@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-log = logging.getLogger("curindex.build")
+log = logging.getLogger("curindex.pipeline")
 
 
 def progress_line(

@@ -26,7 +26,9 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from curindex import scorerows
 from curindex.evaluate import QueryTops, recall_from_tops
+from curindex.figures import Figure
 
 TOPS_SCHEMA = "t int, kind int, item_id string, exact double, score double"
 EXACT, CAND, BI = 0, 1, 2  # kinds of shortlist rows
@@ -67,8 +69,7 @@ def _tops_fn(g: np.ndarray, c: np.ndarray, k_q: int, anchors: list[str], limits:
             if n == 0:
                 continue
             ids = np.array(batch.column("item_id").to_pylist(), dtype=object)
-            flat = batch.column("scores").values.to_numpy(zero_copy_only=False)
-            s = flat.reshape(n, -1).astype(np.float64)  # [n, k_q + n_test]
+            s = scorerows.matrix(batch.column("scores")).astype(np.float64)  # [n, k_q + n_test]
             exact = s[:, first : first + c.shape[1]]  # [n, n_test]
             is_anchor = np.fromiter((i in anchor_set for i in ids), dtype=bool, count=n)
             ranked = {
@@ -149,10 +150,10 @@ def tops_for(lists: Shortlists, cand: list[tuple[list[str], np.ndarray]], anchor
 
 def recall_with_candidates(lists: Shortlists, cand: list[tuple[list[str], np.ndarray]],
                            anchor_ids: list[str], c: np.ndarray,
-                           pairs: list[tuple[int, int]], extra_calls: int = 0
+                           figures: list[Figure], extra_calls: int = 0
                            ) -> dict[str, float]:
     """Top-k-Recall@budget when the search retrieves `cand` (best first) after the anchors."""
-    return recall_from_tops(tops_for(lists, cand, anchor_ids, c, extra_calls), pairs)
+    return recall_from_tops(tops_for(lists, cand, anchor_ids, c, extra_calls), figures)
 
 
 def candidate_overlap(got: list[tuple[list[str], np.ndarray]],
@@ -164,12 +165,12 @@ def candidate_overlap(got: list[tuple[list[str], np.ndarray]],
                           for g, e in zip(got, exact, strict=True)]))
 
 
-def baseline_recall(lists: Shortlists, pairs: list[tuple[int, int]]) -> dict[str, float]:
+def baseline_recall(lists: Shortlists, figures: list[Figure]) -> dict[str, float]:
     """Bi-encoder retrieve-and-rerank: the top `budget` by similarity, re-ranked exactly."""
     tops = [QueryTops(exact_ids=lists.exact[t][0], cand_ids=ids, cand_exact=ex,
                       anchor_ids=[], anchor_exact=np.zeros(0))
             for t, (ids, ex) in enumerate(lists.bi)]
-    return recall_from_tops(tops, pairs)
+    return recall_from_tops(tops, figures)
 
 
 def index_candidates(

@@ -42,17 +42,13 @@ from pyspark import Accumulator, Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from curindex.build.errors import worker_errors
-from curindex.build.progress import ProgressLogger
+from curindex import scorerows
 from curindex.config import ScorerConfig
+from curindex.pipeline.errors import worker_errors
+from curindex.pipeline.progress import ProgressLogger
 
-log = logging.getLogger("curindex.build")
+log = logging.getLogger("curindex.pipeline")
 
-SCORES_SCHEMA = "item_id string, shard int, text string, truncated boolean, scores array<float>"
-SCORES_ARROW_SCHEMA = pa.schema([
-    ("item_id", pa.string()), ("shard", pa.int32()), ("text", pa.string()),
-    ("truncated", pa.bool_()), ("scores", pa.list_(pa.float32())),
-])
 CHUNK_ROWS_SCHEMA = "chunk int, items long"  # what a task returns: one row per committed chunk
 META_FILE = "_meta.json"
 TMP_DIR = "_temporary"  # Spark and pyarrow datasets skip names starting with "_"
@@ -107,7 +103,7 @@ class ChunkWriter:
         fs.create_dir(tmp_dir, recursive=True)
         self.tmp = f"{tmp_dir}/chunk-{chunk:05d}.{_attempt_id()}-{secrets.token_hex(4)}.parquet"
         self._out = fs.open_output_stream(self.tmp)
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._out, SCORES_ARROW_SCHEMA)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._out, scorerows.ARROW_SCHEMA)
 
     def write(self, batch: pa.RecordBatch) -> None:
         assert self._writer is not None, "chunk already committed or aborted"
@@ -212,7 +208,7 @@ def score_fn(
     n_q = len(queries)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from curindex.scoring import checked_scores, get_scorer, truncated_mask
+        from curindex.scoring.base import checked_scores, get_scorer, truncated_mask
 
         _set_threads(scorer_cfg.threads)
         scorer = get_scorer(scorer_cfg, fingerprint)
@@ -239,17 +235,15 @@ def score_fn(
                 scores = checked_scores(
                     scorer.score_block(queries, texts), n_q, len(texts), where=where
                 )  # [n_q, n_items]
-                flat = np.ascontiguousarray(scores.T).reshape(-1)  # item-major
-                offsets = pa.array(np.arange(0, flat.size + 1, n_q, dtype=np.int32))
                 writer.write(pa.RecordBatch.from_arrays(
                     [
                         ids.cast(pa.string()),
                         block.column("shard").combine_chunks().cast(pa.int32()),
                         block.column("text").combine_chunks().cast(pa.string()),
                         pa.array(truncated_mask(scorer, texts, role="item")),
-                        pa.ListArray.from_arrays(offsets, pa.array(flat, type=pa.float32())),
+                        scorerows.list_array(scores.T),  # one row per item
                     ],
-                    schema=SCORES_ARROW_SCHEMA,
+                    schema=scorerows.ARROW_SCHEMA,
                 ))
                 if items_done is not None:
                     items_done.add(block.num_rows)
@@ -282,10 +276,6 @@ class ScoreResult:
     chunks_resumed: int  # committed by an earlier attempt and kept
     items_resumed: int
     items_scored: int  # scored (and committed) by this run
-
-    @property
-    def chunks_scored(self) -> int:
-        return self.n_chunks - self.chunks_resumed
 
 
 def queries_digest(queries: list[str]) -> str:

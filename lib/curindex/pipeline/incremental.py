@@ -11,6 +11,7 @@ and the new score rows, into the base's trained empty index.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -18,23 +19,23 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from curindex.build.score import SCORES_ARROW_SCHEMA, SCORES_SCHEMA
+from curindex import scorerows
 from curindex.config import BuildConfig
 from curindex.errors import ConfigError
-from curindex.shardindex import shard_entry_files
+from curindex.manifest import Manifest
 
 # What an incremental build takes from its base and so must not change.
 KEPT_SECTIONS = ("scorer", "anchors", "factorize", "index")
 
 
-def check_base(cfg: BuildConfig, base: str, manifest: dict) -> None:
+def check_base(cfg: BuildConfig, base: str, manifest: Manifest) -> None:
     """Raise ConfigError when `cfg` cannot extend the base version `base`."""
-    have = cfg.to_dict()
-    if not manifest["config"]["index"].get("keep_scores"):
+    have, theirs_all = cfg.to_dict(), manifest.config.to_dict()
+    if not manifest.config.index.keep_scores:
         raise ConfigError(f"--base {base}: that version was built without [index] keep_scores "
                           "= true, so its items' scores are not kept; build it again with it")
     for section in KEPT_SECTIONS:
-        mine, theirs = have[section], manifest["config"][section]
+        mine, theirs = have[section], theirs_all[section]
         for key in sorted(set(mine) | set(theirs)):
             if mine.get(key) != theirs.get(key):
                 raise ConfigError(
@@ -54,20 +55,19 @@ def detached_anchors(items: DataFrame, anchor_ids: list[str], anchor_texts: list
     return sorted(i for i, t in zip(anchor_ids, anchor_texts, strict=True) if found.get(i) != t)
 
 
-def base_score_files(store, base: str, manifest: dict) -> list[tuple[int, str, str]]:
+def base_score_files(store, base: str, manifest: Manifest) -> list[tuple[int, str, str]]:
     """(shard, holding version, path) of each kept score file of the base."""
-    return [(s["shard"], store.holder(base, s["scores"]), s["scores"])
-            for s in manifest["index"]["shards"]]
+    return [(s.shard, store.holder(base, s.scores), s.scores) for s in manifest.index.shards]
 
 
 def base_rows(spark: SparkSession, store_uri: str, files: list[tuple[int, str, str]], *,
               keys_only: bool = False) -> DataFrame:
-    """The base's kept score rows (``SCORES_SCHEMA``), read by the executors, a file per
+    """The base's kept score rows (``scorerows.SPARK_SCHEMA``), read by the executors, a file per
     task, streamed in record batches. With `keys_only` only (item_id, shard, text, truncated)
     are read: what telling changes apart needs, without the score arrays."""
     names = ["item_id", "text", "truncated"] + ([] if keys_only else ["scores"])
-    arrow_schema = (pa.schema([f for f in SCORES_ARROW_SCHEMA if f.name != "scores"])
-                    if keys_only else SCORES_ARROW_SCHEMA)
+    arrow_schema = (pa.schema([f for f in scorerows.ARROW_SCHEMA if f.name != "scores"])
+                    if keys_only else scorerows.ARROW_SCHEMA)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from curindex.store import Store
@@ -84,7 +84,9 @@ def base_rows(spark: SparkSession, store_uri: str, files: list[tuple[int, str, s
                              *(part.column(c) for c in names[1:])], schema=arrow_schema)
 
     table = spark.createDataFrame(files, "shard int, holder string, rel string")
-    schema = SCORES_SCHEMA.replace(", scores array<float>", "") if keys_only else SCORES_SCHEMA
+    schema = scorerows.SPARK_SCHEMA
+    if keys_only:
+        schema = schema.replace(", scores array<float>", "")
     return table.repartition(max(1, len(files))).mapInArrow(run, schema)
 
 
@@ -131,14 +133,14 @@ def changes(items: DataFrame, base_keys: DataFrame, shard_col) -> dict:
     return out
 
 
-def shared_shards(store, base: str, manifest: dict, touched: list[int]) -> tuple[list[dict],
+def shared_shards(store, base: str, manifest: Manifest, touched: list[int]) -> tuple[list[dict],
                                                                                  dict[str, str]]:
     """The base's entries of the untouched shards, and {path: holding version} of their files
     (what the new version references)."""
     entries, refs = [], {}
-    for s in manifest["index"]["shards"]:
-        if s["shard"] in touched:
+    for s in manifest.index.shards:
+        if s.shard in touched:
             continue
-        entries.append(dict(s))
-        refs.update({rel: store.holder(base, rel) for rel in shard_entry_files(s)})
+        entries.append({k: v for k, v in dataclasses.asdict(s).items() if v is not None})
+        refs.update({rel: store.holder(base, rel) for rel in s.files()})
     return entries, refs

@@ -16,6 +16,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from curindex import scorerows
 from curindex.anchor_select import leverage_projector, leverage_scores, pivoted_qr_columns
 
 POOL_FACTOR = 4  # leverage pool = POOL_FACTOR x k_i items, from which QR picks k_i
@@ -23,9 +24,7 @@ POOL_FACTOR = 4  # leverage pool = POOL_FACTOR x k_i items, from which QR picks 
 
 def _h(batch: pa.RecordBatch, k_q: int) -> np.ndarray:
     """[n, k_q] anchor-query scores of a batch of score rows."""
-    n = batch.num_rows
-    flat = batch.column("scores").values.to_numpy(zero_copy_only=False)
-    return flat.reshape(n, -1)[:, :k_q].astype(np.float64)
+    return scorerows.matrix(batch.column("scores"))[:, :k_q].astype(np.float64)
 
 
 def score_gram(scores: DataFrame, k_q: int) -> np.ndarray:

@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 
-from curindex.build.score import ArrowMapFn
+from curindex import scorerows
 from curindex.errors import ConfigError
+from curindex.pipeline.score import ArrowMapFn
 from curindex.shardindex import (
     TRAINED_FILE,
     empty_index,
@@ -51,34 +52,22 @@ def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = (),
             if n == 0:
                 continue
             scores = batch.column("scores")
-            width = len(scores.values) // n
-            h = scores.values.to_numpy(zero_copy_only=False).reshape(n, width)[:, :k_q]
+            h = scorerows.matrix(scores)[:, :k_q]
             columns = {"shard": batch.column("shard"), "item_id": batch.column("item_id"),
-                       "text": batch.column("text"), "vector": _rows_array(item_vectors(h, g))}
+                       "text": batch.column("text"),
+                       "vector": scorerows.list_array(item_vectors(h, g))}
             if "h" in extras:
-                columns["h"] = _rows_array(h)
+                columns["h"] = scorerows.list_array(h)
             if "bi" in extras:
                 from curindex.baseline import get_biencoder
 
-                columns["bi"] = _rows_array(get_biencoder().encode(
+                columns["bi"] = scorerows.list_array(get_biencoder().encode(
                     batch.column("text").to_pylist()))
             if keep_scores:
                 columns["truncated"], columns["scores"] = batch.column("truncated"), scores
             yield pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
 
     return run
-
-
-def _rows_array(rows: np.ndarray) -> pa.ListArray:
-    """The rows of a matrix [n, width] as an Arrow list array of float32."""
-    flat = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1)
-    offsets = pa.array(np.arange(0, flat.size + 1, max(1, rows.shape[1]), dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(flat, type=pa.float32()))
-
-
-def _column_matrix(table: pa.Table, name: str) -> np.ndarray:
-    values = table.column(name).combine_chunks().values.to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(values.reshape(table.num_rows, -1), dtype=np.float32)
 
 
 def write_shard_fn(store_uri: str, version: str, trained: bytes, extras: tuple[str, ...] = (),
@@ -95,7 +84,7 @@ def write_shard_fn(store_uri: str, version: str, trained: bytes, extras: tuple[s
         n = table.num_rows
         labels = shard_labels(shard, n)
         index = faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8))
-        index.add_with_ids(_column_matrix(table, "vector"), labels)
+        index.add_with_ids(scorerows.matrix(table.column("vector")), labels)
         index_rel, ids_rel = shard_files(shard)
         store = Store.open(store_uri)
         entries = []
@@ -104,7 +93,7 @@ def write_shard_fn(store_uri: str, version: str, trained: bytes, extras: tuple[s
             faiss.write_index(index, local)
             entries.append(store.upload_file(version, index_rel, local))
             for name in extras:
-                x = _column_matrix(table, name)
+                x = scorerows.matrix(table.column(name))
                 extra = empty_index("IDMap,Flat", x.shape[1])
                 extra.add_with_ids(x, labels)
                 faiss.write_index(extra, local)

@@ -1,0 +1,282 @@
+"""The manifest of a version, typed: one owner of its schema and its format number.
+
+A version's ``manifest.json`` is written last by the build's commit stage; the store adds its
+envelope (``version``, ``files``, ``references``, ``created_at``). ``Manifest.from_dict`` reads
+any format this code knows, upgrading older ones here and nowhere else, and refuses a newer
+or malformed one with an IntegrityError naming the version and the field. Readers use the
+typed fields; ``to_dict`` gives the JSON document back.
+
+Format history: 1, the untyped manifest (sections filled by the pipeline as dicts); 2, the
+same content read into these types (absent optional sections get their defaults).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from types import NoneType, UnionType
+from typing import Any
+
+from curindex.config import BuildConfig, config_from_dict
+from curindex.errors import IntegrityError
+
+FORMAT = 2
+
+
+@dataclass(frozen=True)
+class FileRef:
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A file this version uses but an older version holds."""
+
+    version: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    kind: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class AnchorsInfo:
+    n_queries: int  # k_q
+    n_items: int  # k_i
+    n_test: int
+    seed: int
+    strategy: str
+    items_file: str
+    queries_file: str
+    scores_file: str  # [k_i, k_q + n_test] exact scores of the anchor items
+    n_tune: int = 0  # of the test queries, the first n_tune tune and are never reported
+    # anchor items deleted or changed in the corpus since (incremental builds)
+    detached: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Counts:
+    items: int
+    queries_available: int
+    items_truncated: int
+    item_max_chars: int
+    shards: int
+    pairs_scored: int
+    pairs_scored_this_run: int
+
+
+@dataclass(frozen=True)
+class Tuning:
+    objective: str
+    n_tune: int
+    tune_ids: tuple[str, ...]
+    curve: dict[str, float | None]
+    chosen_rcond: float
+
+
+@dataclass(frozen=True)
+class Factorization:
+    rcond: float
+    effective_rank: int
+    singular_values: tuple[float, ...]
+    condition_number_kept: float | None
+    anchor_selection_s: float | None = None
+    tuning: Tuning | None = None
+    from_base: str | None = None  # an incremental build's G is its base's
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    shard: int
+    n_items: int
+    index: str  # faiss index of the item vectors
+    ids: str  # Parquet id map: label, item_id, text
+    h_index: str | None = None  # anchor-query scores per item (adaptive search)
+    bi_index: str | None = None  # bi-encoder embeddings (bi-encoder-seeded search)
+    scores: str | None = None  # kept score rows (incremental builds)
+
+    def extra(self, name: str) -> str | None:
+        """The path of extra index `name` ("h" or "bi"), None when the shard has none."""
+        return {"h": self.h_index, "bi": self.bi_index}[name]
+
+    def files(self) -> list[str]:
+        return [p for p in (self.index, self.ids, self.h_index, self.bi_index, self.scores)
+                if p is not None]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    factory: str
+    dim: int
+    metric: str
+    label_shift: int
+    g_file: str
+    shards: tuple[ShardEntry, ...]
+    bytes: int
+    extra_bytes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    recall: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Validation:
+    n_test: int  # test queries reported on
+    min_recall: dict[str, float]
+    recall: dict[str, float]
+    passed: bool
+    failures: tuple[str, ...]
+    recall_exact_search: dict[str, float] = field(default_factory=dict)
+    index_recall_vs_exact: dict[str, float] = field(default_factory=dict)
+    baseline: Baseline | None = None
+    index: str = ""
+
+
+@dataclass(frozen=True)
+class Incremental:
+    base: str
+    new: int
+    changed: int
+    deleted: int
+    unchanged: int
+    touched_shards: tuple[int, ...]
+    shards_written: tuple[int, ...]
+    shards_shared: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: int
+    version: str
+    created_at: str
+    curindex_version: str
+    config: BuildConfig
+    config_source: str
+    scorer: ScorerInfo
+    anchors: AnchorsInfo
+    counts: Counts
+    factorization: Factorization
+    index: IndexInfo
+    validation: Validation
+    timings_s: dict[str, float]
+    files: dict[str, FileRef]
+    references: dict[str, Reference] = field(default_factory=dict)
+    report_dir: str | None = None
+    incremental: Incremental | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Manifest:
+        """Read a manifest document of any known format (upgraded to this one)."""
+        version = doc.get("version", "?") if isinstance(doc, dict) else "?"
+        where = f"version {version}: manifest"
+        if not isinstance(doc, dict):
+            raise IntegrityError(f"{where} is not a JSON object")
+        fmt = doc.get("format")
+        if type(fmt) is not int or fmt < 1:
+            raise IntegrityError(f"{where}: 'format' must be a positive int, got {fmt!r}")
+        if fmt > FORMAT:
+            raise IntegrityError(
+                f"{where} has format {fmt}; this curindex reads formats up to {FORMAT}: "
+                "upgrade curindex to read it")
+        for upgrade in _UPGRADES[fmt - 1:]:
+            doc = upgrade(doc)
+        return _load(cls, doc, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of this manifest."""
+        return _dump(self)
+
+    @property
+    def scorer_config(self) -> dict[str, Any]:
+        """The recorded `[scorer]` settings, as data (see `search.trusted_scorer_config`)."""
+        return dataclasses.asdict(self.config.scorer)
+
+
+
+def read_manifest(store: Any, version: str) -> Manifest:
+    """The typed manifest of a committed version of `store` (a ``curindex.store.Store``)."""
+    return Manifest.from_dict(store.read_manifest(version))
+
+
+def body(**sections: Any) -> dict[str, Any]:
+    """The manifest document a build commits (the store adds the envelope), checked by reading
+    it back as a Manifest with a placeholder envelope, so a malformed section fails the commit,
+    not a later reader."""
+    doc = {"format": FORMAT, **{k: _dump(v) for k, v in sections.items()}}
+    Manifest.from_dict({**doc, "version": "uncommitted", "created_at": "", "files": {}})
+    return doc
+
+
+def _upgrade_1(doc: dict) -> dict:
+    """Format 1 -> 2: the same content, read into the typed sections."""
+    return {**doc, "format": 2}
+
+
+_UPGRADES = (_upgrade_1,)
+
+
+# -- a small typed reader and writer over dataclasses --
+
+def _load(tp: Any, value: Any, where: str) -> Any:
+    if tp is Any:
+        return value
+    if tp is BuildConfig:
+        try:
+            return config_from_dict(value, source=where, check=False)
+        except Exception as e:
+            raise IntegrityError(f"{where}: {e}") from e
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise IntegrityError(f"{where}: expected an object, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        fields = {f.name: f for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            raise IntegrityError(f"{where}: unknown field {unknown[0]!r}")
+        kwargs = {}
+        for name, f in fields.items():
+            if name in value:
+                kwargs[name] = _load(hints[name], value[name], f"{where}.{name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise IntegrityError(f"{where}: missing field {name!r}")
+        return tp(**kwargs)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (UnionType, typing.Union):
+        if value is None and NoneType in args:
+            return None
+        (inner,) = [a for a in args if a is not NoneType]
+        return _load(inner, value, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise IntegrityError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_load(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise IntegrityError(f"{where}: expected an object, got {type(value).__name__}")
+        return {str(k): _load(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and type(value) is int:
+        return float(value)
+    if type(value) is not tp and not (tp is float and isinstance(value, float)):
+        raise IntegrityError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BuildConfig):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value):
+        return {f.name: _dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_dump(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _dump(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,72 @@
+"""Commit stage: the build report rendered, the manifest written last (the version becomes
+complete), the work folder and the stage states removed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from curindex import __version__
+from curindex import manifest as mf
+from curindex.pipeline.context import BuildContext
+from curindex.pipeline.files import remove_work
+from curindex.report import render_report
+from curindex.shardindex import LABEL_SHIFT
+from curindex.store import FileEntry
+
+# The stages whose states make up the manifest, in order.
+STATE_STAGES = ("prepare", "score", "factorize", "write_shards", "validate")
+
+
+def run(ctx: BuildContext) -> mf.Manifest:
+    cfg = ctx.cfg
+    states = {s: ctx.load(s) for s in STATE_STAGES}
+    for st in states.values():
+        st.pop("config_digest", None)
+    # A file a later stage rewrote (the anchor table, with leverage anchors) counts once.
+    files = list({f["path"]: FileEntry(**f)
+                  for st in states.values() for f in st.pop("files")}.values())
+    timings = {s: st.pop("seconds") for s, st in states.items()}
+    prep, score, shards = states["prepare"], states["score"], states["write_shards"]
+    anchors = ctx.anchors()
+    sections = dict(
+        curindex_version=__version__,
+        config=cfg,
+        config_source=cfg.source,
+        scorer=mf.ScorerInfo(kind=cfg.scorer.kind, fingerprint=prep["fingerprint"]),
+        anchors=mf.AnchorsInfo(
+            n_queries=len(anchors.query_ids), n_items=len(anchors.item_ids),
+            n_test=len(anchors.test_ids), n_tune=ctx.n_tune(), seed=cfg.anchors.seed,
+            strategy=cfg.anchors.items, items_file="anchors/items.parquet",
+            queries_file="anchors/queries.parquet", scores_file="anchors/scores.npy",
+            detached=tuple(prep.get("detached_anchors", []))),
+        counts=mf.Counts(
+            items=prep["items"], queries_available=prep["queries_available"],
+            items_truncated=score["items_truncated"], item_max_chars=prep["item_max_chars"],
+            shards=len(shards["shards"]), pairs_scored=score["pairs_scored"],
+            # less than pairs_scored when the score stage resumed an unfinished attempt
+            pairs_scored_this_run=score["pairs_scored_this_run"]),
+        factorization=states["factorize"],
+        index={"factory": cfg.index.factory, "dim": len(anchors.item_ids),
+               "metric": "inner_product", "label_shift": LABEL_SHIFT, "g_file": "G.npy",
+               "shards": shards["shards"], "bytes": shards["bytes"],
+               "extra_bytes": shards["extra_bytes"]},
+        validation=states["validate"],
+        timings_s=timings,
+        report_dir="report",
+    )
+    if prep["base"] is not None:
+        sections["incremental"] = {"base": prep["base"], **score["changes"],
+                                   "shards_written": shards["shards_written"],
+                                   "shards_shared": shards["shards_shared"]}
+    body = mf.body(**sections)
+    # The report lives inside the version: immutable and checksummed like the index.
+    created_at = datetime.now(UTC).isoformat(timespec="microseconds")
+    draft = mf.Manifest.from_dict({**body, "version": ctx.version, "created_at": created_at,
+                                   "files": {}})
+    files += [ctx.store.write_bytes(ctx.version, f"report/{name}", data)
+              for name, data in sorted(render_report(draft).items())]
+    doc = ctx.store.commit_version(ctx.version, body, files, references=shards["references"],
+                                   created_at=created_at)
+    remove_work(ctx.spark, ctx.work)
+    ctx.clear_states()
+    return mf.Manifest.from_dict(doc)

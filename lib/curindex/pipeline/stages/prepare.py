@@ -1,0 +1,77 @@
+"""Prepare stage: check the inputs and choose the anchors (or take an incremental build's base's
+anchors and G)."""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+
+from curindex.errors import ConfigError
+from curindex.manifest import read_manifest
+from curindex.pipeline import incremental
+from curindex.pipeline.anchors import Anchors, choose_anchors
+from curindex.pipeline.context import BuildContext
+from curindex.pipeline.corpus import check_texts, read_texts
+from curindex.pipeline.files import parquet_bytes, remove_work
+from curindex.scoring.base import fingerprint_for
+from curindex.shardindex import empty_index
+from curindex.store import FileEntry, Store
+
+log = logging.getLogger("curindex.pipeline")
+
+# The small files that define the projection: an incremental build copies them from its base.
+DEFINING_FILES = ("anchors/items.parquet", "anchors/queries.parquet", "G.npy",
+                  "anchors/scores.npy")
+
+
+def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
+    cfg, store = ctx.cfg, ctx.store
+    empty_index(cfg.index.factory, cfg.anchors.n_items)  # a bad factory string fails first
+    fingerprint = fingerprint_for(cfg.scorer)
+    base = ctx.base_arg
+    if base is not None:  # a base this config cannot extend fails first
+        manifest = read_manifest(store, base)
+        incremental.check_base(cfg, base, manifest)
+        if manifest.scorer.fingerprint != fingerprint:
+            raise ConfigError(
+                f"--base {base}: the scorer here has fingerprint {fingerprint}, the base "
+                f"was built with {manifest.scorer.fingerprint}")
+    store.begin_version(ctx.version)  # clears leftovers of an earlier attempt
+    ctx.clear_states()
+    remove_work(ctx.spark, ctx.work)  # new anchors or items: no score chunk is kept
+    items = read_texts(ctx.spark, cfg.items, role="items")
+    queries = read_texts(ctx.spark, cfg.queries, role="queries")
+    item_stats = check_texts(items, role="items", source=cfg.items.path)
+    query_stats = check_texts(queries, role="queries", source=cfg.queries.path)
+    state = {"fingerprint": fingerprint, "items": item_stats.rows,
+             "queries_available": query_stats.rows, "item_max_chars": item_stats.max_chars,
+             "item_mean_chars": round(item_stats.mean_chars, 1), "base": None,
+             "detached_anchors": []}
+    if base is None:
+        anchors = choose_anchors(items, queries, cfg.anchors, n_items=item_stats.rows,
+                                 n_queries=query_stats.rows)
+        return state, write_anchor_tables(store, ctx.version, anchors)
+    anchor_items = ctx.table("anchors/items.parquet", version=base)
+    detached = incremental.detached_anchors(items, anchor_items.column("id").to_pylist(),
+                                            anchor_items.column("text").to_pylist())
+    if detached:
+        log.warning("--base %s: %d anchor items were deleted or changed in the corpus (%s); "
+                    "they stay anchors (their stored texts) but leave search results",
+                    base, len(detached), ", ".join(detached[:5]))
+    # The small files that define the projection are copied; shards are referenced.
+    files = [store.write_bytes(ctx.version, rel, store.read_bytes(base, rel))
+             for rel in DEFINING_FILES]
+    return {**state, "base": base, "detached_anchors": detached}, files
+
+
+def write_anchor_tables(store: Store, version: str, anchors: Anchors) -> list[FileEntry]:
+    n_q, n_t = len(anchors.query_ids), len(anchors.test_ids)
+    items = pa.table({"id": anchors.item_ids, "text": anchors.item_texts})
+    queries = pa.table({
+        "id": anchors.query_ids + anchors.test_ids,
+        "text": anchors.query_texts + anchors.test_texts,
+        "role": ["anchor"] * n_q + ["test"] * n_t,
+    })
+    return [store.write_bytes(version, "anchors/items.parquet", parquet_bytes(items)),
+            store.write_bytes(version, "anchors/queries.parquet", parquet_bytes(queries))]

@@ -1,0 +1,57 @@
+"""Score stage: every anchor and test query against every item (an incremental build: only the
+new and changed items), committed in chunks so a killed driver resumes (``pipeline.score``)."""
+
+from __future__ import annotations
+
+import logging
+
+from curindex import scorerows
+from curindex.errors import CurIndexError
+from curindex.pipeline import incremental
+from curindex.pipeline.context import BuildContext
+from curindex.pipeline.corpus import read_texts
+from curindex.pipeline.score import score_items, shard_of
+from curindex.store import FileEntry
+
+log = logging.getLogger("curindex.pipeline")
+
+
+def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
+    prep, anchors, cfg, spark = ctx.load("prepare"), ctx.anchors(), ctx.cfg, ctx.spark
+    items = read_texts(spark, cfg.items, role="items")
+    changes, scored = None, prep["items"]
+    if prep["base"] is not None:
+        keys = ctx.base_rows(prep["base"], keys_only=True)
+        changes = incremental.changes(items, keys, shard_of("id", cfg.index.num_shards))
+        items = incremental.items_to_score(items, keys)
+        if changes["new"] + changes["changed"] + changes["unchanged"] != prep["items"]:
+            raise CurIndexError(f"version {ctx.version}: {changes} do not add up to the "
+                                f"{prep['items']} items of the corpus")
+        log.info("incremental build on %s: %d new, %d changed, %d deleted, %d unchanged "
+                 "items; %d of %d shards touched", prep["base"], changes["new"],
+                 changes["changed"], changes["deleted"], changes["unchanged"],
+                 len(changes["touched_shards"]), cfg.index.num_shards)
+        scored = changes["new"] + changes["changed"]
+    partitions = cfg.spark.score_partitions or 4 * spark.sparkContext.defaultParallelism
+    n_q = len(anchors.scored_query_texts)
+    # Chunks an unfinished attempt committed are kept; a stage that completed before and
+    # runs again (run_stage) starts over.
+    done = score_items(spark, items, queries=anchors.scored_query_texts,
+                       scorer_cfg=cfg.scorer, fingerprint=prep["fingerprint"],
+                       num_shards=cfg.index.num_shards, partitions=partitions,
+                       block_items=cfg.spark.block_items, out_path=f"{ctx.work}/scores",
+                       n_items=scored,
+                       resume=ctx.store.load_build_state(ctx.version, "score") is None)
+    # An incremental build checks the rows it scored; the base's are counted by changes().
+    chunks = spark.read.schema(scorerows.SPARK_SCHEMA).parquet(f"{ctx.work}/scores")
+    n = chunks.count()
+    if n != scored:
+        raise CurIndexError(f"version {ctx.version}: the score chunks hold {n} items, "
+                            f"{scored} were to be scored")
+    truncated = chunks.where("truncated").count()
+    if changes is not None:
+        truncated += changes.pop("unchanged_truncated")
+    return {"pairs_scored": scored * n_q, "changes": changes,
+            "pairs_scored_this_run": done.items_scored * n_q,
+            "chunks": done.n_chunks, "chunks_resumed": done.chunks_resumed,
+            "items_truncated": truncated}, []
