@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ BUILTIN_PREFIX = "builtin:"
 INPUT_FORMATS = ("auto", "parquet", "jsonl", "beir")
 SCORER_KINDS = tuple(KINDS)
 ANCHOR_ITEM_STRATEGIES = ("random", "kmeans", "leverage")
+MAX_SHARDS = 65_536  # shard numbers fill 23 bits of a faiss label; file names have 5 digits
+MAX_CHUNKS = 100_000
 
 
 @dataclass(frozen=True)
@@ -81,18 +84,34 @@ class FactorizeConfig:
     tune_fraction: float = 0.5
 
 
+# The search methods a version can serve (``curindex.methods``), simplest first, and the extra
+# indexes each needs: "h" (every item's anchor-query scores), "bi" (bi-encoder embeddings).
+SEARCH_METHODS = ("bi-rerank", "cur", "adaptive", "bi-seeded")
+ENCODINGS = ("float32", "float16", "sq8")
+# Settings that were replaced; a config that still sets one is told what replaced it.
+REPLACED = {
+    ("index", "adaptive"): "[index] methods (adaptive search: \"adaptive\", \"bi-seeded\")",
+    ("index", "biencoder"): "[index] methods (bi-encoder search: \"bi-seeded\", "
+                            "\"bi-rerank\")",
+    ("validate", "baseline"): "[index] methods: the bi-encoder baseline (\"bi-rerank\") is "
+                              "measured whenever the version supports it",
+}
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     factory: str = "IDMap,Flat"  # any faiss index_factory string, inner-product metric
     num_shards: int = 4
     nprobe: int = 16  # IVF: inverted lists probed per query
     ef_search: int = 128  # HNSW: search depth
-    # Keep every item's anchor-query scores (k_q floats) as a second sharded index, which
-    # adaptive multi-round search (search(..., rounds=R > 1)) needs.
-    adaptive: bool = False
-    # Keep every item's bi-encoder embedding (mean-pooled all-MiniLM-L6-v2) as a third sharded
-    # index: search(..., seed="bi-encoder") starts from its candidates.
-    biencoder: bool = False
+    # The search methods the version supports (and its build validates and chooses from):
+    # adaptive and bi-seeded need each item's anchor-query scores as a second sharded index
+    # ("h"), bi-seeded and bi-rerank its bi-encoder embedding as a third ("bi").
+    # ["cur"]: the minimal index.
+    methods: list[str] = field(default_factory=lambda: list(SEARCH_METHODS))
+    # How the extra indexes store their vectors: float32, float16 (half the bytes) or sq8
+    # (faiss 8-bit scalar quantizer, a quarter).
+    encoding: str = "float16"
     # Keep every item's scores (anchor and test queries) with its shard, as Parquet: what an
     # incremental build (``--base VERSION``) reuses for the items that did not change.
     keep_scores: bool = False
@@ -100,12 +119,21 @@ class IndexConfig:
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    # Top-k-Recall@budget is measured on the held-out test queries for k < budget, budget > k_i.
+    # Top-k-Recall@budget is measured on the held-out test queries for k < budget; budgets
+    # at or below k_i are measured for the bi-encoder-seeded methods only.
     ks: list[int] = field(default_factory=lambda: [1, 10, 100])
-    budgets: list[int] = field(default_factory=lambda: [100, 200, 500])
-    # Quality gate: {"10@200" = 0.9} means Top-10-Recall@200 must be >= 0.9 to publish.
+    budgets: list[int] = field(default_factory=lambda: [25, 50, 100, 200, 500])
+    # The served search maximises the mean of these figures on the tuning queries
+    # (comma-separated "k@budget" names).
+    objective: str = "10@200"
+    # The parameters tried for the multi-round methods.
+    rounds: list[int] = field(default_factory=lambda: [2, 4])
+    seed_sizes: list[int] = field(default_factory=lambda: [25, 50])
+    # Quality gate on the served search: {"10@200" = 0.9} means Top-10-Recall@200 >= 0.9.
     min_recall: dict[str, float] = field(default_factory=dict)
-    baseline: str = ""  # "bi-encoder": also measure MiniLM retrieve-and-rerank at the same budgets
+    # Optional gate rule: the served search minus the bi-encoder baseline, at every figure
+    # both have, must be at least this (negative: a margin below it is allowed).
+    min_lift_over_baseline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +211,10 @@ def _build(cls: type, data: Any, source: str, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(data) - set(fields))
+    for name in unknown:
+        replaced = REPLACED.get((where.strip("[]"), name))
+        if replaced:
+            raise _err(source, f"{where} {name}", f"replaced by {replaced}")
     if unknown:
         key = f"{where} {unknown[0]}" if where else unknown[0]
         raise _err(source, key, f"unknown key {unknown[0]!r} (known: {', '.join(fields)})")
@@ -198,6 +230,8 @@ def _build(cls: type, data: Any, source: str, where: str) -> Any:
 
 
 def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):  # X | None: TOML has no null
+        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, source, key if key.startswith("[") else f"[{key}]")
     origin = typing.get_origin(tp)
@@ -306,13 +340,42 @@ def _check(cfg: BuildConfig, source: str) -> None:
         need(0.0 <= floor <= 1.0, f"[validate] min_recall.{name}",
              f"must be in [0, 1], got {floor}")
         need(a.n_test > 0, f"[validate] min_recall.{name}", "a threshold needs n_test > 0")
-    need(v.baseline in ("", "bi-encoder"), "[validate] baseline",
-         f"must be \"\" or \"bi-encoder\", got {v.baseline!r}")
-    need(cfg.index.num_shards >= 1, "[index] num_shards", "must be >= 1")
+    _check_search(cfg, need)
+    # A shard number and a row make a faiss label (shard << 40 | row, a signed 64-bit int),
+    # and a chunk number a file name: bounded so that neither can overflow.
+    need(1 <= cfg.index.num_shards <= MAX_SHARDS, "[index] num_shards",
+         f"must be in [1, {MAX_SHARDS}], got {cfg.index.num_shards}")
     need(cfg.index.nprobe >= 1, "[index] nprobe", "must be >= 1")
     need(cfg.index.ef_search >= 1, "[index] ef_search", "must be >= 1")
     need(bool(cfg.index.factory.strip()), "[index] factory", "must not be empty")
     need(bool(cfg.store.uri), "[store] uri", "must not be empty")
-    need(cfg.spark.score_partitions >= 0, "[spark] score_partitions", "must be >= 0")
+    need(0 <= cfg.spark.score_partitions <= MAX_CHUNKS, "[spark] score_partitions",
+         f"must be in [0, {MAX_CHUNKS}], got {cfg.spark.score_partitions}")
     need(cfg.spark.block_items >= 1, "[spark] block_items", "must be >= 1")
 
+
+
+def _check_search(cfg: BuildConfig, need: Any) -> None:
+    """The search methods, the encoding of their indexes, and how the build chooses one."""
+    ix, v = cfg.index, cfg.validate
+    need(bool(ix.methods) and len(set(ix.methods)) == len(ix.methods)
+         and set(ix.methods) <= set(SEARCH_METHODS), "[index] methods",
+         f"must be a non-empty list of distinct methods of {SEARCH_METHODS}, got {ix.methods}")
+    need(ix.encoding in ENCODINGS, "[index] encoding",
+         f"must be one of {ENCODINGS}, got {ix.encoding!r}")
+    need(all(r >= 2 for r in v.rounds) and bool(v.rounds), "[validate] rounds",
+         f"must be a non-empty list of rounds >= 2, got {v.rounds}")
+    need(all(n >= 1 for n in v.seed_sizes) and bool(v.seed_sizes), "[validate] seed_sizes",
+         f"must be a non-empty list of sizes >= 1, got {v.seed_sizes}")
+    names = [n.strip() for n in v.objective.split(",")]
+    for name in names:
+        k, _, b = name.partition("@")
+        need(k.isdigit() and b.isdigit() and 0 < int(k) < int(b), "[validate] objective",
+             f"{name!r}: figures are 'k@budget' with k < budget, e.g. \"10@200\"")
+        need(int(k) in v.ks and int(b) in v.budgets, "[validate] objective",
+             f"{name!r} is not measured: add {k} to [validate] ks and {b} to budgets")
+    lift = v.min_lift_over_baseline
+    need(lift is None or -1.0 <= lift <= 1.0, "[validate] min_lift_over_baseline",
+         f"must be in [-1, 1], got {lift}")
+    need(lift is None or "bi-rerank" in ix.methods, "[validate] min_lift_over_baseline",
+         "compares with the bi-encoder baseline: add \"bi-rerank\" to [index] methods")

@@ -22,6 +22,23 @@ def gate_failures(recall: dict[str, float], min_recall: dict[str, float]) -> lis
     return out
 
 
+def lift_failures(recall: dict[str, float], baseline: dict[str, float],
+                  min_lift: float | None) -> list[str]:
+    """Readable failures of the optional rule that the served search stays at least
+    `min_lift` above the bi-encoder baseline at every figure both were measured at."""
+    if min_lift is None:
+        return []
+    if not baseline:
+        return ["min_lift_over_baseline is set, but the bi-encoder baseline was not measured"]
+    out = []
+    for figure, value in sorted((Figure.parse(n), v) for n, v in recall.items()):
+        base = baseline.get(str(figure))
+        if base is not None and value - base < min_lift:
+            out.append(f"{figure.label}: served {value:.4f} - bi-encoder baseline {base:.4f} = "
+                       f"{value - base:+.4f} < min_lift_over_baseline {min_lift:+.4f}")
+    return out
+
+
 def check_publishable(manifest: Any) -> None:
     """Raise QualityGateError, with the figures, when a version failed its recall thresholds.
     `manifest`: a ``curindex.manifest.Manifest`` or its JSON document."""

@@ -7,7 +7,11 @@ or malformed one with an IntegrityError naming the version and the field. Reader
 typed fields; ``to_dict`` gives the JSON document back.
 
 Format history: 1, the untyped manifest (sections filled by the pipeline as dicts); 2, the
-same content read into these types (absent optional sections get their defaults).
+same content read into these types (absent optional sections get their defaults); 3, the
+served search (``search``: the method the build chose on its tuning queries, every method's
+figures) and the config's ``[index] methods`` / ``encoding`` in place of the ``adaptive`` and
+``biencoder`` switches (an older version supports what its switches built, stored in float32,
+and serves plain CUR).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 from curindex.config import BuildConfig, config_from_dict
 from curindex.errors import IntegrityError
 
-FORMAT = 2
+FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,59 @@ class Validation:
     index_recall_vs_exact: dict[str, float] = field(default_factory=dict)
     baseline: Baseline | None = None
     index: str = ""
+    min_lift_over_baseline: float | None = None
+
+
+@dataclass(frozen=True)
+class ServedSearch:
+    """The search a version answers with when the caller names none."""
+
+    method: str  # curindex.methods.METHODS
+    rounds: int
+    seed: str  # "anchors" or "bi-encoder"
+    seed_size: int
+    budget: int  # the default budget (the objective's)
+
+
+@dataclass(frozen=True)
+class MethodFigures:
+    """One method at its chosen parameters, measured on the reporting test queries."""
+
+    method: str
+    rounds: int
+    seed_size: int
+    recall: dict[str, float]
+    served: bool = False
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate search on the tuning queries: its objective, and its paired difference
+    to the best candidate (mean and standard error over the tuning queries)."""
+
+    method: str
+    rounds: int
+    seed_size: int
+    objective: float
+    below_best: float
+    below_best_se: float
+    measurably_worse: bool
+
+
+@dataclass(frozen=True)
+class Selection:
+    objective: tuple[str, ...]  # the figures whose mean is maximised
+    n_tune: int
+    tune_ids: tuple[str, ...]
+    reason: str
+    candidates: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True)
+class SearchInfo:
+    default: ServedSearch
+    methods: tuple[MethodFigures, ...] = ()
+    selection: Selection | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +229,7 @@ class Manifest:
     references: dict[str, Reference] = field(default_factory=dict)
     report_dir: str | None = None
     incremental: Incremental | None = None
+    search: SearchInfo | None = None  # None: built before builds chose (serves plain CUR)
 
     @classmethod
     def from_dict(cls, doc: Any) -> Manifest:
@@ -221,7 +279,22 @@ def _upgrade_1(doc: dict) -> dict:
     return {**doc, "format": 2}
 
 
-_UPGRADES = (_upgrade_1,)
+def _upgrade_2(doc: dict) -> dict:
+    """Format 2 -> 3: the config's adaptive / biencoder switches become [index] methods (what
+    they built, stored in float32) and [validate] baseline goes (the baseline is a method)."""
+    config = dict(doc.get("config") or {})
+    index = dict(config.get("index") or {})
+    adaptive, bi = index.pop("adaptive", False), index.pop("biencoder", False)
+    if "methods" not in index:
+        index["methods"] = (["cur"] + (["adaptive"] if adaptive else [])
+                            + (["bi-seeded"] if adaptive and bi else [])
+                            + (["bi-rerank"] if bi else []))
+        index.setdefault("encoding", "float32")
+    validate = {k: v for k, v in (config.get("validate") or {}).items() if k != "baseline"}
+    return {**doc, "format": 3, "config": {**config, "index": index, "validate": validate}}
+
+
+_UPGRADES = (_upgrade_1, _upgrade_2)
 
 
 # -- a small typed reader and writer over dataclasses --

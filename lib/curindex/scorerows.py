@@ -7,12 +7,20 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-# The score chunks' rows, in Arrow and as Spark's DDL string.
+# The score chunks' rows, in Arrow and as Spark's DDL string. ``bi`` (the item's bi-encoder
+# embedding, for the bi-encoder search methods) is present when the build computes it; Spark
+# reads it as null from files without it.
 ARROW_SCHEMA = pa.schema([
     ("item_id", pa.string()), ("shard", pa.int32()), ("text", pa.string()),
     ("truncated", pa.bool_()), ("scores", pa.list_(pa.float32())),
 ])
-SPARK_SCHEMA = "item_id string, shard int, text string, truncated boolean, scores array<float>"
+BI_FIELD = pa.field("bi", pa.list_(pa.float32()))
+SPARK_SCHEMA = ("item_id string, shard int, text string, truncated boolean, scores array<float>, "
+                "bi array<float>")
+
+
+def arrow_schema(*, bi: bool) -> pa.Schema:
+    return ARROW_SCHEMA.append(BI_FIELD) if bi else ARROW_SCHEMA
 
 
 def matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

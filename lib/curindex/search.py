@@ -1,16 +1,12 @@
 """Query-time search over a published version.
 
-For each query: score it exactly against the k_i anchor items (its vector ``c``), retrieve the
-``budget - k_i`` best non-anchor items by ``c . e`` from the shards, score those exactly, and
-return the top k of candidates and anchor items by exact score. Exact-model calls per query:
-exactly ``budget`` (or fewer when the corpus is smaller).
-
-With ``rounds=R > 1`` (a version built with ``[index] adaptive = true``) the retrievals are
-spread over R rounds and every round after the first re-solves the query on everything scored
-so far (``curindex.adaptive``), searching the H shards (each item's anchor-query scores).
-With ``seed="bi-encoder"`` (a version built with ``[index] biencoder = true`` too) the first
-round is the bi-encoder's top items instead of the anchor items plus CUR candidates: the whole
-budget goes to items near the query, and the later rounds re-solve on them.
+``Searcher.search(queries, k=, budget=)`` answers with the version's served search: the method
+and parameters its build chose on held-out queries and validated (``manifest.search``; a
+version built before builds chose serves plain CUR). Explicit arguments (``method``,
+``rounds``, ``seed``, ``seed_size``) override it. Every method spends exactly ``budget``
+exact-model calls per query (fewer when the corpus is smaller) and returns the top k items of
+everything it scored, by exact score; the methods themselves are ``curindex.methods``, run
+here over the version's faiss shards.
 """
 
 from __future__ import annotations
@@ -20,24 +16,20 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import pyarrow.parquet as pq
 
-from curindex.adaptive import adaptive_rounds, round_sizes
 from curindex.config import ScorerConfig
-from curindex.errors import ScorerError, StoreError
-from curindex.manifest import Manifest, read_manifest
+from curindex.errors import ScorerError
+from curindex.manifest import Manifest, ServedSearch, read_manifest
+from curindex.methods import Ask, Plan, SearchSpec, ranked, run_plans
+from curindex.reader import VersionShards
 from curindex.scoring.base import Scorer, build_scorer, checked_scores, fingerprint_for
-from curindex.shardindex import (
-    EXTRAS,
-    merge_shards,
-    read_index,
-    set_search_params,
-    shard_labels,
-    split_labels,
-)
 from curindex.store import Store
+
+# A version built before builds chose their search serves plain CUR at this default budget.
+LEGACY_SEARCH = ServedSearch(method="cur", rounds=1, seed="anchors", seed_size=0, budget=200)
+DEFAULT_MAX_BUDGET = 10_000  # exact-model calls one query may ask for (Searcher.open max_budget)
 
 # Where a reader lists the `module:callable` scorer targets it allows (comma-separated).
 ALLOWED_TARGETS_ENV = "CURINDEX_ALLOWED_SCORERS"
@@ -87,50 +79,36 @@ class SearchResult:
     scores: np.ndarray  # exact scores, float32, [len(ids)]
     texts: list[str]
     model_calls: int  # exact-model calls spent on this query
+    method: str = ""  # the search that answered, e.g. "bi-seeded (4 rounds, seed 50)"
 
 
 class Searcher:
     """A published (or named) version opened for search. Build with ``Searcher.open``."""
 
-    SEEDS = ("anchors", "bi-encoder")
-
-    def __init__(self, *, store: Store, version: str, manifest: Manifest | None, scorer: Scorer,
-                 anchor_ids: list[str], anchor_texts: list[str], shards: list[tuple],
-                 extras: dict[str, list] | None = None,
-                 anchor_columns: np.ndarray | None = None,
-                 detached: Sequence[str] = (), ivf_in_memory: bool = False) -> None:
+    def __init__(self, *, store: Store | None, version: str, manifest: Manifest | None,
+                 scorer: Scorer, anchor_ids: list[str], anchor_texts: list[str],
+                 shards: VersionShards, anchor_columns: np.ndarray | None = None,
+                 detached: Sequence[str] = (), served: ServedSearch = LEGACY_SEARCH,
+                 rcond: float = 1e-3, max_budget: int = DEFAULT_MAX_BUDGET) -> None:
         self.store, self.version, self.manifest = store, version, manifest
-        self.scorer = scorer
+        self.scorer, self.shards, self.served = scorer, shards, served
         self.anchor_ids, self.anchor_texts = anchor_ids, anchor_texts
-        self._shards = shards  # [(shard number, faiss index, item ids, texts)]
-        self._by_shard = {s[0]: s for s in shards}
-        self.n_items = sum(len(s[2]) for s in shards)
+        self.n_items, self.rcond, self.max_budget = shards.n_items, rcond, max_budget
         # Anchor items deleted or changed in the corpus since the anchors were chosen (an
         # incremental build): still scored (their stored texts make the query's vector), never
         # results; a changed one is retrieved from the shards like any item.
         gone = set(detached)
         self._live = np.array([a not in gone for a in anchor_ids], dtype=bool)
-        anchor_set = {a for a, live in zip(anchor_ids, self._live, strict=True) if live}
-        self._anchor_labels: set[int] = set()
-        for num, _, ids, _ in shards:
-            rows = [row for row, iid in enumerate(ids) if iid in anchor_set]
-            self._anchor_labels.update(shard_labels(num, len(ids))[rows].tolist())
-        # One faiss index over every shard, hits merged by score, labels kept (they encode
-        # shard and row). IVF shards sharing the build's trained quantizer are
-        # coarse-quantized once per query, not once per shard (with `ivf_in_memory`, copied
-        # into one in-memory IVF index); others are searched in parallel.
-        self._index = merge_shards([index for _, index, _, _ in shards], in_memory=ivf_in_memory)
-        # Extra indexes, same labels: "h" (anchor-query scores per item) and "bi" (bi-encoder
-        # embeddings), per shard and merged; and the anchor items' anchor-query scores
-        # [k_q, k_i] (for adaptive search).
-        self._extras = {name: (dict(zip((s[0] for s in shards), parts, strict=True)),
-                               merge_shards(parts)) for name, parts in (extras or {}).items()}
+        listed = shards.labels_of([a for a in anchor_ids if a not in gone])
+        self._anchor_labels = frozenset(listed.values())
+        # [k_q, k_i] anchor-query scores of the anchor items (adaptive rounds)
         self._anchor_columns = anchor_columns
 
     @classmethod
     def open(cls, store_uri: str, version: str = "current", *,
              scorer_path: str | None = None, scorer_target: str | None = None,
-             verify: bool = True, ivf_in_memory: bool = False) -> Searcher:
+             verify: bool = True, ivf_in_memory: bool = False,
+             max_budget: int = DEFAULT_MAX_BUDGET) -> Searcher:
         """Open `version` ("current" = the published one) of the store at `store_uri`.
 
         The scorer is rebuilt from the manifest's config (`scorer_path` overrides where the
@@ -138,10 +116,12 @@ class Searcher:
         with, else ScorerError. A `callable` scorer is imported only when the caller allows its
         target (`scorer_target`, or ``$CURINDEX_ALLOWED_SCORERS``): see `trusted_scorer_config`.
         With `verify`, every file's size and sha256 are checked against the manifest first
-        (StoreError naming a corrupt or truncated file). Flat shards are memory-mapped when the
-        store is local. With `ivf_in_memory`, IVF shards from the build's one trained quantizer
-        are copied into one in-memory IVF index (RAM for every shard's lists, the latency of one
-        index; see `shardindex.ivf_in_memory`).
+        (StoreError naming a corrupt or truncated file). Shards are memory-mapped when the
+        store is local (id maps too), so opening costs about the same for any corpus size.
+        With `ivf_in_memory`, IVF shards from the build's one trained quantizer are copied into
+        one in-memory IVF index (RAM for every shard's lists, the latency of one index; see
+        `shardindex.ivf_in_memory`). `max_budget` caps the exact-model calls one query may ask
+        for.
         """
         store = Store.open(store_uri)
         vid = store.resolve(version)
@@ -159,154 +139,160 @@ class Searcher:
                 f"{manifest.scorer.fingerprint} (different weights or settings)"
             )
         anchors = pq.read_table(store.local_path(vid, manifest.anchors.items_file))
-        shards: list[tuple] = []
-        extras: dict[str, list] = {}
-        nprobe, ef = manifest.config.index.nprobe, manifest.config.index.ef_search
-        for s in manifest.index.shards:
-            index = read_index(store.local_path(vid, s.index))
-            set_search_params(index, nprobe=nprobe, ef_search=ef)
-            ids = pq.read_table(store.local_path(vid, s.ids), columns=["item_id", "text"])
-            if index.ntotal != ids.num_rows or ids.num_rows != s.n_items:
-                raise StoreError(
-                    f"version {vid}: shard {s.index} holds {index.ntotal} vectors and "
-                    f"{ids.num_rows} ids, the manifest says {s.n_items}"
-                )
-            shards.append((s.shard, index, ids.column("item_id").to_pylist(),
-                           ids.column("text").to_pylist()))
-            for name in EXTRAS:
-                if (rel := s.extra(name)) is not None:
-                    extra = read_index(store.local_path(vid, rel))
-                    if extra.ntotal != s.n_items:
-                        raise StoreError(f"version {vid}: {rel} holds "
-                                         f"{extra.ntotal} vectors, the shard {s.n_items}")
-                    extras.setdefault(name, []).append(extra)
+        shards = VersionShards.open(store, vid, manifest, ivf_in_memory=ivf_in_memory)
         anchor_columns = None
-        if "h" in extras:
+        if "h" in shards.spaces:
             rows = np.load(store.local_path(vid, manifest.anchors.scores_file),
                            allow_pickle=False)  # [k_i, k_q + n_test]
             anchor_columns = rows[:, : manifest.anchors.n_queries].T.astype(np.float64)
+        served = manifest.search.default if manifest.search is not None else LEGACY_SEARCH
         return cls(store=store, version=vid, manifest=manifest,
                    scorer=build_scorer(scfg, fp),
                    anchor_ids=anchors.column("id").to_pylist(),
                    anchor_texts=anchors.column("text").to_pylist(), shards=shards,
-                   extras=extras, anchor_columns=anchor_columns,
-                   detached=manifest.anchors.detached, ivf_in_memory=ivf_in_memory)
+                   anchor_columns=anchor_columns, detached=manifest.anchors.detached,
+                   served=served, rcond=manifest.factorization.rcond, max_budget=max_budget)
 
     @property
     def adaptive(self) -> bool:
         """Whether this version supports adaptive search (rounds > 1)."""
-        return "h" in self._extras
+        return "h" in self.shards.spaces
 
-    def search(self, queries: Sequence[str], *, k: int = 10, budget: int = 200,
-               rounds: int = 1, seed: str = "anchors", seed_size: int = 0,
-               rcond: float | None = None) -> list[SearchResult]:
+    def spec(self, *, method: str | None = None, rounds: int | None = None,
+             seed: str | None = None, seed_size: int | None = None) -> SearchSpec:
+        """The search `search` runs with these arguments: the served one when none is given.
+        A method named without its parameters takes the served search's when it is the same
+        method, else 4 rounds and a seed of 50 items."""
+        served = self.served
+        if method is not None:
+            if method in ("cur", "bi-rerank"):
+                return SearchSpec(method)
+            same = served.method == method
+            r = rounds or (served.rounds if same else 4)
+            size = seed_size or (served.seed_size if same else 50)
+            return SearchSpec(method, r, size if method == "bi-seeded" else 0)
+        if rounds is None and seed is None and seed_size is None:
+            return SearchSpec(served.method, served.rounds, served.seed_size)
+        return SearchSpec.from_args(rounds=rounds or 1, seed=seed or "anchors",
+                                    seed_size=seed_size or 0)
+
+    def search(self, queries: Sequence[str], *, k: int = 10, budget: int | None = None,
+               method: str | None = None, rounds: int | None = None, seed: str | None = None,
+               seed_size: int | None = None, rcond: float | None = None) -> list[SearchResult]:
         """Top-k items per query by exact score, spending at most `budget` model calls each.
 
-        `rounds` > 1: adaptive search (needs a version built with `[index] adaptive = true`);
-        `rcond` is its least-squares cutoff (default: the cutoff the build inverted U with).
-        `seed="bi-encoder"` (needs `[index] biencoder = true`): round 1 scores the bi-encoder's
-        top `seed_size` items (default 50) instead of the anchor items and their CUR candidates;
-        the later rounds share the rest of the budget. With `rounds=1` round 1 takes the whole
-        budget: bi-encoder retrieve-and-rerank.
+        With no method arguments the version's served search answers (its method, rounds,
+        seed size and, when `budget` is not given, budget). `method` ("cur", "adaptive",
+        "bi-seeded", "bi-rerank"), or the older `rounds` / `seed` ("anchors", "bi-encoder") /
+        `seed_size`, choose another; methods other than plain CUR need the version's extra
+        indexes (`[index] methods`). `rcond` is the adaptive rounds' least-squares cutoff
+        (default: the cutoff the build inverted U with).
         """
-        k_i = len(self.anchor_ids)
+        if isinstance(queries, str):
+            raise TypeError("queries must be a sequence of strings, not one string: "
+                            "search([query]) searches one query")
+        queries = list(queries)
+        for i, q in enumerate(queries):
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError(f"query {i} is empty: {q!r}; every query needs text")
+        budget = self.served.budget if budget is None else budget
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if rounds < 1:
-            raise ValueError(f"rounds must be >= 1, got {rounds}")
-        if seed not in self.SEEDS:
-            raise ValueError(f"seed must be one of {self.SEEDS}, got {seed!r}")
-        if seed == "anchors" and budget <= k_i:
-            raise ValueError(f"budget {budget} must exceed the {k_i} anchor items of this index")
-        for need, name, key in ((rounds > 1, "h", "adaptive"),
-                                (seed == "bi-encoder", "bi", "biencoder")):
-            if need and name not in self._extras:
-                raise ValueError(f"version {self.version} was built without [index] {key} = "
-                                 f"true: it has no {name!r} shards for this search")
-        queries = list(queries)
+        if not 1 <= budget <= self.max_budget:
+            raise ValueError(f"budget {budget} is outside 1..{self.max_budget} (the reader's "
+                             "max_budget)")
+        spec = self.spec(method=method, rounds=rounds, seed=seed, seed_size=seed_size)
+        for need in spec.needs:
+            if need not in self.shards.spaces:
+                raise ValueError(f"version {self.version} has no {need!r} shards for "
+                                 f"{spec.describe()} search: build it with that method in "
+                                 "[index] methods (older configs: adaptive = true, "
+                                 "biencoder = true)")
         if not queries:
             return []
-        if seed == "anchors":
+        plans = self._plans(queries, spec, budget)
+        run_plans(plans, _Retriever(self, queries), anchor_columns=self._anchor_columns,
+                  rcond=self.rcond if rcond is None else rcond)
+        out = []
+        for q, p in zip(queries, plans, strict=True):
+            anchors = spec.seed == "anchors"
+            pool = [*(self._live_anchor_keys() if anchors else []), *p.keys]
+            pool_exact = np.concatenate([p.anchor_exact[self._live] if anchors else [], p.exact])
+            keys, scores = ranked(pool, pool_exact, k)
+            items = [self._item(key) for key in keys]
+            out.append(SearchResult(query=q, ids=[i for i, _ in items], scores=scores,
+                                    texts=[t for _, t in items],
+                                    model_calls=len(p.anchor_exact) + len(p.keys),
+                                    method=spec.describe()))
+        return out
+
+    def _plans(self, queries: list[str], spec: SearchSpec, budget: int) -> list[Plan]:
+        k_i = len(self.anchor_ids)
+        sizes = spec.sizes(budget, k_i=k_i, n_items=self.n_items,
+                           n_anchors_listed=len(self._anchor_labels))
+        if spec.seed == "anchors":
             c = checked_scores(self.scorer.score_block(queries, self.anchor_texts),
                                len(queries), k_i, where="the anchor items")  # [n_q, k_i]
-            sizes = round_sizes(min(budget - k_i, self.n_items - len(self._anchor_labels)),
-                                rounds)
-            labels = self._retrieve(self._index, c, sizes[0],
-                                    [set(self._anchor_labels) for _ in queries])
-            pool_ids = [a for a, live in zip(self.anchor_ids, self._live, strict=True) if live]
-            pool_texts = [t for t, live in zip(self.anchor_texts, self._live, strict=True) if live]
-            pool_c = c[:, self._live]
-            anchor_columns = self._anchor_columns
-        else:
-            from curindex.baseline import get_biencoder
+            return [Plan(i, spec, budget, sizes, c[i], c[i], self._anchor_labels)
+                    for i in range(len(queries))]
+        from curindex.baseline import get_biencoder
 
-            total = min(budget, self.n_items)
-            first = total if rounds == 1 else min(seed_size or 50, total)
-            sizes = [first, *(round_sizes(total - first, rounds - 1) if rounds > 1 else [])]
-            x = get_biencoder().encode(queries)  # [n_q, dim]
-            labels = self._retrieve(self._extras["bi"][1], x, first, [set() for _ in queries])
-            c = pool_c = np.zeros((len(queries), 0), dtype=np.float32)
-            pool_ids, pool_texts = [], []
-            anchor_columns = np.zeros((self._h_dim(), 0)) if rounds > 1 else None
-        found = [(lab, self._exact(q, lab)) for q, lab in zip(queries, labels, strict=True)]
-        if rounds > 1:
-            found = adaptive_rounds(
-                first=found, later=sizes[1:], anchor_columns=anchor_columns, anchor_exact=c,
-                rcond=self.manifest.factorization.rcond if rcond is None else rcond,
-                retrieve=lambda w, n, seen: self._retrieve(
-                    self._extras["h"][1], w, n,
-                    [s | self._anchor_labels if seed == "anchors" else s for s in seen]),
-                exact=lambda qi, lab: self._exact(queries[qi], lab),
-                columns=self._h_columns)
+        x = get_biencoder().encode(queries)  # [n_q, dim]
+        return [Plan(i, spec, budget, sizes, x[i], np.zeros(0), frozenset())
+                for i in range(len(queries))]
+
+    def _live_anchor_keys(self) -> list:
+        # Anchor items enter the pool by id (not label): a keyed tuple keeps them apart.
+        return [("anchor", j) for j in np.flatnonzero(self._live)]
+
+    def _item(self, key) -> tuple[str, str]:
+        if isinstance(key, tuple):
+            return self.anchor_ids[key[1]], self.anchor_texts[key[1]]
+        return self.shards.item(key)
+
+
+class _Retriever:
+    """The methods' retriever over a version's faiss shards; exact scores from the scorer."""
+
+    def __init__(self, searcher: Searcher, queries: list[str]) -> None:
+        self.s, self.queries = searcher, queries
+
+    def retrieve(self, asks: Sequence[Ask]) -> list[tuple[list[int], np.ndarray]]:
+        found: list[list[int]] = [[] for _ in asks]
+        for space in {a.space for a in asks}:
+            which = [i for i, a in enumerate(asks) if a.space == space]
+            index = self.s.shards.spaces[space]
+            x = np.stack([asks[i].vector for i in which]).astype(np.float32)
+            want = min(max(asks[i].n + len(asks[i].seen) for i in which), self.s.n_items)
+            dist, lab = index.search(np.ascontiguousarray(x), want)
+            for row, i in enumerate(which):
+                found[i] = self._best(dist[row], lab[row], asks[i].n, asks[i].seen)
         out = []
-        for qi, (q, (lab, exact)) in enumerate(zip(queries, found, strict=True)):
-            ids = pool_ids + [self._item(x)[0] for x in lab]
-            texts = pool_texts + [self._item(x)[1] for x in lab]
-            s = np.concatenate([pool_c[qi], exact]).astype(np.float32)
-            top = np.argsort(-s, kind="stable")[:k]
-            out.append(SearchResult(query=q, ids=[ids[i] for i in top], scores=s[top],
-                                    texts=[texts[i] for i in top],
-                                    model_calls=c.shape[1] + len(lab)))
+        for a, labels in zip(asks, found, strict=True):
+            texts = [self.s.shards.item(lab)[1] for lab in labels]
+            exact = (checked_scores(self.s.scorer.score_block([self.queries[a.query]], texts),
+                                    1, len(texts), where="the candidates")[0]
+                     if texts else np.zeros(0, dtype=np.float32))
+            out.append((labels, exact))
         return out
 
-    def _item(self, label: int) -> tuple[str, str]:
-        """(id, text) of a faiss label."""
-        shard, row = split_labels(label)
-        _, _, sids, stexts = self._by_shard[int(shard)]
-        return sids[int(row)], stexts[int(row)]
+    def _best(self, dist: np.ndarray, labels: np.ndarray, n: int, seen: frozenset) -> list[int]:
+        """The n best unseen labels, equal estimates by item id (< 0: fewer hits, IVF)."""
+        hits = sorted(((float(d), int(lab)) for d, lab in zip(dist, labels, strict=True)
+                       if lab >= 0 and lab not in seen), key=lambda h: -h[0])
+        out: list[int] = []
+        i = 0
+        while i < len(hits) and len(out) < n:
+            j = i
+            while j < len(hits) and hits[j][0] == hits[i][0]:
+                j += 1
+            group = hits[i:j]
+            if len(group) > 1:
+                group.sort(key=lambda h: self.s.shards.item(h[1])[0])
+            out += [lab for _, lab in group]
+            i = j
+        return out[:n]
 
-    def _exact(self, query: str, labels: list[int]) -> np.ndarray:
-        """The query's exact scores on the items of `labels`: [len(labels)] float32."""
-        if not labels:
-            return np.zeros(0, dtype=np.float32)
-        texts = [self._item(x)[1] for x in labels]
-        return checked_scores(self.scorer.score_block([query], texts), 1, len(texts),
-                              where="the candidates")[0]
-
-    def _h_dim(self) -> int:
-        return self._extras["h"][1].d
-
-    def _h_columns(self, labels: list[int]) -> np.ndarray:
-        """Anchor-query scores of the items of `labels`: [k_q, len(labels)]."""
-        per_shard = self._extras["h"][0]
-        shard, row = split_labels(np.asarray(labels, dtype=np.int64))
-        out = np.empty((len(labels), self._h_dim()), dtype=np.float32)
-        for j, (s, r) in enumerate(zip(shard, row, strict=True)):
-            out[j] = faiss.downcast_index(per_shard[int(s)].index).reconstruct(int(r))
-        return out.T.astype(np.float64)
-
-    def _retrieve(self, index: faiss.Index, x: np.ndarray, n: int, seen: list[set[int]]
-                  ) -> list[list[int]]:
-        """The labels of the n best items per query by `index`'s inner product with the rows
-        of `x`, leaving out the labels in `seen`."""
-        if n <= 0:
-            return [[] for _ in range(len(x))]
-        want = min(n + max(map(len, seen)), self.n_items)  # enough to drop those seen
-        _, lab = index.search(np.ascontiguousarray(x, dtype=np.float32), want)
-        out = []
-        for qi in range(len(x)):
-            got = [label for label in lab[qi].tolist()
-                   if label >= 0 and label not in seen[qi]][:n]  # < 0: fewer hits (IVF)
-            out.append(got)
-        return out
-
+    def columns(self, keys: Sequence[int]) -> dict[int, np.ndarray]:
+        rows = self.s.shards.columns(list(keys)).astype(np.float64)
+        return dict(zip(keys, rows, strict=True))

@@ -19,23 +19,30 @@ EXTRAS = ("h", "bi")
 
 
 def shard_files(shard: int) -> tuple[str, str]:
-    """Paths, relative to the version folder, of a shard's index and id map."""
-    return f"shards/shard-{shard:05d}.faiss", f"shards/ids-{shard:05d}.parquet"
+    """Paths, relative to the version folder, of a shard's index and id map (Arrow IPC)."""
+    return f"shards/shard-{shard:05d}.faiss", f"shards/ids-{shard:05d}.arrow"
 
 
 TRAINED_FILE = "shards/trained.faiss"  # the empty trained index every shard started from
+# The faiss factory of the extra indexes per `[index] encoding`: exhaustive inner-product
+# search over vectors stored in float32, float16, or 8 bits per dimension (a trained scalar
+# quantizer); memory-mapped like Flat (`read_index`).
+EXTRA_FACTORIES = {"float32": "IDMap,Flat", "float16": "IDMap,SQfp16", "sq8": "IDMap,SQ8"}
+
+
+def extra_factory(encoding: str) -> str:
+    return EXTRA_FACTORIES[encoding]
+
+
+def extra_trained_file(name: str) -> str:
+    """The empty trained index extra index `name`'s shards started from."""
+    return f"shards/{name}-trained.faiss"
 
 
 def scores_shard_file(shard: int) -> str:
     """Path of a shard's kept scores (``[index] keep_scores``): item_id, text, truncated,
     scores, sorted by item id."""
     return f"shards/scores-{shard:05d}.parquet"
-
-
-def shard_entry_files(entry: dict) -> list[str]:
-    """Every file of a manifest's shard entry: index, id map, extra indexes, kept scores."""
-    return [entry[k] for k in sorted(entry) if k in ("index", "ids", "scores")
-            or k.endswith("_index")]
 
 
 def extra_shard_file(name: str, shard: int) -> str:

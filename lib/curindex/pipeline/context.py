@@ -104,9 +104,10 @@ class BuildContext:
         return self.load("prepare").get("base")
 
     def n_tune(self) -> int:
-        """Test queries (the first ones) used to tune, never to report recall."""
-        f = self.cfg.factorize
-        return int(self.cfg.anchors.n_test * f.tune_fraction) if f.tune else 0
+        """Test queries (the first ones) that choose the served search and tune the
+        inversion, never reported: ``tune_fraction`` of them (none with fewer than two)."""
+        n = self.cfg.anchors.n_test
+        return int(n * self.cfg.factorize.tune_fraction) if n >= 2 else 0
 
     def scores(self) -> DataFrame:
         """The committed score chunks: Spark skips `_meta.json` and `_temporary/` (names that

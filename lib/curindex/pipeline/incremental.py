@@ -62,12 +62,13 @@ def base_score_files(store, base: str, manifest: Manifest) -> list[tuple[int, st
 
 def base_rows(spark: SparkSession, store_uri: str, files: list[tuple[int, str, str]], *,
               keys_only: bool = False) -> DataFrame:
-    """The base's kept score rows (``scorerows.SPARK_SCHEMA``), read by the executors, a file per
-    task, streamed in record batches. With `keys_only` only (item_id, shard, text, truncated)
-    are read: what telling changes apart needs, without the score arrays."""
+    """The base's kept score rows (``scorerows.SPARK_SCHEMA``; ``bi`` null where the base kept
+    none), read by the executors, a file per task, streamed in record batches. With
+    `keys_only` only (item_id, shard, text, truncated) are read: what telling changes apart
+    needs, without the score arrays."""
     names = ["item_id", "text", "truncated"] + ([] if keys_only else ["scores"])
     arrow_schema = (pa.schema([f for f in scorerows.ARROW_SCHEMA if f.name != "scores"])
-                    if keys_only else scorerows.ARROW_SCHEMA)
+                    if keys_only else scorerows.arrow_schema(bi=True))
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from curindex.store import Store
@@ -77,16 +78,22 @@ def base_rows(spark: SparkSession, store_uri: str, files: list[tuple[int, str, s
             for shard, holder, rel in zip(*(batch.column(i).to_pylist() for i in range(3)),
                                           strict=True):
                 with store.open_input(holder, rel) as f:
-                    for part in pq.ParquetFile(f).iter_batches(batch_size=4096, columns=names):
-                        shards = pa.array([shard] * part.num_rows, pa.int32())
-                        yield pa.RecordBatch.from_arrays(
-                            [part.column("item_id"), shards,
-                             *(part.column(c) for c in names[1:])], schema=arrow_schema)
+                    pf = pq.ParquetFile(f)
+                    with_bi = not keys_only and "bi" in pf.schema_arrow.names
+                    for part in pf.iter_batches(batch_size=4096,
+                                                columns=names + (["bi"] if with_bi else [])):
+                        columns = [part.column("item_id"),
+                                   pa.array([shard] * part.num_rows, pa.int32()),
+                                   *(part.column(c) for c in names[1:])]
+                        if not keys_only:
+                            columns.append(part.column("bi") if with_bi else
+                                           pa.nulls(part.num_rows, scorerows.BI_FIELD.type))
+                        yield pa.RecordBatch.from_arrays(columns, schema=arrow_schema)
 
     table = spark.createDataFrame(files, "shard int, holder string, rel string")
     schema = scorerows.SPARK_SCHEMA
     if keys_only:
-        schema = schema.replace(", scores array<float>", "")
+        schema = schema.replace(", scores array<float>, bi array<float>", "")
     return table.repartition(max(1, len(files))).mapInArrow(run, schema)
 
 

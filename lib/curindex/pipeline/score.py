@@ -96,14 +96,16 @@ class ChunkWriter:
     chunk. Another attempt at the same chunk writes its own temporary file and replaces the
     committed one with the same content."""
 
-    def __init__(self, fs: pafs.FileSystem, directory: str, chunk: int) -> None:
+    def __init__(self, fs: pafs.FileSystem, directory: str, chunk: int, *,
+                 bi: bool = False) -> None:
         self.fs, self.chunk, self.rows = fs, chunk, 0
         self.path = f"{directory}/{chunk_name(chunk)}"
         tmp_dir = f"{directory}/{TMP_DIR}"
         fs.create_dir(tmp_dir, recursive=True)
         self.tmp = f"{tmp_dir}/chunk-{chunk:05d}.{_attempt_id()}-{secrets.token_hex(4)}.parquet"
         self._out = fs.open_output_stream(self.tmp)
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._out, scorerows.ARROW_SCHEMA)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            self._out, scorerows.arrow_schema(bi=bi))
 
     def write(self, batch: pa.RecordBatch) -> None:
         assert self._writer is not None, "chunk already committed or aborted"
@@ -197,13 +199,16 @@ def score_fn(
     block_items: int,
     prepared: Broadcast | None = None,
     items_done: Accumulator | None = None,
+    biencoder: bool = False,
 ) -> ArrowMapFn:
     """The mapInArrow function of the score stage (a closure over small, picklable values).
 
     Input rows ``id, text, shard, chunk`` sorted by chunk; each chunk is scored and committed
     to `out_dir` as one Parquet file; yields one ``chunk, items`` row per committed chunk.
     `prepared`: a broadcast of `prepare_queries(...)` for the scorer's `load_queries`;
-    `items_done`: an accumulator that counts the items scored (for progress).
+    `items_done`: an accumulator that counts the items scored (for progress); `biencoder`:
+    each row also gets the item's bi-encoder embedding (column ``bi``), embedded by the same
+    task (the bi-encoder loaded once per Python worker).
     """
     n_q = len(queries)
 
@@ -212,6 +217,11 @@ def score_fn(
 
         _set_threads(scorer_cfg.threads)
         scorer = get_scorer(scorer_cfg, fingerprint)
+        embedder = None
+        if biencoder:
+            from curindex.baseline import get_biencoder
+
+            embedder = get_biencoder()
         if prepared is not None:
             scorer.load_queries(queries, prepared.value)  # type: ignore[attr-defined]
         fs, root = open_dir(out_dir)
@@ -228,23 +238,24 @@ def score_fn(
                     )
                     continue
                 if writer is None:
-                    writer = ChunkWriter(fs, root, chunk)
+                    writer = ChunkWriter(fs, root, chunk, bi=biencoder)
                 ids = block.column("id").combine_chunks()
                 texts = block.column("text").to_pylist()
                 where = f"items {ids[0].as_py()!r}..{ids[-1].as_py()!r}"
                 scores = checked_scores(
                     scorer.score_block(queries, texts), n_q, len(texts), where=where
                 )  # [n_q, n_items]
+                columns = [
+                    ids.cast(pa.string()),
+                    block.column("shard").combine_chunks().cast(pa.int32()),
+                    block.column("text").combine_chunks().cast(pa.string()),
+                    pa.array(truncated_mask(scorer, texts, role="item")),
+                    scorerows.list_array(scores.T),  # one row per item
+                ]
+                if embedder is not None:
+                    columns.append(scorerows.list_array(embedder.encode(texts)))
                 writer.write(pa.RecordBatch.from_arrays(
-                    [
-                        ids.cast(pa.string()),
-                        block.column("shard").combine_chunks().cast(pa.int32()),
-                        block.column("text").combine_chunks().cast(pa.string()),
-                        pa.array(truncated_mask(scorer, texts, role="item")),
-                        scorerows.list_array(scores.T),  # one row per item
-                    ],
-                    schema=scorerows.ARROW_SCHEMA,
-                ))
+                    columns, schema=scorerows.arrow_schema(bi=biencoder)))
                 if items_done is not None:
                     items_done.add(block.num_rows)
         finally:
@@ -336,6 +347,7 @@ def score_items(
     n_items: int | None = None,
     resume: bool = True,
     progress_every_s: float = 30.0,
+    biencoder: str | None = None,
 ) -> ScoreResult:
     """Score every item against `queries` into chunk files under `out_path` (``partitions``
     chunks; see the module docstring).
@@ -343,7 +355,8 @@ def score_items(
     With `resume`, chunks committed by an earlier call with the same queries, scorer, chunk
     count, shard count and block size are kept and only the other items are scored; without
     it the folder starts over. `n_items` (the row count of `items`, when the caller knows it)
-    lets the progress lines give a percentage and an ETA.
+    lets the progress lines give a percentage and an ETA. `biencoder` (the bi-encoder's
+    fingerprint): each row also carries the item's bi-encoder embedding.
     """
     from curindex.scoring.base import prepare_queries
 
@@ -351,7 +364,8 @@ def score_items(
     fs, root = open_dir(out_path)
     meta = {"format": META_FORMAT, "n_chunks": n_chunks, "fingerprint": fingerprint,
             "queries_sha256": queries_digest(queries), "n_queries": len(queries),
-            "num_shards": num_shards, "block_items": block_items, "n_items": n_items}
+            "num_shards": num_shards, "block_items": block_items, "n_items": n_items,
+            "biencoder": biencoder}
     kept = _start_output(fs, root, meta, resume=resume)
     items_resumed = _rows_in(fs, kept.values())
     if kept:
@@ -390,6 +404,7 @@ def score_items(
                     score_fn(
                         scorer_cfg, fingerprint, queries, out_dir=out_path,
                         block_items=block_items, prepared=prepared, items_done=items_done,
+                        biencoder=biencoder is not None,
                     ),
                     CHUNK_ROWS_SCHEMA,
                 )

@@ -2,10 +2,13 @@
 
 ``G`` is broadcast; each shard's items are sorted by id so a shard's content and labels do not
 depend on partitioning (labels and file names: ``curindex.shardindex``). Index types that need
-training (IVF, PQ) are trained once on the driver on a sample of item vectors and the empty trained
-index is broadcast, so every shard shares one quantizer; it is kept in the version
-(``shards/trained.faiss``) so an incremental build adds to the same quantizer. With
-``keep_scores`` each shard also keeps its items' score rows (``shards/scores-NNNNN.parquet``).
+training (IVF, PQ, and the sq8 encoding of the extra indexes) are trained once on the driver
+on a sample of vectors and the empty trained index is broadcast, so every shard shares one
+quantizer; each is kept in the version (``shards/trained.faiss``, ``shards/<extra>-trained
+.faiss``) so an incremental build adds to the same quantizers and validation decodes the extra
+vectors exactly as the index stores them. The id maps are Arrow IPC files (readers memory-map
+them). With ``keep_scores`` each shard also keeps its items' score rows
+(``shards/scores-NNNNN.parquet``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from curindex.pipeline.score import ArrowMapFn
 from curindex.shardindex import (
     TRAINED_FILE,
     empty_index,
+    extra_factory,
     extra_shard_file,
+    extra_trained_file,
     scores_shard_file,
     shard_files,
     shard_labels,
@@ -36,20 +41,20 @@ from curindex.shardindex import (
 VECTORS_SCHEMA = "shard int, item_id string, text string, vector array<float>"
 KEPT_SCHEMA = ", truncated boolean, scores array<float>"  # with keep_scores
 WRITTEN_SCHEMA = "shard int, n_items long, files string"
-TRAIN_SAMPLE = 100_000  # vectors used to train an IVF/PQ index on the driver
+TRAIN_SAMPLE = 100_000  # vectors used to train an IVF/PQ/SQ index on the driver
 
 
 def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = (),
                keep_scores: bool = False) -> ArrowMapFn:
     """mapInArrow function: scores rows -> item vectors (G is captured once per task), plus a
-    column per extra index (``curindex.shardindex.EXTRAS``), plus the score rows themselves
-    with `keep_scores`."""
+    column per extra index (``curindex.shardindex.EXTRAS``: "h" the anchor-query scores, "bi"
+    the bi-encoder embedding the score stage computed), plus the score rows themselves with
+    `keep_scores`."""
     from curindex.cur import item_vectors
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            n = batch.num_rows
-            if n == 0:
+            if batch.num_rows == 0:
                 continue
             scores = batch.column("scores")
             h = scorerows.matrix(scores)[:, :k_q]
@@ -59,10 +64,7 @@ def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = (),
             if "h" in extras:
                 columns["h"] = scorerows.list_array(h)
             if "bi" in extras:
-                from curindex.baseline import get_biencoder
-
-                columns["bi"] = scorerows.list_array(get_biencoder().encode(
-                    batch.column("text").to_pylist()))
+                columns["bi"] = _embeddings(batch)
             if keep_scores:
                 columns["truncated"], columns["scores"] = batch.column("truncated"), scores
             yield pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
@@ -70,11 +72,20 @@ def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = (),
     return run
 
 
-def write_shard_fn(store_uri: str, version: str, trained: bytes, extras: tuple[str, ...] = (),
-                   keep_scores: bool = False):
-    """applyInArrow function: one shard's vectors -> its faiss index and id map in the store,
-    an exact inner-product index (same labels) per extra column, and its score rows with
-    `keep_scores`."""
+def _embeddings(batch: pa.RecordBatch) -> pa.Array:
+    bi = batch.column("bi")
+    if bi.null_count:
+        first = batch.column("item_id")[bi.is_null().index(True).as_py()].as_py()
+        raise ConfigError(f"item {first!r} has no bi-encoder embedding in its score row: the "
+                          "scores were computed without the bi-encoder methods")
+    return bi
+
+
+def write_shard_fn(store_uri: str, version: str, trained: dict[str, bytes],
+                   extras: tuple[str, ...] = (), keep_scores: bool = False):
+    """applyInArrow function: one shard's vectors -> its faiss index and Arrow id map in the
+    store, an extra index (same labels, `trained[name]`'s encoding) per extra column, and its
+    score rows with `keep_scores`."""
 
     def run(table: pa.Table) -> pa.Table:
         from curindex.store import Store
@@ -83,31 +94,30 @@ def write_shard_fn(store_uri: str, version: str, trained: bytes, extras: tuple[s
         shard = int(table.column("shard")[0].as_py())
         n = table.num_rows
         labels = shard_labels(shard, n)
-        index = faiss.deserialize_index(np.frombuffer(trained, dtype=np.uint8))
-        index.add_with_ids(scorerows.matrix(table.column("vector")), labels)
         index_rel, ids_rel = shard_files(shard)
         store = Store.open(store_uri)
         entries = []
         with tempfile.TemporaryDirectory(prefix="curindex-shard-") as tmp:
             local = os.path.join(tmp, "index.faiss")
-            faiss.write_index(index, local)
-            entries.append(store.upload_file(version, index_rel, local))
-            for name in extras:
-                x = scorerows.matrix(table.column(name))
-                extra = empty_index("IDMap,Flat", x.shape[1])
-                extra.add_with_ids(x, labels)
-                faiss.write_index(extra, local)
-                entries.append(store.upload_file(version, extra_shard_file(name, shard), local))
-            ids = pa.table(
-                {"label": labels, "item_id": table.column("item_id"), "text": table.column("text")}
-            )
-            local_ids = os.path.join(tmp, "ids.parquet")
-            pq.write_table(ids, local_ids)
+            for name, rel in [("vector", index_rel),
+                              *((name, extra_shard_file(name, shard)) for name in extras)]:
+                index = faiss.deserialize_index(np.frombuffer(trained[name], dtype=np.uint8))
+                index.add_with_ids(scorerows.matrix(table.column(name)), labels)
+                faiss.write_index(index, local)
+                entries.append(store.upload_file(version, rel, local))
+            ids = pa.table({"label": labels, "item_id": table.column("item_id"),
+                            "text": table.column("text")})
+            local_ids = os.path.join(tmp, "ids.arrow")
+            with pa.OSFile(local_ids, "wb") as sink, pa.ipc.new_file(sink, ids.schema) as w:
+                w.write_table(ids)
             entries.append(store.upload_file(version, ids_rel, local_ids))
             if keep_scores:
-                pq.write_table(table.select(["item_id", "text", "truncated", "scores"]),
-                               local_ids)
-                entries.append(store.upload_file(version, scores_shard_file(shard), local_ids))
+                local_scores = os.path.join(tmp, "scores.parquet")
+                kept = ["item_id", "text", "truncated", "scores"] + (
+                    ["bi"] if "bi" in extras else [])
+                pq.write_table(table.select(kept), local_scores)
+                entries.append(store.upload_file(version, scores_shard_file(shard),
+                                                 local_scores))
         files = [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in entries]
         return pa.table(
             {"shard": [shard], "n_items": [n], "files": [json.dumps(files)]},
@@ -118,23 +128,32 @@ def write_shard_fn(store_uri: str, version: str, trained: bytes, extras: tuple[s
     return run
 
 
-def trained_index(spark: SparkSession, vectors: DataFrame, factory: str, dim: int,
-                  n_items: int) -> bytes:
-    """The empty index, trained on a sample of item vectors when its type needs training."""
-    index = empty_index(factory, dim)
-    if not index.is_trained:
-        spark.sparkContext.setJobDescription("curindex: sample vectors to train the index")
+def trained_indexes(spark: SparkSession, vectors: DataFrame, *, factory: str, encoding: str,
+                    dims: dict[str, int], n_items: int) -> dict[str, bytes]:
+    """The empty index of each column ("vector": `factory`; an extra: `encoding`), trained on a
+    sample of the column's vectors when its type needs training."""
+    indexes = {name: empty_index(factory if name == "vector" else extra_factory(encoding), d)
+               for name, d in dims.items()}
+    untrained = [name for name, index in indexes.items() if not index.is_trained]
+    if untrained:
+        spark.sparkContext.setJobDescription("curindex: sample vectors to train the indexes")
         fraction = min(1.0, 1.2 * TRAIN_SAMPLE / max(1, n_items))
-        sample = (vectors.select("vector").sample(fraction=fraction, seed=0)
+        sample = (vectors.select(*untrained).sample(fraction=fraction, seed=0)
                   .limit(TRAIN_SAMPLE).collect())
-        x = np.array([r["vector"] for r in sample], dtype=np.float32)
-        try:
-            index.train(x)
-        except RuntimeError as e:
-            raise ConfigError(
-                f"[index] factory {factory!r}: training on {len(x)} vectors failed: {e}"
-            ) from e
-    return faiss.serialize_index(index).tobytes()
+        for name in untrained:
+            x = np.array([r[name] for r in sample], dtype=np.float32)
+            what = f"[index] factory {factory!r}" if name == "vector" else \
+                f"[index] encoding {encoding!r} ({name} index)"
+            try:
+                indexes[name].train(x)
+            except RuntimeError as e:
+                raise ConfigError(f"{what}: training on {len(x)} vectors failed: {e}") from e
+    return {name: faiss.serialize_index(index).tobytes() for name, index in indexes.items()}
+
+
+def trained_files(name: str) -> str:
+    """Where the version keeps column `name`'s trained empty index."""
+    return TRAINED_FILE if name == "vector" else extra_trained_file(name)
 
 
 def write_shards(
@@ -144,34 +163,40 @@ def write_shards(
     g: np.ndarray,
     k_q: int,
     factory: str,
+    encoding: str,
     n_items: int,
     store_uri: str,
     version: str,
     extras: tuple[str, ...] = (),
     keep_scores: bool = False,
     shards: list[int] | None = None,
-    trained: bytes | None = None,
-) -> tuple[list[dict], dict]:
+    trained: dict[str, bytes] | None = None,
+) -> tuple[list[dict], list[dict]]:
     """Write every shard (or only `shards`); returns per-shard entries sorted by shard:
     {"shard", "n_items", "index", "ids", "<extra>_index"..., "scores"?, "files": [{"path",
-    "size", "sha256"}, ...]}, with an extra exact index per name in `extras`
-    (``shardindex.EXTRAS``) and the score rows with `keep_scores`; and the entry of the
-    trained empty index file. `trained` (an earlier version's) skips training."""
-    k_i = g.shape[0]
+    "size", "sha256"}, ...]}, with an extra index per name in `extras` (``shardindex.EXTRAS``)
+    and the score rows with `keep_scores`; and the entries of the trained empty index files.
+    `trained` (an earlier version's, by column) skips training."""
+    from curindex.store import Store
+
     g_b = spark.sparkContext.broadcast(np.ascontiguousarray(g, dtype=np.float64))
     if shards is not None:
         scores = scores.where(scores["shard"].isin(shards))
     try:
-        vectors = scores.select("item_id", "shard", "text", "truncated", "scores").mapInArrow(
-            _broadcast_project(g_b, k_q, extras, keep_scores),
-            VECTORS_SCHEMA + "".join(f", {name} array<float>" for name in extras)
-            + (KEPT_SCHEMA if keep_scores else ""),
-        )
+        vectors = scores.select("item_id", "shard", "text", "truncated", "scores", "bi") \
+            .mapInArrow(_broadcast_project(g_b, k_q, extras, keep_scores),
+                        VECTORS_SCHEMA + "".join(f", {name} array<float>" for name in extras)
+                        + (KEPT_SCHEMA if keep_scores else ""))
         if trained is None:
-            trained = trained_index(spark, vectors, factory, k_i, n_items)
-        from curindex.store import Store
-
-        trained_entry = Store.open(store_uri).write_bytes(version, TRAINED_FILE, trained)
+            dims = {"vector": g.shape[0], "h": k_q, "bi": None}
+            if "bi" in extras:
+                dims["bi"] = len(vectors.select("bi").first()["bi"])
+            trained = trained_indexes(spark, vectors, factory=factory, encoding=encoding,
+                                      dims={n: dims[n] for n in ("vector", *extras)},
+                                      n_items=n_items)
+        store = Store.open(store_uri)
+        trained_entries = [store.write_bytes(version, trained_files(name), data)
+                           for name, data in sorted(trained.items())]
         spark.sparkContext.setJobDescription("curindex: write index shards")
         rows = (
             vectors.groupBy("shard")
@@ -192,8 +217,7 @@ def write_shards(
         if keep_scores:
             entry["scores"] = scores_shard_file(r["shard"])
         out.append(entry)
-    return out, {"path": trained_entry.path, "size": trained_entry.size,
-                 "sha256": trained_entry.sha256}
+    return out, [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in trained_entries]
 
 
 def _broadcast_project(g_b, k_q: int, extras: tuple[str, ...], keep_scores: bool) -> ArrowMapFn:

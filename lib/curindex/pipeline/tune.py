@@ -13,7 +13,7 @@ from curindex.figures import figure_grid
 from curindex.pipeline.anchors import Anchors
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.factorize import factorize
-from curindex.pipeline.validate import recall_with_candidates, shortlists
+from curindex.pipeline.shortlists import recall_with_candidates, shortlists
 
 log = logging.getLogger("curindex.pipeline")
 

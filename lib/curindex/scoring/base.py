@@ -21,7 +21,7 @@ import numpy as np
 
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError
-from curindex.scoring.models import default_minilm_path
+from curindex.scoring.models import default_minilm_path, model_files_digest
 from curindex.scoring.registry import KINDS
 
 
@@ -38,10 +38,6 @@ class Scorer(Protocol):
 
 # A user's `module:callable` target: called with the scorer config, returns a Scorer.
 ScorerFactory = Callable[[ScorerConfig], Scorer]
-
-# Files of a model directory that determine its scores (weights, config, tokenizer).
-_MODEL_FILE_SUFFIXES = (".json", ".txt", ".safetensors", ".bin", ".model", ".pt")
-
 
 def model_dir(cfg: ScorerConfig) -> Path | None:
     """The local model directory a scorer config reads, or None when it reads none."""
@@ -68,27 +64,10 @@ def fingerprint_for(cfg: ScorerConfig) -> str:
     h.update(json.dumps(settings, sort_keys=True).encode())
     d = model_dir(cfg)
     if d is not None:
-        if not d.is_dir():
-            raise ScorerError(f"[scorer] path {str(d)!r}: model directory not found")
-        files = sorted(
-            p for p in d.rglob("*") if p.is_file() and p.suffix in _MODEL_FILE_SUFFIXES
-        )
-        if not files:
-            raise ScorerError(f"[scorer] path {str(d)!r}: no model files in the directory")
-        for p in files:
-            h.update(str(p.relative_to(d)).encode())
-            h.update(_file_sha256(p).encode())
+        h.update(model_files_digest(d, what="[scorer] path").encode())
     if cfg.kind == "callable":
         h.update(_target_source_digest(cfg.target).encode())
     return "sha256:" + h.hexdigest()[:32]
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _target_source_digest(target: str) -> str:

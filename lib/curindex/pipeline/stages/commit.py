@@ -50,7 +50,8 @@ def run(ctx: BuildContext) -> mf.Manifest:
                "metric": "inner_product", "label_shift": LABEL_SHIFT, "g_file": "G.npy",
                "shards": shards["shards"], "bytes": shards["bytes"],
                "extra_bytes": shards["extra_bytes"]},
-        validation=states["validate"],
+        validation={k: v for k, v in states["validate"].items() if k != "search"},
+        search=states["validate"]["search"],
         timings_s=timings,
         report_dir="report",
     )

@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 
 from curindex import scorerows
+from curindex.baseline import biencoder_fingerprint
 from curindex.errors import CurIndexError
 from curindex.pipeline import incremental
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.corpus import read_texts
 from curindex.pipeline.score import score_items, shard_of
+from curindex.pipeline.stages.write_shards import extras
 from curindex.store import FileEntry
 
 log = logging.getLogger("curindex.pipeline")
@@ -41,7 +43,8 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
                        num_shards=cfg.index.num_shards, partitions=partitions,
                        block_items=cfg.spark.block_items, out_path=f"{ctx.work}/scores",
                        n_items=scored,
-                       resume=ctx.store.load_build_state(ctx.version, "score") is None)
+                       resume=ctx.store.load_build_state(ctx.version, "score") is None,
+                       biencoder=biencoder_fingerprint() if "bi" in extras(cfg) else None)
     # An incremental build checks the rows it scored; the base's are counted by changes().
     chunks = spark.read.schema(scorerows.SPARK_SCHEMA).parquet(f"{ctx.work}/scores")
     n = chunks.count()

@@ -1,5 +1,8 @@
-"""Validate stage: Top-k-Recall@budget of the built index on the reported test queries,
-distributed (``pipeline.validate``), and the quality gate's verdict."""
+"""Validate stage: every search method the version supports, run on the held-out test queries
+in Spark (``pipeline.retrieval``: per round, the driver holds each query's small state and the
+executors find the next candidates in their partitions), the served search chosen on the
+tuning queries (``curindex.selection``), every method's Top-k-Recall@budget on the reporting
+queries (``curindex.validation``), and the quality gate's verdict on the served search."""
 
 from __future__ import annotations
 
@@ -7,83 +10,183 @@ import logging
 
 import numpy as np
 
-from curindex.figures import Figure, by_figure, figure_grid
-from curindex.gate import gate_failures
-from curindex.pipeline.anchors import Anchors
+from curindex.figures import Figure, by_figure
+from curindex.gate import gate_failures, lift_failures
+from curindex.methods import Ask, Plan, SearchSpec, run_plans
 from curindex.pipeline.context import BuildContext
-from curindex.pipeline.validate import (
-    baseline_recall,
-    candidate_overlap,
-    index_candidates,
-    recall_with_candidates,
-    shortlists,
-)
-from curindex.shardindex import is_exact
+from curindex.pipeline.retrieval import EXACT, Codecs, SparkRetriever, shard_retriever
+from curindex.pipeline.stages.write_shards import extras
+from curindex.selection import choose
+from curindex.shardindex import extra_trained_file, is_exact
 from curindex.store import FileEntry
+from curindex.validation import Job, Table, candidates, jobs, table
 
 log = logging.getLogger("curindex.pipeline")
 
 
 def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
-    v, k_q, cfg = ctx.cfg.validate, ctx.k_q, ctx.cfg
-    anchors, n_items = ctx.anchors(), ctx.load("prepare")["items"]
-    k_i = len(anchors.item_ids)
-    # A budget that reaches the whole corpus measures nothing.
-    budgets = [b for b in v.budgets if b < n_items]
-    figures = figure_grid(v.ks, budgets, min_budget=k_i)
-    first = k_q + ctx.n_tune()  # the tuning queries come first and are not reported
-    c = ctx.npy("anchors/scores.npy")[:, first:]  # [k_i, n_test]: the test queries' vectors
-    state: dict = {"n_test": c.shape[1], "min_recall": dict(v.min_recall), "recall": {},
-                   "recall_exact_search": {}, "index_recall_vs_exact": {}, "baseline": None}
-    if c.shape[1] and figures:
-        state.update(_measure(ctx, anchors, c, first, budgets, figures))
-    failed = gate_failures(state["recall"], v.min_recall)
-    for figure, value in by_figure(state["recall"]):
-        base = (state["baseline"] or {}).get("recall", {}).get(str(figure))
-        log.info("%s = %.4f%s", figure.label, value,
-                 f" (bi-encoder {base:.4f})" if base is not None else "")
-    for failure in failed:
-        log.error("quality gate: %s (version %s)", failure, ctx.version)
-    state.update(passed=not failed, failures=failed, index=cfg.index.factory)
+    cfg, v = ctx.cfg, ctx.cfg.validate
+    anchors, prep = ctx.anchors(), ctx.load("prepare")
+    n_test, n_tune = len(anchors.test_ids), ctx.n_tune()
+    budgets = sorted(b for b in v.budgets if b < prep["items"])  # the whole corpus: no test
+    objective = [Figure.parse(n.strip()) for n in v.objective.split(",")]
+    specs = candidates(cfg.index.methods, v.rounds, v.seed_sizes)
+    reporting = range(n_tune, n_test)
+    state: dict = {"n_test": len(reporting), "min_recall": dict(v.min_recall), "recall": {},
+                   "recall_exact_search": {}, "index_recall_vs_exact": {}, "baseline": None,
+                   "index": cfg.index.factory,
+                   "min_lift_over_baseline": v.min_lift_over_baseline}
+    tab = Table({})
+    if n_test and budgets:
+        ctx.spark.sparkContext.setJobDescription("curindex: validate every search method")
+        try:
+            tab, exact_cur = _measure(ctx, anchors, specs, objective, budgets, n_tune)
+        finally:
+            ctx.spark.sparkContext.setJobDescription(None)
+        state.update(exact_cur)
+    choice = choose({s: o for s in specs
+                     if (o := tab.objective(s, objective, range(n_tune))) is not None})
+    served = choice.chosen
+    rows = _method_rows(tab, specs, objective, n_tune, reporting, served)
+    state["recall"] = tab.mean(served, reporting)
+    if "bi-rerank" in cfg.index.methods:
+        state["baseline"] = {"name": "bi-encoder",
+                             "recall": tab.mean(SearchSpec("bi-rerank"), reporting)}
+    failed = gate_failures(state["recall"], v.min_recall) + lift_failures(
+        state["recall"], (state["baseline"] or {}).get("recall", {}), v.min_lift_over_baseline)
+    _log(ctx, served, choice.reason, state, failed)
+    state.update(passed=not failed, failures=failed)
+    state["search"] = {
+        "default": {"method": served.method, "rounds": served.rounds, "seed": served.seed,
+                    "seed_size": served.seed_size, "budget": objective[0].budget},
+        "methods": rows,
+        "selection": {
+            "objective": [str(f) for f in objective], "n_tune": n_tune,
+            "tune_ids": anchors.test_ids[:n_tune], "reason": choice.reason,
+            "candidates": [{"method": x.spec.method, "rounds": x.spec.rounds,
+                            "seed_size": x.spec.seed_size, "objective": x.objective,
+                            "below_best": x.below_best,
+                            "below_best_se": min(x.below_best_se, 1.0),
+                            "measurably_worse": x.measurably_worse}
+                           for x in choice.verdicts]},
+    }
     return state, []
 
 
-def _measure(ctx: BuildContext, anchors: Anchors, c: np.ndarray, first: int,
-             budgets: list[int], figures: list[Figure]) -> dict:
-    """Recall of the reported test queries: score columns `first ..`, vectors `c`."""
-    cfg, k_i, spark = ctx.cfg, len(anchors.item_ids), ctx.spark
-    m_max = max(f.budget for f in figures) - k_i
+def _measure(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: list[Figure],
+             budgets: list[int], n_tune: int) -> tuple[Table, dict]:
+    """Run every job; returns the recall table, and for an approximate item-vector index the
+    plain CUR figures with exact search and the index's overlap with it."""
+    cfg, k_q, k_i = ctx.cfg, ctx.k_q, len(anchors.item_ids)
+    n_test = len(anchors.test_ids)
+    rows = ctx.scores().select("item_id", "scores", "bi").coalesce(
+        2 * ctx.spark.sparkContext.defaultParallelism)
+    names = extras(cfg)
+    codecs = Codecs(g=ctx.npy("G.npy"), k_q=k_q, first=k_q,
+                    h=ctx.store.read_bytes(ctx.version, extra_trained_file("h"))
+                    if "h" in names else None,
+                    bi=ctx.store.read_bytes(ctx.version, extra_trained_file("bi"))
+                    if "bi" in names else None)
+    exact_index = is_exact(cfg.index.factory, k_i)
+    approx = None if exact_index else shard_retriever(
+        ctx.spark, rows, shards=ctx.load("write_shards")["shards"],
+        read_shard=ctx.read_shard_file, first=k_q, nprobe=cfg.index.nprobe,
+        ef_search=cfg.index.ef_search)
+    retriever = SparkRetriever(ctx.spark, rows, codecs, approx_e=approx)
+    ks = sorted(cfg.validate.ks)
+    truth = [keys for keys, _ in retriever.retrieve(
+        [Ask(t, EXACT, np.zeros(0), max(ks), frozenset()) for t in range(n_test)])]
+    scores = ctx.npy("anchors/scores.npy")  # [k_i, k_q + n_test]
+    c = scores[:, k_q:].T  # [n_test, k_i]: the test queries' exact scores on the anchor items
     # Detached anchors (incremental builds) still cost a call each, but are no results.
     detached = set(ctx.load("prepare").get("detached_anchors", []))
-    live = [j for j, a in enumerate(anchors.item_ids) if a not in detached]
-    live_ids, live_c, extra = [anchors.item_ids[j] for j in live], c[live], k_i - len(live)
-    bi_queries = None
-    if cfg.validate.baseline == "bi-encoder":
+    live = np.array([a not in detached for a in anchors.item_ids], dtype=bool)
+    live_ids = [a for a, ok in zip(anchors.item_ids, live, strict=True) if ok]
+    bi = None
+    if any(s.seed == "bi-encoder" for s in specs):
         from curindex.baseline import get_biencoder
 
-        bi_queries = get_biencoder().encode(anchors.test_texts[first - ctx.k_q:])
-    spark.sparkContext.setJobDescription("curindex: validate recall")
-    try:
-        lists = shortlists(spark, ctx.scores(), g=ctx.npy("G.npy"), c=c, anchor_ids=live_ids,
-                           k_q=ctx.k_q, k_max=max(f.k for f in figures), m_max=m_max,
-                           bi_queries=bi_queries, b_max=max(budgets), first=first)
-        exact_search = recall_with_candidates(lists, lists.cand, live_ids, live_c, figures,
-                                              extra)
-        if is_exact(cfg.index.factory, k_i):
-            recall, overlap = exact_search, {str(b): 1.0 for b in budgets if b > k_i}
+        bi = get_biencoder().encode(anchors.test_texts)  # [n_test, dim]
+    job_list = jobs(specs, n_tune=n_tune, n_test=n_test, objective=objective,
+                    budgets=budgets, k_i=k_i)
+    plans = [_plan(j, c, bi, live_ids, k_i=k_i, n_items=ctx.load("prepare")["items"])
+             for j in job_list]
+    run_plans(plans, retriever, anchor_columns=scores[:, :k_q].T.astype(np.float64),
+              rcond=ctx.load("factorize")["rcond"])
+    ranking = {"anchor_keys": live_ids, "live": live, "k_i": k_i,
+               "n_items": ctx.load("prepare")["items"], "n_anchors_listed": len(live_ids)}
+    budgets_of = {t: sorted({f.budget for f in objective}) if t < n_tune else budgets
+                  for t in range(n_test)}
+    tab = table(plans, job_list, truth, ks=ks, budgets_of=budgets_of, **ranking)
+    extra: dict = {}
+    if not exact_index and "cur" in cfg.index.methods:
+        extra = _exact_cur(ctx, rows, codecs, plans, job_list, truth, ks, budgets_of, ranking,
+                           range(n_tune, n_test))
+    return tab, extra
+
+
+def _plan(job: Job, c: np.ndarray, bi: np.ndarray | None, live_ids: list[str], *, k_i: int,
+          n_items: int) -> Plan:
+    sizes = job.spec.sizes(job.budget, k_i=k_i, n_items=n_items, n_anchors_listed=len(live_ids))
+    if job.spec.seed == "anchors":
+        return Plan(job.query, job.spec, job.budget, sizes, c[job.query], c[job.query],
+                    frozenset(live_ids))
+    return Plan(job.query, job.spec, job.budget, sizes, bi[job.query], np.zeros(0), frozenset())
+
+
+def _exact_cur(ctx: BuildContext, rows, codecs: Codecs, plans: list[Plan], job_list: list[Job],
+               truth, ks, budgets_of, ranking, reporting: range) -> dict:
+    """Plain CUR with exact search over the item vectors, beside the approximate index: its
+    recall, and the share of its candidates the index returned."""
+    cur = [(p, j) for p, j in zip(plans, job_list, strict=True)
+           if j.spec.method == "cur" and j.query in reporting]
+    again = [Plan(p.query, p.spec, p.budget, p.sizes, p.first, p.anchor_exact, p.excluded)
+             for p, _ in cur]
+    run_plans(again, SparkRetriever(ctx.spark, rows, codecs), anchor_columns=None, rcond=0.0)
+    tab = table(again, [j for _, j in cur], truth, ks=ks, budgets_of=budgets_of, **ranking)
+    overlap = {}
+    for b in budgets_of[reporting.start] if len(reporting) else []:
+        shares = []
+        for (p, _), q in zip(cur, again, strict=True):
+            n = p.spec.sizes(b, k_i=ranking["k_i"], n_items=ranking["n_items"],
+                             n_anchors_listed=ranking["n_anchors_listed"])[0] \
+                if b > ranking["k_i"] else 0
+            if n:
+                shares.append(len(set(p.keys[:n]) & set(q.keys[:n])) / n)
+        if shares:
+            overlap[str(b)] = float(np.mean(shares))
+    return {"recall_exact_search": tab.mean(SearchSpec("cur"), reporting),
+            "index_recall_vs_exact": overlap}
+
+
+def _method_rows(tab: Table, specs: list[SearchSpec], objective: list[Figure], n_tune: int,
+                 reporting: range, served: SearchSpec) -> list[dict]:
+    """Each method at its best parameters on the tuning queries (the served one at its
+    own), with its figures on the reporting queries."""
+    rows = []
+    for method in dict.fromkeys(s.method for s in specs):
+        family = [s for s in specs if s.method == method]
+        if served in family:
+            best = served
         else:
-            cand = index_candidates(
-                spark, ctx.scores(), read_shard=ctx.read_shard_file,
-                shards=ctx.load("write_shards")["shards"], c=c, k_q=ctx.k_q,
-                anchor_ids=live_ids, m_max=m_max, nprobe=cfg.index.nprobe,
-                ef_search=cfg.index.ef_search, first=first)
-            recall = recall_with_candidates(lists, cand, live_ids, live_c, figures, extra)
-            overlap = {str(b): candidate_overlap(cand, lists.cand, b - k_i)
-                       for b in budgets if b > k_i}
-    finally:
-        spark.sparkContext.setJobDescription(None)
-    baseline = None
-    if bi_queries is not None:
-        baseline = {"name": "bi-encoder", "recall": baseline_recall(lists, figures)}
-    return {"recall": recall, "recall_exact_search": exact_search,
-            "index_recall_vs_exact": overlap, "baseline": baseline}
+            scored = [(float(o.mean()), s) for s in family
+                      if (o := tab.objective(s, objective, range(n_tune))) is not None
+                      and len(o)]
+            best = max(scored, key=lambda x: (x[0], [-c for c in x[1].complexity]))[1] \
+                if scored else family[0]
+        rows.append({"method": best.method, "rounds": best.rounds,
+                     "seed_size": best.seed_size, "recall": tab.mean(best, reporting),
+                     "served": best == served})
+    return rows
+
+
+def _log(ctx: BuildContext, served: SearchSpec, reason: str, state: dict,
+         failed: list[str]) -> None:
+    log.info("served search: %s (%s)", served.describe(), reason)
+    base = (state["baseline"] or {}).get("recall", {})
+    for figure, value in by_figure(state["recall"]):
+        b = base.get(str(figure))
+        log.info("%s = %.4f%s", figure.label, value,
+                 f" (bi-encoder {b:.4f})" if b is not None else "")
+    for failure in failed:
+        log.error("quality gate: %s (version %s)", failure, ctx.version)

@@ -1,0 +1,215 @@
+"""Search methods, pure numpy: one implementation of every way curindex spends a query's budget,
+run by the Searcher over faiss shards and by the build's validation over Spark partitions, so
+that the figures a build records are what the Searcher returns.
+
+Every method spends ``budget`` exact-model calls per query in rounds. A round retrieves the
+best items not yet scored by an estimate in one of three spaces and scores them exactly:
+
+- ``"e"``: the item vectors ``e = G h`` with the query's exact scores on the anchor items ``c``
+  (plain CUR, ANNCUR);
+- ``"h"``: the items' anchor-query scores ``h`` with the query's weights ``w``, re-solved before
+  each round on every item scored so far (``w = lstsq(H_A^T, s_A)``; adaptive, ADACUR);
+- ``"bi"``: bi-encoder embeddings with the query's bi-encoder embedding.
+
+The methods (``SearchSpec``):
+
+| method | round 1 | later rounds |
+|---|---|---|
+| ``cur`` | the k_i anchor items, then ``budget - k_i`` items by ``c . e`` | none |
+| ``adaptive`` | as ``cur``, with ``(budget - k_i) / rounds`` items | ``h``, re-solved |
+| ``bi-seeded`` | the bi-encoder's top ``seed_size`` items | ``h``, re-solved |
+| ``bi-rerank`` | the bi-encoder's top ``budget`` items | none |
+
+Items are opaque hashable keys (faiss labels in the Searcher, item ids in validation); a
+``Retriever`` hides the index and the model. Ties in an estimate are broken by the retriever
+(both break them by item id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+METHODS = ("bi-rerank", "cur", "adaptive", "bi-seeded")  # simplest first
+# The extra indexes of a version each method needs ("h": anchor-query scores, "bi": bi-encoder
+# embeddings); plain CUR needs only the item vectors.
+NEEDS = {"cur": (), "adaptive": ("h",), "bi-seeded": ("h", "bi"), "bi-rerank": ("bi",)}
+SEEDS = ("anchors", "bi-encoder")
+
+Key = Hashable
+
+
+@dataclass(frozen=True, order=True)
+class SearchSpec:
+    """A way to search, without its budget: the method and its parameters."""
+
+    method: str
+    rounds: int = 1
+    seed_size: int = 0  # bi-seeded: the items of round 1
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        multi = self.method in ("adaptive", "bi-seeded")
+        if self.rounds < 1 or (multi and self.rounds < 2) or (not multi and self.rounds != 1):
+            raise ValueError(f"{self.method}: rounds {self.rounds} (adaptive and bi-seeded take "
+                             "2 or more, cur and bi-rerank 1)")
+        if (self.method == "bi-seeded") != (self.seed_size > 0):
+            raise ValueError(f"{self.method}: seed_size {self.seed_size} (bi-seeded needs a "
+                             "positive seed size, the others none)")
+
+    @classmethod
+    def from_args(cls, *, rounds: int = 1, seed: str = "anchors", seed_size: int = 0
+                  ) -> SearchSpec:
+        """The spec of `Searcher.search`'s explicit arguments (rounds, seed, seed_size)."""
+        if seed not in SEEDS:
+            raise ValueError(f"seed must be one of {SEEDS}, got {seed!r}")
+        if rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {rounds}")
+        if seed == "anchors":
+            return cls("cur") if rounds == 1 else cls("adaptive", rounds)
+        if rounds == 1:
+            return cls("bi-rerank")
+        return cls("bi-seeded", rounds, seed_size or 50)
+
+    @property
+    def seed(self) -> str:
+        return "bi-encoder" if self.method.startswith("bi-") else "anchors"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return NEEDS[self.method]
+
+    @property
+    def complexity(self) -> tuple[int, int, int]:
+        """Simplest first: the method's place in METHODS, then fewer rounds, smaller seeds."""
+        return METHODS.index(self.method), self.rounds, self.seed_size
+
+    def describe(self) -> str:
+        if self.method == "adaptive":
+            return f"adaptive ({self.rounds} rounds)"
+        if self.method == "bi-seeded":
+            return f"bi-seeded ({self.rounds} rounds, seed {self.seed_size})"
+        return self.method
+
+    def sizes(self, budget: int, *, k_i: int, n_items: int, n_anchors_listed: int) -> list[int]:
+        """Items retrieved per round at `budget` (the anchor items, for methods that score
+        them, are not counted here: they cost k_i of the budget). `n_anchors_listed`: anchor
+        items that are also items of the index (never retrieved by anchor-seeded methods)."""
+        if self.seed == "anchors":
+            if budget <= k_i:
+                raise ValueError(f"budget {budget} must exceed the {k_i} anchor items of this "
+                                 "index")
+            return round_sizes(min(budget - k_i, n_items - n_anchors_listed), self.rounds)
+        total = min(budget, n_items)
+        if self.rounds == 1:
+            return [total]
+        first = min(self.seed_size, total)
+        return [first, *round_sizes(total - first, self.rounds - 1)]
+
+
+def round_sizes(n: int, rounds: int) -> list[int]:
+    """`n` retrievals split over `rounds` rounds, as evenly as possible, larger rounds first."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    base, extra = divmod(max(n, 0), rounds)
+    return [base + (1 if r < extra else 0) for r in range(rounds)]
+
+
+def query_weights(h_a: np.ndarray, s_a: np.ndarray, *, rcond: float) -> np.ndarray:
+    """The query's vector in anchor-query space.
+
+    h_a: [k_q, m] anchor-query scores of the m exactly scored items; s_a: [m] or [m, n_q] the
+    query's exact scores on them. Returns w [k_q] (or [k_q, n_q]) minimising
+    ``||h_a^T w - s_a||`` with singular values of ``h_a`` <= rcond * max dropped.
+    """
+    return np.linalg.lstsq(np.asarray(h_a, np.float64).T, np.asarray(s_a, np.float64),
+                           rcond=rcond)[0]
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One retrieval of one round: the `n` best items by `vector`'s inner product in `space`,
+    leaving out `seen`, for query number `query` of the batch."""
+
+    query: int
+    space: str  # "e", "h" or "bi"
+    vector: np.ndarray
+    n: int
+    seen: frozenset
+
+
+class Retriever(Protocol):
+    def retrieve(self, asks: Sequence[Ask]) -> list[tuple[list[Key], np.ndarray]]:
+        """Per ask: the keys found, best first, and their exact scores for its query."""
+        ...
+
+    def columns(self, keys: Sequence[Key]) -> dict[Key, np.ndarray]:
+        """Anchor-query scores [k_q] of each key's item (as the adaptive rounds read them)."""
+        ...
+
+
+@dataclass
+class Plan:
+    """One query's search under one spec and budget, and what it has scored so far."""
+
+    query: int
+    spec: SearchSpec
+    budget: int
+    sizes: list[int]
+    first: np.ndarray  # round 1's vector: c (anchor-seeded) or the bi-encoder embedding
+    anchor_exact: np.ndarray  # [k_i] exact scores on the anchor items (empty: bi-seeded)
+    excluded: frozenset  # never retrieved: the anchor items of anchor-seeded methods
+    keys: list[Key] = field(default_factory=list)
+    exact: list[float] = field(default_factory=list)
+
+
+def run_plans(plans: Sequence[Plan], retriever: Retriever, *, anchor_columns: np.ndarray | None,
+              rcond: float) -> None:
+    """Run every plan's rounds in lockstep (one `retrieve` call per round for all of them);
+    fills each plan's keys (retrieval order) and exact scores.
+
+    anchor_columns: [k_q, k_i] anchor-query scores of the anchor items (None when no plan
+    has later rounds)."""
+    for r in range(max((len(p.sizes) for p in plans), default=0)):
+        active = [p for p in plans if len(p.sizes) > r and p.sizes[r] > 0]
+        if not active:
+            continue
+        if r == 0:
+            asks = [Ask(p.query, "e" if p.spec.seed == "anchors" else "bi", p.first,
+                        p.sizes[0], p.excluded) for p in active]
+        else:
+            asks = _resolve(active, retriever, anchor_columns, rcond, r)
+        for p, (keys, exact) in zip(active, retriever.retrieve(asks), strict=True):
+            p.keys += list(keys)
+            p.exact += [float(x) for x in exact]
+
+
+def _resolve(active: Sequence[Plan], retriever: Retriever, anchor_columns: np.ndarray | None,
+             rcond: float, r: int) -> list[Ask]:
+    """The asks of round r > 0: each plan's weights re-solved on what it scored so far."""
+    if anchor_columns is None:
+        raise ValueError("adaptive rounds need the anchor items' anchor-query scores")
+    wanted = list(dict.fromkeys(k for p in active for k in p.keys))
+    cols = retriever.columns(wanted)
+    asks = []
+    for p in active:
+        h_a = np.stack([cols[k] for k in p.keys], axis=1) if p.keys else \
+            np.zeros((anchor_columns.shape[0], 0))
+        if p.spec.seed == "anchors":
+            h_a = np.hstack([anchor_columns, h_a])
+        s_a = np.concatenate([p.anchor_exact, p.exact])
+        w = query_weights(h_a, s_a, rcond=rcond)
+        asks.append(Ask(p.query, "h", w, p.sizes[r], p.excluded | frozenset(p.keys)))
+    return asks
+
+
+def ranked(pool_keys: Sequence[Key], pool_exact: np.ndarray, k: int
+           ) -> tuple[list[Key], np.ndarray]:
+    """The top k of a pool by exact score, ties in pool order (the Searcher's answer)."""
+    s = np.asarray(pool_exact, dtype=np.float32)
+    top = np.argsort(-s, kind="stable")[:k]
+    return [pool_keys[i] for i in top], s[top]

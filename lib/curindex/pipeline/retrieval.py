@@ -1,0 +1,268 @@
+"""The search methods' retriever over the build's score rows, for validation.
+
+Every round of every test query's search is an ``Ask`` (``curindex.methods``): the n best
+items, by a vector's inner product in one space, that the query has not scored yet. One Spark
+job per round answers all of them: each task ranks its partition's items for every ask and
+keeps its best n; the driver merges the tasks' lists. The vectors are computed from each score
+row exactly as the version stores them (``e = G h`` as the write-shards stage computes it; the
+anchor-query scores ``h`` and the bi-encoder embedding decoded through the extra indexes'
+trained codecs), and the exact score of a candidate is its score row's column for the ask's
+test query. So validation retrieves what the Searcher retrieves from the shards, without H or
+the test queries' score rows ever reaching the driver: only each round's candidates do.
+
+Items are keyed by a 64-bit hash of their id on the executors (the asks' exclusion sets travel
+as arrays of those keys); the driver keeps the ids. For an approximate item-vector index (IVF,
+HNSW, PQ) the "e" asks are answered by the built shards themselves, searched one at a time on
+the driver as the Searcher's merged index would, and their exact scores looked up with a join.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from curindex import scorerows
+from curindex.methods import Ask
+
+FOUND_SCHEMA = "ask int, item_id string, key long, est float, exact float"
+COLUMNS_SCHEMA = "item_id string, h array<float>"
+EXACT = "exact"  # an ask in this space ranks by the exact score itself (the truth)
+
+
+def item_key(item_id: str) -> int:
+    """The 64-bit key of an item id (the same on every process)."""
+    return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "little",
+                          signed=True)
+
+
+@dataclass(frozen=True)
+class Codecs:
+    """How a score row becomes the vectors the version's indexes hold."""
+
+    g: np.ndarray  # [k_i, k_q] float64
+    k_q: int
+    first: int  # score column of test query 0
+    h: bytes | None  # the h index's trained empty index (None: no h index)
+    bi: bytes | None  # the bi index's
+
+
+def decoder(blob: bytes | None) -> Callable[[np.ndarray], np.ndarray]:
+    """Vectors as an index of that trained empty index stores them (encode, then decode)."""
+    if blob is None:
+        return lambda x: x
+    index = faiss.downcast_index(faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8)))
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+
+    def decode(x: np.ndarray, _owner: faiss.Index = index) -> np.ndarray:
+        # _owner: the IDMap owns `inner`; it must outlive this function, or inner is freed
+        return inner.sa_decode(inner.sa_encode(np.ascontiguousarray(x, np.float32)))
+
+    return decode
+
+
+def _spaces(batch: pa.RecordBatch, codecs: Codecs, decode: dict, wanted: set[str]
+            ) -> dict[str, np.ndarray]:
+    from curindex.cur import item_vectors
+
+    s = scorerows.matrix(batch.column("scores"))  # [n, k_q + n_test]
+    h = s[:, : codecs.k_q]
+    out = {EXACT: s[:, codecs.first:]}
+    if "e" in wanted:
+        out["e"] = item_vectors(h, codecs.g)  # as write_shards computes them
+    if "h" in wanted:
+        out["h"] = decode["h"](h)
+    if "bi" in wanted:
+        out["bi"] = decode["bi"](scorerows.matrix(batch.column("bi")))
+    return out
+
+
+def _rank(est: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n best by estimate, equal estimates by id."""
+    by_id = np.argsort(ids, kind="stable")
+    return by_id[np.argsort(-est[by_id], kind="stable")][:n]
+
+
+def found_fn(codecs: Codecs, payload) -> Callable[[Iterator[pa.RecordBatch]],
+                                                  Iterator[pa.RecordBatch]]:
+    """mapInArrow function: per task, every ask's n best items of its partition.
+    `payload`: a broadcast of {"space": [..], "n": [..], "test": [..], "seen": [int64 keys],
+    "vectors": {space: [m, d] float32}, "rows": {space: [ask numbers]}}."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        p = payload.value
+        decode = {"h": decoder(codecs.h), "bi": decoder(codecs.bi)}
+        parts: list[list[tuple]] = [[] for _ in p["n"]]  # per ask: (ids, keys, est, exact)
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            ids = np.array(batch.column("item_id").to_pylist(), dtype=object)
+            keys = np.array([item_key(i) for i in ids], dtype=np.int64)
+            by_id = np.argsort(ids, kind="stable")
+            x = _spaces(batch, codecs, decode, set(p["space"]))
+            for space, asks in p["rows"].items():
+                est_all = (x[EXACT][:, p["test"][asks]] if space == EXACT
+                           else x[space].astype(np.float32) @ p["vectors"][space].T)
+                for col, a in enumerate(asks):
+                    est = est_all[:, col].astype(np.float32)
+                    if len(p["seen"][a]):
+                        est = np.where(np.isin(keys, p["seen"][a]), -np.inf, est)
+                    take = by_id[np.argsort(-est[by_id], kind="stable")][: p["n"][a]]
+                    take = take[np.isfinite(est[take])]
+                    parts[a].append((ids[take], keys[take], est[take],
+                                     x[EXACT][take, p["test"][a]].astype(np.float32)))
+        cols: dict[str, list] = {"ask": [], "item_id": [], "key": [], "est": [], "exact": []}
+        for a, chunks in enumerate(parts):
+            if not chunks:
+                continue
+            ids, keys, est, exact = (np.concatenate(c) for c in zip(*chunks, strict=True))
+            keep = _rank(est, ids, p["n"][a])
+            cols["ask"] += [a] * len(keep)
+            cols["item_id"] += ids[keep].tolist()
+            cols["key"] += keys[keep].tolist()
+            cols["est"] += est[keep].tolist()
+            cols["exact"] += exact[keep].tolist()
+        yield pa.RecordBatch.from_pydict(cols, schema=pa.schema([
+            ("ask", pa.int32()), ("item_id", pa.string()), ("key", pa.int64()),
+            ("est", pa.float32()), ("exact", pa.float32())]))
+
+    return run
+
+
+class SparkRetriever:
+    """The methods' `Retriever` over the score rows; see the module docstring. Keys are item
+    ids; `query` of an ask is the test query's number (score column `first + query`)."""
+
+    def __init__(self, spark: SparkSession, rows: DataFrame, codecs: Codecs, *,
+                 approx_e: Callable[[Sequence[Ask]], list] | None = None) -> None:
+        self.spark, self.rows, self.codecs = spark, rows, codecs
+        self.approx_e = approx_e
+        self.keys: dict[str, int] = {}
+
+    def retrieve(self, asks: Sequence[Ask]) -> list[tuple[list[str], np.ndarray]]:
+        out: list = [None] * len(asks)
+        spark_asks = [i for i, a in enumerate(asks) if not (a.space == "e" and self.approx_e)]
+        if len(spark_asks) < len(asks):
+            idx = [i for i in range(len(asks)) if i not in set(spark_asks)]
+            for i, found in zip(idx, self.approx_e([asks[i] for i in idx]), strict=True):
+                out[i] = found
+        if spark_asks:
+            for i, found in zip(spark_asks, self._spark([asks[i] for i in spark_asks]),
+                                strict=True):
+                out[i] = found
+        return out
+
+    def _spark(self, asks: Sequence[Ask]) -> list[tuple[list[str], np.ndarray]]:
+        rows: dict[str, list[int]] = {}
+        for i, a in enumerate(asks):
+            rows.setdefault(a.space, []).append(i)
+        payload = {
+            "space": [a.space for a in asks], "n": [a.n for a in asks],
+            "test": np.array([a.query for a in asks], dtype=np.int64),
+            "seen": [np.array(sorted(self._key(k) for k in a.seen), dtype=np.int64)
+                     for a in asks],
+            "rows": {s: np.array(r) for s, r in rows.items()},
+            "vectors": {s: np.stack([asks[i].vector for i in r]).astype(np.float32)
+                        for s, r in rows.items() if s != EXACT},
+        }
+        b = self.spark.sparkContext.broadcast(payload)
+        try:
+            table = (self.rows.mapInArrow(found_fn(self.codecs, b), FOUND_SCHEMA)
+                     .toArrow())
+        finally:
+            b.destroy()
+        ask = table.column("ask").to_numpy()
+        ids = np.array(table.column("item_id").to_pylist(), dtype=object)
+        est = table.column("est").to_numpy()
+        exact = table.column("exact").to_numpy()
+        self.keys.update(zip(ids.tolist(), table.column("key").to_pylist(), strict=True))
+        order = np.argsort(ids, kind="stable")
+        order = order[np.argsort(-est[order], kind="stable")]
+        order = order[np.argsort(ask[order], kind="stable")]
+        out: list[tuple[list[str], np.ndarray]] = [([], np.zeros(0)) for _ in asks]
+        bounds = np.searchsorted(ask[order], np.arange(len(asks) + 1))
+        for a in range(len(asks)):
+            sel = order[bounds[a]: bounds[a + 1]][: asks[a].n]
+            out[a] = (ids[sel].tolist(), exact[sel].astype(np.float64))
+        return out
+
+    def _key(self, item_id: str) -> int:
+        key = self.keys.get(item_id)
+        if key is None:
+            key = self.keys[item_id] = item_key(item_id)
+        return key
+
+    def columns(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """The decoded anchor-query scores of the items `keys`, from their score rows."""
+        wanted = self.spark.createDataFrame([(k,) for k in keys], "item_id string")
+        codecs = self.codecs
+
+        def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            decode = decoder(codecs.h)
+            for batch in batches:
+                if batch.num_rows:
+                    h = decode(scorerows.matrix(batch.column("scores"))[:, : codecs.k_q])
+                    yield pa.RecordBatch.from_arrays(
+                        [batch.column("item_id"), scorerows.list_array(h)],
+                        names=["item_id", "h"])
+
+        table = (self.rows.select("item_id", "scores").join(F.broadcast(wanted), "item_id")
+                 .mapInArrow(run, COLUMNS_SCHEMA).toArrow())
+        h = scorerows.matrix(table.column("h")).astype(np.float64)
+        return dict(zip(table.column("item_id").to_pylist(), h, strict=True))
+
+
+def shard_retriever(spark: SparkSession, rows: DataFrame, *, shards: Sequence[dict],
+                    read_shard: Callable[[str], bytes], first: int, nprobe: int,
+                    ef_search: int) -> Callable[[Sequence[Ask]], list]:
+    """"e" asks answered by the built (approximate) shards: each shard searched on the driver
+    in turn (one in memory at a time), hits merged by (-estimate, id) as the Searcher's merged
+    index gives them, exact scores looked up in the score rows with a join."""
+    from curindex.reader import read_id_map
+    from curindex.shardindex import read_index, set_search_params, split_labels
+
+    def answer(asks: Sequence[Ask]) -> list[tuple[list[str], np.ndarray]]:
+        x = np.stack([a.vector for a in asks]).astype(np.float32)
+        found: list[list[tuple[float, str]]] = [[] for _ in asks]
+        with tempfile.TemporaryDirectory(prefix="curindex-validate-") as tmp:
+            for s in shards:
+                path = os.path.join(tmp, "shard.faiss")
+                with open(path, "wb") as f:
+                    f.write(read_shard(s["index"]))
+                index = read_index(path)
+                set_search_params(index, nprobe=nprobe, ef_search=ef_search)
+                want = min(max(a.n + len(a.seen) for a in asks), index.ntotal)
+                d, lab = index.search(np.ascontiguousarray(x), want)
+                ids_path = os.path.join(tmp, os.path.basename(s["ids"]))
+                with open(ids_path, "wb") as f:
+                    f.write(read_shard(s["ids"]))
+                item_ids = read_id_map(ids_path).column("item_id")
+                _, rows_ = split_labels(lab)
+                for i, a in enumerate(asks):
+                    for j in range(lab.shape[1]):
+                        if lab[i, j] >= 0:
+                            iid = item_ids[int(rows_[i, j])].as_py()
+                            if iid not in a.seen:
+                                found[i].append((-float(d[i, j]), iid))
+                del item_ids
+        cand = [[iid for _, iid in sorted(f)[: a.n]] for f, a in zip(found, asks, strict=True)]
+        pairs = spark.createDataFrame(
+            [(i, iid, asks[i].query) for i, c in enumerate(cand) for iid in c],
+            "ask int, item_id string, t int")
+        looked = (pairs.join(rows.select("item_id", "scores"), "item_id")
+                  .select("ask", "item_id", F.element_at("scores", F.col("t") + first + 1)
+                          .cast("double").alias("exact")).toArrow().to_pydict())
+        exact = {(a, i): e for a, i, e in zip(looked["ask"], looked["item_id"],
+                                              looked["exact"], strict=True)}
+        return [(c, np.array([exact[(i, iid)] for iid in c], dtype=np.float64))
+                for i, c in enumerate(cand)]
+
+    return answer
