@@ -59,6 +59,7 @@ def publish_version(config_path: str, version: str) -> dict[str, Any]:
     :class:`curindex.errors.QualityGateError` naming the figures, and nothing is published."""
     from curindex.config import load_config
     from curindex.gate import figure_order
+    from curindex.publish import publish_version as publish
     from curindex.store import Store
 
     store = Store.open(load_config(config_path).store.uri)
@@ -69,18 +70,23 @@ def publish_version(config_path: str, version: str) -> dict[str, Any]:
         k, budget = name.split("@")
         floor = f" (threshold {floors[name]:.4f})" if name in floors else ""
         log.info("version %s: Top-%s-Recall@%s = %.4f%s", version, k, budget, recall[name], floor)
-    store.publish(version)
+    publish(store, version)
     log.info("version %s is the current version of %s", version, store.uri)
     return {"store": store.uri, "version": version, "recall": recall}
 
 
 def prune_versions(config_path: str, keep: int) -> list[str]:
     """Delete the config's store's versions beyond the ``keep`` newest (never the current or the
-    previous one); returns the deleted ids."""
+    previous one), with their builds' states and work folders, and abandoned builds' leftovers;
+    returns the deleted version ids."""
     from curindex.config import load_config
     from curindex.store import Store
 
     store = Store.open(load_config(config_path).store.uri)
-    deleted = store.prune(keep=keep)
-    log.info("pruned %d version(s) from %s: %s", len(deleted), store.uri, deleted)
-    return deleted
+    result = store.prune(keep=keep)
+    log.info("pruned %d version(s), %d build state(s) and %d work folder(s) from %s: %s",
+             len(result.versions), len(result.build_states), len(result.work_dirs), store.uri,
+             result.versions)
+    for what, why in result.skipped:
+        log.info("kept %s: %s", what, why)
+    return result.versions
