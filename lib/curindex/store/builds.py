@@ -91,10 +91,10 @@ class Builds:
                               IntegrityError)
         return doc["work_uri"]
 
-    def lock(self, version: str, *, ttl_s: float) -> Lock:
+    def lock(self, version: str, *, ttl_s: float, heartbeat: bool = True) -> Lock:
         path = self._path(self.layout.build_lock, version)
         return Lock(self.cas, path, name=f"store {self.io.uri}: build lock of version {version}",
-                    ttl_s=ttl_s)
+                    ttl_s=ttl_s, heartbeat=heartbeat)
 
     def holder(self, version: str) -> Holder | None:
         """Who holds (or last held, if expired) the build lock of ``version``."""

@@ -227,11 +227,14 @@ class Store:
         remove it with the build (``s3a://``, ``file:`` and local paths are understood)."""
         self._builds.record(version, work_uri)
 
-    def build_lock(self, version: str, *, ttl_s: float = 600.0) -> Lock:
+    def build_lock(self, version: str, *, ttl_s: float = 600.0,
+                   heartbeat: bool = True) -> Lock:
         """The lock of ``version``'s build (not yet taken): ``with store.build_lock(v):``, or
         ``acquire()``, ``check()`` and ``release()``. Taking it fails at once with
-        :class:`ConflictError` naming the holder while another live holder has it."""
-        return self._builds.lock(version, ttl_s=ttl_s)
+        :class:`ConflictError` naming the holder while another live holder has it. While held,
+        a daemon thread renews it every ``ttl_s / 3``; without ``heartbeat`` the holder calls
+        ``renew()`` itself."""
+        return self._builds.lock(version, ttl_s=ttl_s, heartbeat=heartbeat)
 
     def prune(self, *, keep: int, dry_run: bool = False,
               build_retention_s: float = 86400.0) -> PruneResult:

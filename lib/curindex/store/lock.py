@@ -138,24 +138,34 @@ class Lock:
             self._thread.start()
         return self
 
+    def renew(self) -> None:
+        """Push the expiry ``ttl_s`` ahead, by a conditional replace of our last write; raises
+        :class:`ConflictError` if the lock was taken over or removed meanwhile."""
+        with self._mu:
+            if self._tag is None:
+                raise ConflictError(f"{self.name} is not held")
+            if self._lost:
+                raise ConflictError(f"{self.name} was lost: {self._lost}")
+            body, expires = self._body()
+            try:
+                self._tag = self.cas.write(self.path, body, expect=self._tag)
+            except PreconditionFailed:
+                holder = read_holder(self.cas, self.path)
+                self._lost = ("taken over by " + holder.describe() if holder is not None
+                              else "removed by another process")
+                raise ConflictError(f"{self.name} was lost: {self._lost}") from None
+            self._expires_at = expires
+
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):
-            with self._mu:
-                if self._tag is None or self._lost:
-                    return
-                body, expires = self._body()
-                try:
-                    self._tag = self.cas.write(self.path, body, expect=self._tag)
-                    self._expires_at = expires
-                except PreconditionFailed:
-                    holder = read_holder(self.cas, self.path)
-                    self._lost = ("taken over by " + holder.describe() if holder is not None
-                                  else "removed by another process")
-                    return
-                except Exception:
-                    # A failed renewal (network, throttling) is retried at the next beat; if
-                    # none succeeds before the expiry, check() reports the lock expired.
-                    continue
+            try:
+                self.renew()
+            except ConflictError:
+                return  # lost (or released): check() says which
+            except Exception:
+                # A failed renewal (network, throttling) is retried at the next beat; if
+                # none succeeds before the expiry, check() reports the lock expired.
+                continue
 
     def check(self) -> None:
         """Raise :class:`ConflictError` unless this lock is still held: not lost to a takeover,
