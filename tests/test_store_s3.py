@@ -17,6 +17,7 @@ from s3_server import BUCKET, moto_endpoint
 from test_store import *  # noqa: F403 - the shared tests, run here with the S3 store_uri
 from test_store import make_version, reopen, rewrite
 from test_store_lock import *  # noqa: F403
+from test_store_race import *  # noqa: F403
 
 
 @pytest.fixture(scope="module")
