@@ -16,6 +16,7 @@ from curindex.store import Store
 from s3_server import BUCKET, moto_endpoint
 from test_store import *  # noqa: F403 - the shared tests, run here with the S3 store_uri
 from test_store import make_version, reopen, rewrite
+from test_store_gc import *  # noqa: F403
 from test_store_lock import *  # noqa: F403
 from test_store_race import *  # noqa: F403
 
