@@ -170,7 +170,13 @@ class Collector:
                 states.append(v)
             if location is not None and _exists(location[0], location[1]):
                 work[v] = location
-        return _Plan(doomed, sorted(stale), builds, work, states, self.pointer.orphans(), skipped)
+        try:
+            orphans = self.pointer.orphans()
+        except IntegrityError as e:
+            # A broken history is reported, not repaired: which entries are dead is unknown.
+            orphans = []
+            skipped.append(("history entries", str(e)))
+        return _Plan(doomed, sorted(stale), builds, work, states, orphans, skipped)
 
     def _lock_ids(self) -> list[str]:
         out = []
