@@ -329,3 +329,20 @@ def test_build_state_round_trip_and_names(store: Store) -> None:
     Path(f"{store.root}/_builds/v1/score.json").write_text("[1, 2]")
     with pytest.raises(IntegrityError, match="is not a JSON object"):
         store.load_build_state("v1", "score")
+
+
+def test_a_broken_history_is_reported_and_prune_goes_on(store: Store) -> None:
+    for v in ("a", "b", "c"):
+        make_version(store, v)
+    for v in ("a", "b", "c"):
+        store.set_current(v)
+    os.unlink(f"{store.root}/history/000000000002.json")
+    with pytest.raises(IntegrityError, match=r"000000000002\.json is missing from the history"):
+        store.history()
+    result = store.prune(keep=0)
+    assert result.versions == ["a"]
+    assert result.history_entries == []
+    assert [what for what, _ in result.skipped] == ["history entries"]
+    assert "is missing from the history chain" in result.skipped[0][1]
+    assert sorted(os.listdir(f"{store.root}/history")) == ["000000000001.json",
+                                                           "000000000003.json"]

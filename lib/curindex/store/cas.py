@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
@@ -123,6 +124,36 @@ _LOST = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
+_CLIENTS: dict[tuple[str | None, str | None], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _shared_client(uri: str, endpoint: str | None, region: str | None) -> Any:
+    """One boto3 client per endpoint and region in a process: making one costs a few hundred
+    milliseconds of CPU, and clients are safe to share between threads."""
+    with _CLIENTS_LOCK:
+        if (endpoint, region) not in _CLIENTS:
+            try:
+                import boto3
+                from botocore.config import Config
+            except ImportError as e:
+                raise StoreError(
+                    f"store {uri}: publishing and locks on S3 need boto3 "
+                    "(pip install 'curindex[s3]')"
+                ) from e
+            # Shared by every store and thread of the process: a larger pool than the default 10.
+            kwargs: dict[str, Any] = {"config": Config(max_pool_connections=64)}
+            if endpoint:
+                kwargs["endpoint_url"] = endpoint
+                # pyarrow addresses a custom endpoint by path, so the same must work here.
+                kwargs["config"] = kwargs["config"].merge(Config(s3={"addressing_style": "path"}))
+            if region:
+                kwargs["region_name"] = region
+            # Its own session: boto3's default session is not safe to create from threads.
+            _CLIENTS[endpoint, region] = boto3.session.Session().client("s3", **kwargs)
+        return _CLIENTS[endpoint, region]
+
+
 class S3Cas:
     """Conditional writes through boto3 against the same endpoint as the store's pyarrow
     filesystem: ``endpoint_override``, ``scheme`` and ``region`` are taken from the store URI,
@@ -134,25 +165,11 @@ class S3Cas:
 
     def client(self) -> Any:
         if self._client is None:
-            try:
-                import boto3
-                from botocore.config import Config
-            except ImportError as e:
-                raise StoreError(
-                    f"store {self.uri}: publishing and locks on S3 need boto3 "
-                    "(pip install 'curindex[s3]')"
-                ) from e
             query = {k: v[-1] for k, v in parse_qs(urlsplit(self.uri).query).items()}
-            kwargs: dict[str, Any] = {}
-            if endpoint := query.get("endpoint_override"):
-                scheme = query.get("scheme", "https")
-                kwargs["endpoint_url"] = endpoint if "://" in endpoint else f"{scheme}://{endpoint}"
-                # pyarrow addresses a custom endpoint by path, so the same must work here.
-                kwargs["config"] = Config(s3={"addressing_style": "path"})
-            if region := query.get("region"):
-                kwargs["region_name"] = region
-            # A session per store: boto3's default session is not safe to share across threads.
-            self._client = boto3.session.Session().client("s3", **kwargs)
+            endpoint, region = query.get("endpoint_override"), query.get("region")
+            if endpoint and "://" not in endpoint:
+                endpoint = f"{query.get('scheme', 'https')}://{endpoint}"
+            self._client = _shared_client(self.uri, endpoint, region)
         return self._client
 
     def _bucket_key(self, path: str) -> tuple[str, str]:

@@ -130,7 +130,7 @@ class Lock:
             if give_up is not None:
                 give_up()
             time.sleep(random.uniform(pause, 2 * pause))
-            pause = min(pause * 1.5, 0.25)
+            pause = min(pause * 1.5, 1.0)
         if self.heartbeat:
             self._stop.clear()
             self._thread = threading.Thread(target=self._beat, name=f"lock {self.name}",
