@@ -18,7 +18,6 @@ import fcntl
 import hashlib
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -54,18 +53,18 @@ class Cas(Protocol):
 
 
 class LocalCas:
-    def __init__(self, uri: str, root: str) -> None:
-        self.uri = uri
+    def __init__(self, io: StoreIO, root: str) -> None:
+        self.io = io
         self.guard = os.path.join(root, GUARD)
 
     @contextlib.contextmanager
     def _guarded(self, path: str) -> Iterator[Tagged | None]:
         try:
-            # Opening without O_CREAT on the root would be no safer: the store exists (open
-            # checked it), and a guard file is all this may create.
+            # O_CREAT makes only the guard file: the store folder itself must exist (open
+            # checked it), so a store deleted meanwhile is not re-created here.
             fd = os.open(self.guard, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise StoreError(f"store {self.uri}: cannot open {self.guard}: {e}") from e
+            raise self.io.err(f"cannot open {self.guard}: {e}") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield self.read(path)
@@ -73,41 +72,20 @@ class LocalCas:
             os.close(fd)  # closing the descriptor releases the flock
 
     def read(self, path: str) -> Tagged | None:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise StoreError(f"store {self.uri}: cannot read {path}: {e}") from e
-        return Tagged(data, hashlib.sha256(data).hexdigest())
+        data = self.io.read(path)
+        return None if data is None else Tagged(data, hashlib.sha256(data).hexdigest())
 
     def write(self, path: str, data: bytes, *, expect: str | None) -> str:
         with self._guarded(path) as now:
             _check(path, now, expect)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            try:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except OSError as e:
-                raise StoreError(f"store {self.uri}: cannot write {path}: {e}") from e
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            self.io.put(path, data)  # a temp file and a rename: readers see all or nothing
         return hashlib.sha256(data).hexdigest()
 
     def delete(self, path: str, *, expect: str) -> bool:
         with self._guarded(path) as now:
             if now is None or now.tag != expect:
                 return False
-            try:
-                os.unlink(path)
-            except OSError as e:
-                raise StoreError(f"store {self.uri}: cannot delete {path}: {e}") from e
+            self.io.delete_file(path)
         return True
 
 
@@ -247,7 +225,7 @@ class NoCas:
 
 def cas_for(io: StoreIO, root: str) -> Cas:
     if io.local:
-        return LocalCas(io.uri, root)
+        return LocalCas(io, root)
     if io.uri.startswith("s3://"):
         return S3Cas(io.uri)
     return NoCas(io)

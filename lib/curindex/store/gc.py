@@ -95,23 +95,30 @@ class Collector:
         finally:
             if lock is not None:
                 lock.release()
-        result = PruneResult(
-            versions=plan.doomed + plan.stale, build_states=plan.states,
-            work_dirs=[plan.work[v][2] for v in plan.builds if v in plan.work],
-            history_entries=[p.rsplit("/", 1)[-1] for p in plan.orphans],
-            skipped=plan.skipped, dry_run=dry_run)
         if dry_run:
-            return result
+            return self._result(plan, plan.builds, plan.skipped, dry_run=True)
         for v in plan.doomed + plan.stale:
             self.io.delete_dir(self.versions.vdir(v))
-        skipped = list(plan.skipped)
+        done, skipped = [], list(plan.skipped)
         for v in plan.builds:
-            if not self._delete_build(v, plan):
+            if self._delete_build(v, plan):
+                done.append(v)
+            else:
                 skipped.append((f"build of version {v}", "its lock was taken meanwhile"))
         for path in plan.orphans:
             self.io.delete_file(path)
         self._sweep_temp_files()
-        return PruneResult(**{**result.__dict__, "skipped": skipped})
+        return self._result(plan, done, skipped, dry_run=False)
+
+    @staticmethod
+    def _result(plan: _Plan, builds: list[str], skipped: list[tuple[str, str]], *,
+                dry_run: bool) -> PruneResult:
+        return PruneResult(
+            versions=plan.doomed + plan.stale,
+            build_states=[v for v in builds if v in plan.states],
+            work_dirs=[plan.work[v][2] for v in builds if v in plan.work],
+            history_entries=[p.rsplit("/", 1)[-1] for p in plan.orphans],
+            skipped=skipped, dry_run=dry_run)
 
     def _plan(self, keep: int, retention_s: float) -> _Plan:
         pointer = self.pointer.read()

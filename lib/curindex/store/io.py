@@ -78,10 +78,13 @@ class StoreIO:
             try:
                 data = self.read(path)
                 return None if data is None else json.loads(data)
-            except (StoreError, ValueError) as e:
+            except StoreError:
                 if attempt == 4:
-                    raise self.err(f"cannot read {path} as JSON: {e}", IntegrityError) from e
-                time.sleep(0.01 * (attempt + 1))
+                    raise
+            except ValueError as e:
+                if attempt == 4:
+                    raise self.err(f"{path} is not JSON: {e}", IntegrityError) from e
+            time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager

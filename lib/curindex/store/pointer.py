@@ -133,6 +133,8 @@ class Pointer:
         expected = seen if expect_current is ANY else expect_current
         if seen != expected:  # fail early, without taking the lock
             raise self._lost_race(version, expected, seen)
+        if seen == version:
+            return  # already current: nothing to swap
 
         def give_up() -> None:  # once CURRENT moved, waiting for the lock is pointless
             if (now := self.current()) != expected:
