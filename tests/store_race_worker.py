@@ -18,10 +18,9 @@ def candidate(name: str, round_: int) -> str:
     return f"{name}{round_ % 3}"
 
 
-def race(uri: str, name: str, rounds: int, barrier: Any, results: Any, settle: float) -> None:
+def race(uri: str, name: str, rounds: int, barrier: Any, results: Any) -> None:
     """Per round: read CURRENT with the rival, then both publish against what they read."""
     store = Store.open(uri)
-    store.lease_settle = settle
     wins, losses = 0, []
     try:
         for i in range(rounds):
@@ -29,7 +28,7 @@ def race(uri: str, name: str, rounds: int, barrier: Any, results: Any, settle: f
             expected = store.current()
             barrier.wait()
             try:
-                store.publish(candidate(name, i), expect_current=expected)
+                store.set_current(candidate(name, i), expect_current=expected)
                 wins += 1
             except StoreError as e:
                 losses.append(str(e))

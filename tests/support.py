@@ -7,7 +7,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import pyarrow.parquet as pq
+
+from curindex.reader import read_id_map
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -44,7 +45,8 @@ def tiny_config(corpus: dict, *, store: Path | None = None, **sections) -> dict:
         "anchors": {"n_queries": 40, "n_items": 12, "n_test": 10, "seed": 3},
         "scorer": {"kind": "toy", "options": {"dim": "8"}},
         "factorize": {"rcond": 1e-6},
-        "index": {"num_shards": 3},
+        # plain CUR alone unless a test asks for more: most tests are about the pipeline
+        "index": {"num_shards": 3, "methods": ["cur"]},
         "store": {"uri": str(store or corpus["root"] / "store")},
         "spark": {"block_items": 32, "score_partitions": 4},
     }
@@ -61,7 +63,7 @@ def read_version_vectors(store, version: str) -> tuple[list[str], np.ndarray]:
         index = faiss.read_index(store.local_path(version, s["index"]))
         inner = faiss.downcast_index(index.index)
         labels = faiss.vector_to_array(index.id_map)
-        table = pq.read_table(store.local_path(version, s["ids"]))
+        table = read_id_map(store.local_path(version, s["ids"]))
         by_label = dict(zip(table.column("label").to_pylist(),
                             table.column("item_id").to_pylist(), strict=True))
         ids += [by_label[int(lab)] for lab in labels]

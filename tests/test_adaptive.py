@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curindex.adaptive import adaptive_rounds, query_weights, round_sizes
 from curindex.config import ScorerConfig, config_from_dict
 from curindex.cur import solve_g
+from curindex.methods import Plan, SearchSpec, query_weights, round_sizes, run_plans
 from curindex.pipeline import run_build
 from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
@@ -45,6 +45,26 @@ def low_rank_scores(seed: int, *, n_q: int, n: int, rank: int, noise: float) -> 
             + noise * rng.normal(size=(n_q, n)))
 
 
+class MatrixRetriever:
+    """The methods' retriever over whole matrices: e = (G H)^T item vectors, H the anchor-query
+    scores, `tests` the test queries' exact scores (a brute-force stand-in for the shards)."""
+
+    def __init__(self, h: np.ndarray, g: np.ndarray, tests: np.ndarray) -> None:
+        self.h, self.e, self.tests = h, (g @ h).T, tests
+
+    def retrieve(self, asks):
+        out = []
+        for a in asks:
+            est = (self.e if a.space == "e" else self.h.T) @ a.vector
+            keys = [int(j) for j in np.argsort(-est, kind="stable") if int(j) not in a.seen]
+            keys = keys[: a.n]
+            out.append((keys, self.tests[a.query, keys]))
+        return out
+
+    def columns(self, keys):
+        return {k: self.h[:, k] for k in keys}
+
+
 def simulate(s: np.ndarray, k_q: int, k_i: int, *, budget: int, rounds: int, k: int,
              seed: int = 1) -> float:
     """Top-k-Recall@budget of adaptive search with exact retrieval over a whole matrix: rows
@@ -54,26 +74,14 @@ def simulate(s: np.ndarray, k_q: int, k_i: int, *, budget: int, rounds: int, k: 
     g = solve_g(h[:, anchors], rcond=1e-6).g
     c = tests[:, anchors]  # [n_t, k_i]
     n_retrieve = budget - k_i
-
-    def retrieve(w, n, seen):
-        approx = w @ h  # [n_q, n_items]
-        approx[:, anchors] = -np.inf
-        out = []
-        for qi in range(len(w)):
-            order = [int(j) for j in np.argsort(-approx[qi], kind="stable")
-                     if int(j) not in seen[qi]]
-            out.append(order[:n])
-        return out
-
-    first_n = round_sizes(n_retrieve, rounds)[0]
-    first_keys = retrieve(c @ g, first_n, [set() for _ in range(len(tests))])
-    first = [(keys, tests[qi, keys]) for qi, keys in enumerate(first_keys)]
-    found = adaptive_rounds(first=first, later=round_sizes(n_retrieve, rounds)[1:],
-                            anchor_columns=h[:, anchors], anchor_exact=c, rcond=1e-6,
-                            retrieve=retrieve, exact=lambda qi, keys: tests[qi, keys],
-                            columns=lambda keys: h[:, keys])
+    spec = SearchSpec("cur") if rounds == 1 else SearchSpec("adaptive", rounds)
+    sizes = spec.sizes(budget, k_i=k_i, n_items=s.shape[1], n_anchors_listed=k_i)
+    plans = [Plan(qi, spec, budget, sizes, c[qi], c[qi], frozenset(anchors.tolist()))
+             for qi in range(len(tests))]
+    run_plans(plans, MatrixRetriever(h, g, tests), anchor_columns=h[:, anchors], rcond=1e-6)
     recall = 0.0
-    for qi, (keys, exact) in enumerate(found):
+    for qi, p in enumerate(plans):
+        keys, exact = p.keys, np.array(p.exact)
         assert len(keys) == len(set(keys)) == n_retrieve  # the budget, no item twice
         assert not set(keys) & set(anchors.tolist())
         np.testing.assert_array_equal(exact, tests[qi, keys])
@@ -86,13 +94,17 @@ def simulate(s: np.ndarray, k_q: int, k_i: int, *, budget: int, rounds: int, k: 
 
 def test_one_round_returns_round_one_unchanged():
     s = low_rank_scores(3, n_q=60, n=300, rank=6, noise=0.3)
-    first = [([5, 7], np.array([1.0, 2.0]))]
-    out = adaptive_rounds(first=first, later=[], anchor_columns=s[:40, :3],
-                          anchor_exact=s[40:41, :3], rcond=1e-6,
-                          retrieve=lambda *a: pytest.fail("no second round"),
-                          exact=lambda *a: pytest.fail("no second round"),
-                          columns=lambda keys: s[:40, keys])
-    assert out[0][0] == [5, 7] and out[0][1].tolist() == [1.0, 2.0]
+
+    class OneRound(MatrixRetriever):
+        def columns(self, keys):
+            pytest.fail("no second round")
+
+    plan = Plan(0, SearchSpec("cur"), 5, [2], s[40, :3], s[40, :3], frozenset([0, 1, 2]))
+    run_plans([plan], OneRound(s[:40], np.eye(3, 40), s[40:41]), anchor_columns=s[:40, :3],
+              rcond=1e-6)
+    want = [int(j) for j in np.argsort(-(np.eye(3, 40) @ s[:40]).T @ s[40, :3], kind="stable")
+            if j > 2][:2]
+    assert plan.keys == want and plan.exact == s[40, want].tolist()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -116,7 +128,8 @@ def test_searcher_adaptive_rounds(spark, tmp_path):
               "queries_path": write_jsonl(tmp_path / "queries.jsonl",
                                           [{"_id": i, "text": t} for i, t in queries])}
     raw = tiny_config(corpus, scorer={"kind": "toy", "options": {"dim": "32"}},
-                      index={"num_shards": 3, "adaptive": True, "biencoder": True})
+                      index={"num_shards": 3,
+                             "methods": ["cur", "adaptive", "bi-seeded", "bi-rerank"]})
     cfg = config_from_dict(raw)
     result = run_build(spark, cfg, version="a1", publish=True)
     assert result.manifest.index.extra_bytes["h"] > 0
@@ -124,7 +137,7 @@ def test_searcher_adaptive_rounds(spark, tmp_path):
     assert searcher.adaptive
     qs = ["river data", "piano song film", "solar wind storm", "quiet harbour lights"]
     k_i, budget, k = len(searcher.anchor_ids), len(searcher.anchor_ids) + 30, 10
-    plain = searcher.search(qs, k=k, budget=budget)
+    plain = searcher.search(qs, k=k, budget=budget, method="cur")
     one = searcher.search(qs, k=k, budget=budget, rounds=1)
     three = searcher.search(qs, k=k, budget=budget, rounds=3)
     scorer = build_scorer(ScorerConfig(**cfg.to_dict()["scorer"]))
@@ -157,7 +170,7 @@ def test_searcher_adaptive_rounds(spark, tmp_path):
         assert r3.model_calls == budget
         want = {i: exact[qi, j] for j, i in enumerate(ids)}
         np.testing.assert_allclose(r3.scores, [want[i] for i in r3.ids], rtol=1e-5, atol=1e-6)
-    plain_only = config_from_dict({**raw, "index": {"num_shards": 3},
+    plain_only = config_from_dict({**raw, "index": {"num_shards": 3, "methods": ["cur"]},
                                    "store": {"uri": str(tmp_path / "plain")}})
     run_build(spark, plain_only, version="p1", publish=True)
     with pytest.raises(ValueError, match="adaptive = true"):

@@ -12,6 +12,7 @@ import pytest
 
 from curindex.config import ScorerConfig, config_from_dict
 from curindex.pipeline import run_build
+from curindex.reader import read_id_map
 from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
 from curindex.shardindex import split_labels
@@ -34,7 +35,8 @@ def built(spark, tmp_path_factory):
         "queries_path": write_jsonl(root / "queries.jsonl",
                                     [{"_id": i, "text": t} for i, t in queries]),
     }
-    raw = tiny_config(corpus, scorer={"kind": "toy", "options": {"dim": "32"}})
+    raw = tiny_config(corpus, scorer={"kind": "toy", "options": {"dim": "32"}},
+                      validate={"budgets": [100, 200, 500]})
     cfg = config_from_dict(raw)
     result = run_build(spark, cfg, version="v1", publish=True)
     return {"cfg": cfg, "result": result, "corpus": corpus, "store": Store.open(cfg.store.uri)}
@@ -72,7 +74,7 @@ def test_every_item_in_exactly_one_shard_once(built):
     manifest = store.read_manifest("v1")
     seen = collections.Counter()
     for s in manifest["index"]["shards"]:
-        ids = pq.read_table(store.local_path("v1", s["ids"]))
+        ids = read_id_map(store.local_path("v1", s["ids"]))
         shard_of_label, rows = split_labels(ids.column("label").to_numpy())
         assert set(shard_of_label.tolist()) == {s["shard"]}
         assert rows.tolist() == list(range(ids.num_rows))
@@ -159,7 +161,10 @@ def test_distributed_recall_equals_numpy_on_the_same_matrix(built):
     queries = pq.read_table(store.local_path("v1", "anchors/queries.parquet")).to_pydict()
     role = queries["role"]
     anchor_q = [t for t, r in zip(queries["text"], role, strict=True) if r == "anchor"]
-    test_q = [t for t, r in zip(queries["text"], role, strict=True) if r == "test"]
+    # Recall is reported on the test queries after the tuning ones.
+    n_tune = manifest["anchors"]["n_tune"]
+    test_q = [t for t, r in zip(queries["text"], role, strict=True) if r == "test"][n_tune:]
+    assert n_tune == 5 and len(test_q) == 5 == manifest["validation"]["n_test"]
     item_ids = [i for i, _ in built["corpus"]["items"]]
     texts = [t for _, t in built["corpus"]["items"]]
     h = exact_matrix(cfg, anchor_q, texts).astype(np.float64)  # [k_q, n]
@@ -218,8 +223,9 @@ def test_ivf_index_validation_matches_what_the_searcher_returns(spark, tiny_corp
     from curindex.figures import figure_grid
     from curindex.scoring.models import default_minilm_path
 
-    raw = tiny_config(tiny_corpus, index={"factory": "IVF8,Flat", "nprobe": 2},
-                      validate={"ks": [1, 10], "budgets": [40, 80], "baseline": "bi-encoder"})
+    raw = tiny_config(tiny_corpus,
+                      index={"factory": "IVF8,Flat", "nprobe": 2, "methods": ["cur", "bi-rerank"]},
+                      validate={"ks": [1, 10], "budgets": [40, 80], "objective": "10@40"})
     cfg = config_from_dict(raw)
     manifest = run_build(spark, cfg, version="ivf", publish=True).manifest.to_dict()
     v = manifest["validation"]
@@ -227,18 +233,20 @@ def test_ivf_index_validation_matches_what_the_searcher_returns(spark, tiny_corp
     store = Store.open(cfg.store.uri)
     queries = pq.read_table(store.local_path("ivf", "anchors/queries.parquet")).to_pydict()
     test_q = [t for t, r in zip(queries["text"], queries["role"], strict=True) if r == "test"]
+    test_q = test_q[manifest["anchors"]["n_tune"]:]  # the reported ones
     item_ids = [i for i, _ in tiny_corpus["items"]]
     texts = [t for _, t in tiny_corpus["items"]]
     exact = exact_matrix(cfg, test_q, texts)  # [n_test, n]
     grid = figure_grid([1, 10], [40, 80], min_budget=cfg.anchors.n_items)
     pairs = [(f.k, f.budget) for f in grid]
     searcher = Searcher.open(cfg.store.uri)
+    cur = next(m for m in manifest["search"]["methods"] if m["method"] == "cur")
     for k, budget in pairs:
-        got = searcher.search(test_q, k=k, budget=budget)
+        got = searcher.search(test_q, k=k, budget=budget, method="cur")
         want = [{item_ids[j] for j in np.argsort(-exact[t], kind="stable")[:k]}
                 for t in range(len(test_q))]
         recall = np.mean([len(set(r.ids) & w) / k for r, w in zip(got, want, strict=True)])
-        assert v["recall"][f"{k}@{budget}"] == pytest.approx(recall, abs=1e-9)
+        assert cur["recall"][f"{k}@{budget}"] == pytest.approx(recall, abs=1e-9)
 
     st = SentenceTransformer(str(default_minilm_path()), device="cpu")
     sim = st.encode(test_q) @ st.encode(texts).T  # [n_test, n]
@@ -266,6 +274,7 @@ def test_cli_report_and_live_eval_agree_with_validation(built, capsys, tmp_path)
 
     queries = pq.read_table(store.local_path("v1", "anchors/queries.parquet")).to_pydict()
     test_q = [t for t, r in zip(queries["text"], queries["role"], strict=True) if r == "test"]
+    test_q = test_q[manifest["anchors"]["n_tune"]:]  # the reported ones
     qfile = tmp_path / "q.txt"
     qfile.write_text("\n".join(test_q))
     assert main(["eval", "--store", uri, "--queries", str(qfile), "--k", "1,10",

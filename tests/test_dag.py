@@ -261,4 +261,4 @@ def test_failed_quality_gate_fails_the_run_and_publishes_nothing(rebuilt, dag, a
     good = rebuilt["store"].read_manifest(VERSION)["files"]
     index = {rel: entry for rel, entry in weak["files"].items() if not rel.startswith("report/")}
     assert index == {rel: entry for rel, entry in good.items() if not rel.startswith("report/")}
-    assert {"G.npy", "shards/shard-00000.faiss", "shards/ids-00002.parquet"} <= set(index)
+    assert {"G.npy", "shards/shard-00000.faiss", "shards/ids-00002.arrow"} <= set(index)

@@ -17,6 +17,7 @@ from curindex.evaluate import recall_brute_force
 from curindex.figures import figure_grid
 from curindex.pipeline import run_build
 from curindex.pipeline.score import shard_of
+from curindex.reader import read_id_map
 from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
 from curindex.store import Store
@@ -38,13 +39,14 @@ def _corpus(root: Path, items: list[tuple[str, str]], name: str) -> dict:
 
 def _config(corpus: dict, store: Path | None = None) -> dict:
     return tiny_config(corpus, store=store, scorer={"kind": "toy", "options": {"dim": "32"}},
-                       index={"num_shards": N_SHARDS, "keep_scores": True, "adaptive": True})
+                       index={"num_shards": N_SHARDS, "keep_scores": True,
+                              "methods": ["cur", "adaptive"]})
 
 
 def _shard_members(store: Store, version: str) -> dict[int, list[str]]:
     out = {}
     for s in store.read_manifest(version)["index"]["shards"]:
-        ids = pq.read_table(store.local_path(version, s["ids"]), columns=["item_id"])
+        ids = read_id_map(store.local_path(version, s["ids"]))
         out[s["shard"]] = ids.column("item_id").to_pylist()
     return out
 
@@ -188,7 +190,8 @@ def test_vectors_and_search_equal_numpy_cur_of_the_new_corpus(builds):
     assert got == pytest.approx(dict(zip(ids_b, exact_all.tolist(), strict=True)), rel=1e-6)
 
     # Recall was measured on the whole new corpus: unchanged items' test scores come from the
-    # base's kept rows.
+    # base's kept rows. (Reported on the test queries after the tuning ones.)
+    test_q = test_q[store.read_manifest("v2")["anchors"]["n_tune"]:]
     exact = _exact(cfg, test_q, texts_b).astype(np.float64)
     approx = _exact(cfg, test_q, anchor_texts).astype(np.float64) @ g @ h_b
     budgets = [b for b in cfg.validate.budgets if b < len(ids_b)]
@@ -202,14 +205,14 @@ def test_vectors_and_search_equal_numpy_cur_of_the_new_corpus(builds):
 def test_prune_keeps_referenced_versions_and_verify_follows_references(builds, tmp_path):
     store = builds["store"]
     # v2 is current, v1 is referenced by v2 and v3: keep=1 may delete nothing they need.
-    assert store.prune(keep=1) == []
+    assert store.prune(keep=1).versions == []
     assert store.list_versions() == ["v1", "v2", "v3"]
     shared = store.read_manifest("v2")["incremental"]["shards_shared"][0]
-    path = Path(store.root) / "versions" / "v1" / "shards" / f"ids-{shared:05d}.parquet"
+    path = Path(store.root) / "versions" / "v1" / "shards" / f"ids-{shared:05d}.arrow"
     good = path.read_bytes()
     try:
         path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-        with pytest.raises(StoreError, match=rf"ids-{shared:05d}.parquet \(held by version v1\)"):
+        with pytest.raises(StoreError, match=rf"ids-{shared:05d}.arrow \(held by version v1\)"):
             store.verify("v2")
     finally:
         path.write_bytes(good)

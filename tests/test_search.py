@@ -8,9 +8,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from curindex.search import Searcher
+from curindex.methods import Ask
+from curindex.reader import Shard, VersionShards
+from curindex.search import Searcher, _Retriever
 from curindex.shardindex import (
     empty_index,
     merge_shards,
@@ -189,16 +192,24 @@ def test_searcher_retrieves_over_ivf_shards_with_one_coarse_search(data, tmp_pat
     blob = trained(data["x"][:10_000])
     shards = shard_indexes(data, [blob] * SHARDS, tmp_path)
     rows = [np.flatnonzero(data["shard_of"] == s) for s in range(SHARDS)]
-    searcher = Searcher(store=None, version="test", manifest={}, scorer=None,
-                        anchor_ids=[], anchor_texts=[],
-                        shards=[(s, index, [f"id{r}" for r in rows[s]], [""] * len(rows[s]))
-                                for s, index in enumerate(shards)],
-                        ivf_in_memory=ivf_in_memory)
+    shards = VersionShards(
+        [Shard(s, index, pa.chunked_array([[f"id{r}" for r in rows[s]]]),
+               pa.chunked_array([[""] * len(rows[s])]), {})
+         for s, index in enumerate(shards)], ivf_in_memory=ivf_in_memory)
     kind = faiss.IndexIVFFlat if ivf_in_memory else faiss.IndexShardsIVF
-    assert isinstance(searcher._index, kind)
+    assert isinstance(shards.spaces["e"], kind)
     single = faiss.deserialize_index(blob)
     single.add_with_ids(data["x"], data["labels"])
     single.nprobe = NPROBE
-    got = searcher._retrieve(searcher._index, data["q"], K, [set() for _ in data["q"]])
+    searcher = Searcher(store=None, version="test", manifest=None, scorer=Zeros(),
+                        anchor_ids=[], anchor_texts=[], shards=shards)
+    retriever = _Retriever(searcher, ["q"] * len(data["q"]))
+    got = [keys for keys, _ in retriever.retrieve(
+        [Ask(i, "e", q, K, frozenset()) for i, q in enumerate(data["q"])])]
     want = ranked(*single.search(data["q"], K))
     assert [sorted(g) for g in got] == [sorted(lab for _, lab in w) for w in want]
+
+
+class Zeros:
+    def score_block(self, queries, items):
+        return np.zeros((len(queries), len(items)), dtype=np.float32)

@@ -14,9 +14,11 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-import curindex.store as store_mod
+import curindex.store.gc as store_gc
+import curindex.store.io as store_io
 from curindex.cli_store import add_store_commands
 from curindex.errors import StoreError
+from curindex.publish import publish_version, rollback
 from curindex.store import (
     PUBLISH_STEPS,
     FileEntry,
@@ -46,9 +48,6 @@ __all__ = [
     "test_version_round_trip",
 ]
 
-FAST_SETTLE = 0.02  # the object-store lease settle time; the test endpoint answers in ms
-
-
 @pytest.fixture
 def store_uri(tmp_path: Path) -> str:
     return str(tmp_path / "store")
@@ -60,9 +59,7 @@ def store(store_uri: str) -> Store:
 
 
 def reopen(uri: str) -> Store:
-    s = Store.open(uri)
-    s.lease_settle = FAST_SETTLE
-    return s
+    return Store.open(uri, create=True)
 
 
 def make_version(store: Store, version: str, files: dict[str, bytes] | None = None) -> dict:
@@ -90,7 +87,7 @@ def published(store: Store) -> list[str]:
 
 
 def test_version_round_trip(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_mod, "_CHUNK", 4096)  # several chunks per upload
+    monkeypatch.setattr(store_io, "CHUNK", 4096)  # several chunks per upload
     payload = os.urandom(50_000)
     (tmp_path / "shard.faiss").write_bytes(payload)
     store.begin_version("v1")
@@ -193,7 +190,8 @@ def test_manifest_paths_cannot_escape(store: Store) -> None:
         return json.dumps(doc).encode()
 
     rewrite(store, "v1", "manifest.json", escape)
-    for call in (store.read_manifest, store.verify, store.publish):
+    for call in (store.read_manifest, store.verify, store.set_current,
+                 lambda v: publish_version(store, v)):
         with pytest.raises(StoreError, match=r"invalid file path '\.\./\.\./outside'"):
             call("v1")
     with pytest.raises(StoreError, match="invalid file path"):
@@ -213,16 +211,16 @@ def test_publish_is_compare_and_swap(store: Store) -> None:
     make_version(store, "a")
     make_version(store, "b")
     with pytest.raises(StoreError, match="lost a race: CURRENT changed from b to None"):
-        store.publish("a", expect_current="b")
-    store.publish("a", expect_current=None)
+        store.set_current("a", expect_current="b")
+    store.set_current("a", expect_current=None)
     with store.fs.open_input_stream(f"{store.root}/CURRENT") as f:
         pointer = json.loads(f.read())
     assert pointer["version"] == "a" and pointer["previous"] is None and pointer["seq"] == 1
     assert isinstance(pointer["published_at"], str)
     with pytest.raises(StoreError, match="lost a race: CURRENT changed from None to a"):
-        store.publish("b", expect_current=None)
-    store.publish("b", expect_current="a")
-    store.publish("b")  # already current: nothing to do
+        store.set_current("b", expect_current=None)
+    store.set_current("b", expect_current="a")
+    store.set_current("b")  # already current: nothing to do
     assert store.resolve() == "b" and store.resolve("a") == "a"
     assert [(e["version"], e["previous"], e["seq"]) for e in store.history()] == [
         ("a", None, 1),
@@ -232,17 +230,17 @@ def test_publish_is_compare_and_swap(store: Store) -> None:
 
 def test_publish_refuses_incomplete_or_corrupt_versions(store: Store) -> None:
     make_version(store, "good")
-    store.publish("good")
+    store.set_current("good")
     store.begin_version("wip")
     store.write_bytes("wip", "G.npy", b"x")
     with pytest.raises(StoreError, match="version wip does not exist or is incomplete"):
-        store.publish("wip")
+        store.set_current("wip")
     make_version(store, "bad")
     rewrite(store, "bad", "G.npy", lambda d: d[::-1])
     with pytest.raises(StoreError, match=r"version bad: file G\.npy: sha256 mismatch"):
-        store.publish("bad")
+        store.set_current("bad")
     with pytest.raises(StoreError, match="version never-built does not exist"):
-        store.publish("never-built")
+        store.set_current("never-built")
     assert store.current() == "good"
     store.verify("good")
     assert published(store) == ["good"]
@@ -250,44 +248,44 @@ def test_publish_refuses_incomplete_or_corrupt_versions(store: Store) -> None:
 
 def test_crash_at_every_publish_step_leaves_a_good_current(store: Store) -> None:
     make_version(store, "v0")
-    store.publish("v0")
+    store.set_current("v0")
     old = "v0"
     for i, step in enumerate(PUBLISH_STEPS, start=1):
         new = f"v{i}"
         make_version(store, new)
         crasher = reopen(store.uri)
-        crasher.lease_ttl = 0.3  # so that the retry does not wait long for the dead lease
+        crasher.pointer_lock_ttl_s = 0.3  # so that the retry does not wait long for the lock
         crasher.crash_at = step
         with pytest.raises(SimulatedCrash, match=step):
-            crasher.publish(new)
+            crasher.set_current(new)
         current = store.current()
         assert current in (old, new), step
         store.verify(current)
-        reopen(store.uri).publish(new)  # a fresh process retries
+        reopen(store.uri).set_current(new)  # a fresh process retries
         assert store.current() == new, step
         store.verify(new)
         old = new
     assert published(store) == [f"v{i}" for i in range(len(PUBLISH_STEPS) + 1)]
     store.crash_at = "no-such-step"
     with pytest.raises(ValueError, match="no-such-step"):
-        store.publish("v0")
+        store.set_current("v0")
 
 
 def test_rollback(store: Store) -> None:
     with pytest.raises(StoreError, match="nothing has been published"):
-        store.rollback()
+        rollback(store)
     for v in ("a", "b", "c"):
         make_version(store, v)
-    store.publish("a")
+    store.set_current("a")
     with pytest.raises(StoreError, match=r"CURRENT \(a\) has no previous version"):
-        store.rollback()
-    store.publish("b")
-    store.publish("c")
-    assert store.rollback() == "b"
+        rollback(store)
+    store.set_current("b")
+    store.set_current("c")
+    assert rollback(store) == "b"
     assert store.current() == "b"
-    assert store.rollback(to="a") == "a"
+    assert rollback(store, to="a") == "a"
     with pytest.raises(StoreError, match="nope does not exist"):
-        store.rollback(to="nope")
+        rollback(store, to="nope")
     assert store.current() == "a"
     assert published(store) == ["a", "b", "c", "b", "a"]
     assert store.history()[-1]["previous"] == "b"
@@ -296,24 +294,24 @@ def test_rollback(store: Store) -> None:
 def test_prune_keeps_newest_current_and_previous(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert store.prune(keep=1) == []
+    assert store.prune(keep=1).versions == []
     for i in range(6):
         make_version(store, f"v{i}")
-    store.publish("v1")
-    store.publish("v0")  # current and previous are now the two oldest
+    store.set_current("v1")
+    store.set_current("v0")  # current and previous are now the two oldest
     store.begin_version("wip")
     store.write_bytes("wip", "G.npy", b"x")
-    assert store.prune(keep=2) == ["v2", "v3"]
+    assert store.prune(keep=2).versions == ["v2", "v3"]
     assert store.list_versions() == ["v0", "v1", "v4", "v5"]
     with pytest.raises(StoreError, match="v2 does not exist"):
         store.read_manifest("v2")
     assert store.read_bytes("wip", "G.npy") == b"x"  # fresh leftovers may be a running build
-    monkeypatch.setattr(store_mod, "STALE_AFTER_S", -5.0)  # everything counts as old
-    assert store.prune(keep=0) == ["v4", "v5", "wip"]
+    monkeypatch.setattr(store_gc, "STALE_AFTER_S", -5.0)  # everything counts as old
+    assert store.prune(keep=0).versions == ["v4", "v5", "wip"]
     assert store.list_versions() == ["v0", "v1"]
     store.verify("v0")
     store.verify("v1")
-    assert store.rollback() == "v1"
+    assert rollback(store) == "v1"
     with pytest.raises(StoreError, match="keep must be an int >= 0"):
         store.prune(keep=-1)
 
@@ -341,14 +339,14 @@ def test_references_are_followed_verified_and_kept_by_prune(store: Store, tmp_pa
         store.verify("v2")
     rewrite(store, "v1", "shards/a.bin", lambda b: b"alpha")
     make_version(store, "v3")
-    store.publish("v2")
-    store.publish("v3")
+    store.set_current("v2")
+    store.set_current("v3")
     # v1 is neither current nor previous, but v2 (previous, so kept) references it.
-    assert store.prune(keep=1) == []
+    assert store.prune(keep=1).versions == []
     assert store.list_versions() == ["v1", "v2", "v3"]
     make_version(store, "v4")
-    store.publish("v4")  # nothing kept references v1 any more
-    assert store.prune(keep=1) == ["v1", "v2"]
+    store.set_current("v4")  # nothing kept references v1 any more
+    assert store.prune(keep=1).versions == ["v1", "v2"]
     assert store.list_versions() == ["v3", "v4"]
 
 
@@ -383,7 +381,7 @@ def test_cli_commands(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
 def test_two_processes_race_to_publish(store: Store) -> None:
     rounds = 50
     make_version(store, "base")
-    store.publish("base")
+    store.set_current("base")
     for i in range(3):
         for name in "ab":
             make_version(store, candidate(name, i))
@@ -393,7 +391,7 @@ def test_two_processes_race_to_publish(store: Store) -> None:
     procs = [
         ctx.Process(
             target=race,
-            args=(store.uri, name, rounds, barrier, results, FAST_SETTLE),
+            args=(store.uri, name, rounds, barrier, results),
         )
         for name in "ab"
     ]
@@ -454,7 +452,7 @@ def test_validate_relpath_accepts(good: str) -> None:
 
 def test_open_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    rel = Store.open("store")
+    rel = Store.open("store", create=True)
     assert rel.uri == rel.root == str(tmp_path / "store")
     assert isinstance(rel.fs, pafs.LocalFileSystem)
     make_version(rel, "v1")
@@ -469,9 +467,11 @@ def test_open_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         Store.open("")
 
 
-def test_dead_publisher_lease_is_taken_over(store: Store) -> None:
+def test_dead_publisher_lock_is_taken_over(store: Store) -> None:
     make_version(store, "a")
-    (Path(store.root) / "CURRENT.lease").write_text("not json")  # garbage counts as expired
-    store.publish("a")
+    lock = Path(store.root) / "locks" / "pointer.json"
+    lock.parent.mkdir()
+    lock.write_text("not json")  # garbage counts as expired
+    store.set_current("a")
     assert store.current() == "a"
-    assert not (Path(store.root) / "CURRENT.lease").exists()
+    assert not lock.exists()

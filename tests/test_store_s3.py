@@ -1,10 +1,9 @@
-"""The index store on S3: the backend-independent tests of test_store.py against a moto server
-on 127.0.0.1, plus what only an object store does (URI options, downloads into a cache)."""
+"""The index store on S3: the backend-independent tests of the store test modules against a
+moto server on 127.0.0.1 that answers one request at a time (s3_server.py says why), plus what
+only an object store does (URI options, downloads into a cache)."""
 
 from __future__ import annotations
 
-import json
-import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,43 +11,20 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-try:
-    import boto3
-    from moto.server import ThreadedMotoServer
-except ImportError:
-    pytest.skip("moto[server] and boto3 are needed for the S3 store tests", allow_module_level=True)
-
 from curindex.errors import StoreError
 from curindex.store import Store
+from s3_server import BUCKET, moto_endpoint
 from test_store import *  # noqa: F403 - the shared tests, run here with the S3 store_uri
 from test_store import make_version, reopen, rewrite
-
-BUCKET = "curindex-test"
+from test_store_gc import *  # noqa: F403
+from test_store_lock import *  # noqa: F403
+from test_store_race import *  # noqa: F403
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        # Set before anything starts, so that spawned race workers inherit them too.
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }.items():
-            mp.setenv(key, value)
-        # One log line per request would cost more than the request.
-        mp.setattr(logging.getLogger("werkzeug"), "level", logging.WARNING)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            host, port = server.get_host_and_port()
-            endpoint = f"{host}:{port}"
-            s3 = boto3.client("s3", endpoint_url=f"http://{endpoint}", region_name="us-east-1")
-            s3.create_bucket(Bucket=BUCKET)
-            yield endpoint
-        finally:
-            server.stop()
+    with moto_endpoint() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -58,7 +34,7 @@ def store_uri(s3_endpoint: str) -> str:
 
 
 def test_open_s3_uri(store_uri: str, s3_endpoint: str) -> None:
-    store = Store.open(store_uri)
+    store = Store.open(store_uri, create=True)
     assert isinstance(store.fs, pafs.S3FileSystem)
     assert store.uri == store_uri
     assert store.root.startswith(f"{BUCKET}/") and "?" not in store.root
@@ -95,12 +71,13 @@ def test_local_path_downloads_and_rechecks_the_cache(store_uri: str, tmp_path: P
         store.local_path("v1", "other.bin", cache_dir=str(tmp_path))
 
 
-def test_dead_publisher_lease_is_taken_over_on_s3(store_uri: str) -> None:
+def test_dead_publisher_lock_is_taken_over_on_s3(store_uri: str) -> None:
     store = reopen(store_uri)
     make_version(store, "a")
-    with store.fs.open_output_stream(f"{store.root}/CURRENT.lease") as f:
+    with store.fs.open_output_stream(f"{store.root}/locks/pointer.json") as f:
         f.write(b'{"owner": "dead", "expires_at": 1}')
-    store.publish("a")
+    store.set_current("a")
     assert store.current() == "a"
-    with store.fs.open_input_stream(f"{store.root}/CURRENT.lease") as f:
-        assert json.loads(f.read())["expires_at"] == 0.0  # released: an expired lease is free
+    assert store.fs.get_file_info(f"{store.root}/locks/pointer.json").type == (
+        pafs.FileType.NotFound
+    )  # released: deleted, as it was still ours

@@ -56,7 +56,7 @@ def test_no_import_cycle():
         stack.append(m)
         for nxt in sorted(graph[m]):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
+                cycle = [*stack[stack.index(nxt):], nxt]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt)

@@ -53,8 +53,7 @@ def live_recall(searcher, queries: list[str], ks: list[int], budgets: list[int]
     (len(queries) x items model calls: keep the query set small)."""
     from curindex.figures import figure_grid
 
-    texts = [t for _, _, _, shard_texts in searcher._shards for t in shard_texts]
-    ids = [i for _, _, shard_ids, _ in searcher._shards for i in shard_ids]
+    ids, texts = searcher.shards.all_items()
     exact = searcher.scorer.score_block(queries, texts)  # [n_q, n]
     truth = [[ids[j] for j in np.argsort(-exact[q], kind="stable")] for q in range(len(queries))]
     out = {}

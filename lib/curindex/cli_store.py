@@ -7,9 +7,11 @@ CLI, which prints it and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import sys
 from argparse import ArgumentParser
 from collections.abc import Callable
 
+from curindex.publish import publish_version, rollback
 from curindex.store import Store
 
 
@@ -27,9 +29,9 @@ def _size(n: int) -> str:
 def cmd_versions(args: argparse.Namespace) -> int:
     store = Store.open(args.store)
     current = store.current()
+    complete, unreadable = store.versions_listing()
     rows = [("", "VERSION", "CREATED_AT", "FILES", "SIZE")]
-    for version in store.list_versions():
-        manifest = store.read_manifest(version)
+    for version, manifest in complete:
         files = manifest["files"].values()
         mark = "*" if version == current else ""
         size = _size(sum(f["size"] for f in files))
@@ -41,13 +43,16 @@ def cmd_versions(args: argparse.Namespace) -> int:
         print("  ".join(left + right).rstrip())
     if len(rows) == 1:
         print(f"(no complete versions in {store.uri})")
+    for version, reason in unreadable:
+        # One damaged manifest must not hide the rest of the store.
+        print(f"skipped version {version}: {reason}", file=sys.stderr)
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     store = Store.open(args.store)
     previous = store.current()
-    store.publish(args.version)
+    publish_version(store, args.version)
     print(f"published {args.version} (previous: {previous})")
     return 0
 
@@ -55,14 +60,23 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     store = Store.open(args.store)
     previous = store.current()
-    version = store.rollback(to=args.to)
+    version = rollback(store, to=args.to)
     print(f"rolled back to {version} (was: {previous})")
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    deleted = Store.open(args.store).prune(keep=args.keep)
-    print(f"deleted {len(deleted)} version(s)" + (": " + ", ".join(deleted) if deleted else ""))
+    result = Store.open(args.store).prune(keep=args.keep, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    deleted = result.versions
+    print(f"{verb} {len(deleted)} version(s)" + (": " + ", ".join(deleted) if deleted else ""))
+    if result.build_states:
+        print(f"{verb} the build state of {len(result.build_states)} build(s): "
+              + ", ".join(result.build_states))
+    if result.work_dirs:
+        print(f"{verb} {len(result.work_dirs)} work folder(s): " + ", ".join(result.work_dirs))
+    for what, why in result.skipped:
+        print(f"kept {what}: {why}")
     return 0
 
 
@@ -93,5 +107,7 @@ def add_store_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", metavar="VERSION", default=None, help="version to make current")
     p = add("prune", cmd_prune, "delete old versions, never the current or previous one")
     p.add_argument("--keep", type=int, required=True, metavar="N", help="newest versions kept")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be deleted, delete nothing")
     p = add("verify", cmd_verify, "check every file of a version against its manifest")
     p.add_argument("version", metavar="VERSION", nargs="?", default="current")

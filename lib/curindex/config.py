@@ -231,6 +231,8 @@ def _build(cls: type, data: Any, source: str, where: str) -> Any:
 
 def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     if typing.get_origin(tp) in (types.UnionType, typing.Union):  # X | None: TOML has no null
+        if value is None:  # (a recorded config, read back from JSON)
+            return None
         (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, source, key if key.startswith("[") else f"[{key}]")

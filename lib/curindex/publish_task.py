@@ -78,11 +78,16 @@ def publish_version(config_path: str, version: str) -> dict[str, Any]:
 
 def prune_versions(config_path: str, keep: int) -> list[str]:
     """Delete the config's store's versions beyond the ``keep`` newest (never the current or the
-    previous one); returns the deleted ids."""
+    previous one), with their builds' states and work folders, and abandoned builds' leftovers;
+    returns the deleted version ids."""
     from curindex.config import load_config
     from curindex.store import Store
 
     store = Store.open(load_config(config_path).store.uri)
-    deleted = store.prune(keep=keep)
-    log.info("pruned %d version(s) from %s: %s", len(deleted), store.uri, deleted)
-    return deleted
+    result = store.prune(keep=keep)
+    log.info("pruned %d version(s), %d build state(s) and %d work folder(s) from %s: %s",
+             len(result.versions), len(result.build_states), len(result.work_dirs), store.uri,
+             result.versions)
+    for what, why in result.skipped:
+        log.info("kept %s: %s", what, why)
+    return result.versions

@@ -38,7 +38,7 @@ from curindex.manifest import Manifest
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.stages import STAGES
 from curindex.publish import publish_version
-from curindex.store import validate_version_id
+from curindex.store import Lock, validate_version_id
 
 log = logging.getLogger("curindex.pipeline")
 
@@ -63,14 +63,17 @@ def run_stage(spark: SparkSession, cfg: BuildConfig, *, version: str, stage: str
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
     ctx = BuildContext(spark, cfg, version, base=base)
-    return _run(ctx, stage)
+    with ctx.store.build_lock(ctx.version) as lock:
+        return _run(ctx, stage, lock)
 
 
-def _run(ctx: BuildContext, stage: str) -> dict | Manifest:
+def _run(ctx: BuildContext, stage: str, lock: Lock) -> dict | Manifest:
     committed = ctx.committed_manifest()
     if committed is not None:  # a re-run of a finished build: nothing to do, nothing to undo
         log.info("version %s is already committed: stage %s skipped", ctx.version, stage)
         return committed if stage == "commit" else {"skipped": "version already committed"}
+    lock.check()  # a build whose lock was taken over (it stalled past its expiry) stops here
+    ctx.store.record_build(ctx.version, ctx.work)
     t0 = time.perf_counter()
     log.info("version %s: stage %s: start", ctx.version, stage)
     if stage == "commit":
@@ -91,19 +94,22 @@ def run_build(spark: SparkSession, cfg: BuildConfig, *, version: str | None = No
     log.info("building version %s into %s%s", version, cfg.store.uri,
              f" (incremental on {base})" if base else "")
     ctx = BuildContext(spark, cfg, version, base=base)
-    manifest = ctx.committed_manifest()
-    resuming = manifest is None
-    for stage in STAGES:
-        # A re-run after a failure (driver lost, ...) skips what an earlier attempt completed
-        # with this config, up to the first stage it did not: later ones depend on it.
-        resuming = resuming and ctx.completed(stage)
-        if resuming:
-            log.info("version %s: stage %s: completed by an earlier attempt with this config: "
-                     "skipped", version, stage)
-            continue
-        result = _run(ctx, stage)
-        if isinstance(result, Manifest):
-            manifest = result
+    # One build of a version at a time: a second fails at once, naming this one.
+    with ctx.store.build_lock(ctx.version) as lock:
+        manifest = ctx.committed_manifest()
+        resuming = manifest is None
+        for stage in STAGES:
+            # A re-run after a failure (driver lost, ...) skips what an earlier attempt
+            # completed with this config, up to the first stage it did not: later ones
+            # depend on it.
+            resuming = resuming and ctx.completed(stage)
+            if resuming:
+                log.info("version %s: stage %s: completed by an earlier attempt with this "
+                         "config: skipped", version, stage)
+                continue
+            result = _run(ctx, stage, lock)
+            if isinstance(result, Manifest):
+                manifest = result
     if publish:
         publish_version(ctx.store, version)
         log.info("published version %s", version)

@@ -14,7 +14,13 @@ from curindex.figures import Figure, by_figure
 from curindex.gate import gate_failures, lift_failures
 from curindex.methods import Ask, Plan, SearchSpec, run_plans
 from curindex.pipeline.context import BuildContext
-from curindex.pipeline.retrieval import EXACT, Codecs, SparkRetriever, shard_retriever
+from curindex.pipeline.retrieval import (
+    EXACT,
+    Codecs,
+    SparkRetriever,
+    WithTruth,
+    shard_retriever,
+)
 from curindex.pipeline.stages.write_shards import extras
 from curindex.selection import choose
 from curindex.shardindex import extra_trained_file, is_exact
@@ -92,10 +98,11 @@ def _measure(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: lis
         ctx.spark, rows, shards=ctx.load("write_shards")["shards"],
         read_shard=ctx.read_shard_file, first=k_q, nprobe=cfg.index.nprobe,
         ef_search=cfg.index.ef_search)
-    retriever = SparkRetriever(ctx.spark, rows, codecs, approx_e=approx)
     ks = sorted(cfg.validate.ks)
-    truth = [keys for keys, _ in retriever.retrieve(
-        [Ask(t, EXACT, np.zeros(0), max(ks), frozenset()) for t in range(n_test)])]
+    # The exact top items of every test query come with round 1's candidates.
+    retriever = WithTruth(SparkRetriever(ctx.spark, rows, codecs, approx_e=approx),
+                          [Ask(t, EXACT, np.zeros(0), max(ks), frozenset())
+                           for t in range(n_test)])
     scores = ctx.npy("anchors/scores.npy")  # [k_i, k_q + n_test]
     c = scores[:, k_q:].T  # [n_test, k_i]: the test queries' exact scores on the anchor items
     # Detached anchors (incremental builds) still cost a call each, but are no results.
@@ -113,6 +120,9 @@ def _measure(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: lis
              for j in job_list]
     run_plans(plans, retriever, anchor_columns=scores[:, :k_q].T.astype(np.float64),
               rcond=ctx.load("factorize")["rcond"])
+    if retriever.truth_found is None:  # no plan ran (nothing to retrieve at any budget)
+        retriever.retrieve([])
+    truth = [keys for keys, _ in retriever.truth_found or []]
     ranking = {"anchor_keys": live_ids, "live": live, "k_i": k_i,
                "n_items": ctx.load("prepare")["items"], "n_anchors_listed": len(live_ids)}
     budgets_of = {t: sorted({f.budget for f in objective}) if t < n_tune else budgets

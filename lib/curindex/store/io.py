@@ -1,0 +1,202 @@
+"""The one I/O layer of a store: reads, atomic writes, JSON reads that survive a concurrent
+replace, sha256 hashing, listing and deleting, and the verified download cache."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any, Protocol
+
+import pyarrow.fs as pafs
+
+from curindex.errors import IntegrityError, StoreError
+
+CHUNK = 8 << 20  # bytes per read when hashing or copying; module-level so tests can shrink it
+
+
+class _Readable(Protocol):
+    def read(self, n: int = ..., /) -> bytes: ...
+
+
+def sha256_stream(src: _Readable, sink: IO[bytes] | None = None) -> tuple[int, str]:
+    """(size, sha256 hex) of everything ``src`` yields, copying it into ``sink`` on the way."""
+    h, size = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+        if sink is not None:
+            sink.write(chunk)
+    return size, h.hexdigest()
+
+
+def sha256_local(path: str) -> tuple[int, str]:
+    """(size, sha256 hex) of a local file."""
+    with open(path, "rb") as f:
+        return sha256_stream(f)
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    """The stored form of a JSON document (sorted keys, so equal documents are equal bytes)."""
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+class StoreIO:
+    """Raw file access for one store; every error names the store and the path."""
+
+    def __init__(self, uri: str, fs: pafs.FileSystem) -> None:
+        self.uri = uri
+        self.fs = fs
+        self.local = isinstance(fs, pafs.LocalFileSystem)
+        # A single PUT replaces an S3 object atomically, so no temp name is needed there.
+        self.atomic_put = self.local or type(fs).__name__ == "S3FileSystem"
+
+    def err(self, msg: str, cls: type[StoreError] = StoreError) -> StoreError:
+        return cls(f"store {self.uri}: {msg}")
+
+    def read(self, path: str) -> bytes | None:
+        """The file's bytes, None when it does not exist."""
+        try:
+            with self.fs.open_input_stream(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise self.err(f"cannot read {path}: {e}") from e
+
+    def read_json(self, path: str) -> Any:
+        """Read a small JSON document that another process may be replacing right now.
+
+        An object store read is a HEAD and then a GET, so a replacement in between can cut the
+        bytes short or fail the GET; a fresh read then sees the whole new value.
+        """
+        for attempt in range(5):
+            try:
+                data = self.read(path)
+                return None if data is None else json.loads(data)
+            except StoreError:
+                if attempt == 4:
+                    raise
+            except ValueError as e:
+                if attempt == 4:
+                    raise self.err(f"{path} is not JSON: {e}", IntegrityError) from e
+            time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def writer(self, path: str) -> Iterator[IO[bytes]]:
+        """Write ``path`` so that readers see the old content or the whole new one, never a part:
+        a local file goes through a temp file and a rename, an S3 PUT is atomic anyway, and other
+        filesystems write a temp name and move it (HDFS renames atomically)."""
+        try:
+            if self.local:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+                try:
+                    with open(tmp, "wb") as f:
+                        yield f
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, path)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+            elif self.atomic_put:
+                with self.fs.open_output_stream(path) as f:
+                    yield f
+            else:
+                tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+                with self.fs.open_output_stream(tmp) as f:
+                    yield f
+                self.fs.move(tmp, path)
+        except OSError as e:
+            raise self.err(f"cannot write {path}: {e}") from e
+
+    def put(self, path: str, data: bytes) -> None:
+        with self.writer(path) as f:
+            f.write(data)
+
+    def info(self, path: str) -> pafs.FileInfo:
+        try:
+            return self.fs.get_file_info(path)
+        except OSError as e:
+            raise self.err(f"cannot look at {path}: {e}") from e
+
+    def is_file(self, path: str) -> bool:
+        return self.info(path).type == pafs.FileType.File
+
+    def listdir(self, path: str, *, recursive: bool = False) -> list[pafs.FileInfo]:
+        """What is under ``path`` (nothing when it does not exist)."""
+        try:
+            sel = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
+            return self.fs.get_file_info(sel)
+        except OSError as e:
+            raise self.err(f"cannot list {path}: {e}") from e
+
+    def newest_mtime_ns(self, path: str, *, recursive: bool = True) -> int | None:
+        """The newest modification time of ``path`` and what is under it (None: none known)."""
+        infos = [self.info(path), *self.listdir(path, recursive=recursive)]
+        times = [i.mtime_ns for i in infos if i.mtime_ns is not None]
+        return max(times) if times else None
+
+    def delete_dir(self, path: str) -> None:
+        try:
+            if self.info(path).type != pafs.FileType.NotFound:
+                self.fs.delete_dir(path)
+        except OSError as e:
+            raise self.err(f"cannot delete {path}: {e}") from e
+
+    def delete_file(self, path: str) -> None:
+        try:
+            self.fs.delete_file(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise self.err(f"cannot delete {path}: {e}") from e
+
+    def hash(self, path: str) -> tuple[int, str]:
+        """(size, sha256 hex) of a stored file."""
+        try:
+            with self.fs.open_input_stream(path) as f:
+                return sha256_stream(f)
+        except OSError as e:
+            raise self.err(f"cannot read {path}: {e}") from e
+
+    def upload(self, local_path: str, path: str, what: str) -> tuple[int, str]:
+        """Copy a local file to ``path``, hashing it on the way; returns (size, sha256 hex)."""
+        try:
+            src = open(local_path, "rb")  # noqa: SIM115 - closed below, errors reported apart
+        except OSError as e:
+            raise self.err(f"{what}: cannot read local file {local_path}: {e}") from e
+        with src, self.writer(path) as dst:
+            return sha256_stream(src, dst)
+
+    def download(self, path: str, dest: str, size: int, sha256: str, what: str) -> str:
+        """A verified local copy of ``path`` at ``dest``, reused when one already hashes right
+        (stored files are immutable), else downloaded to a temp name, checked and renamed."""
+        if os.path.isfile(dest) and sha256_local(dest) == (size, sha256):
+            return dest
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        tmp = f"{dest}.tmp-{uuid.uuid4().hex}"
+        try:
+            with self.fs.open_input_stream(path) as src, open(tmp, "wb") as dst:
+                got_size, got_sha = sha256_stream(src, dst)
+            if (got_size, got_sha) != (size, sha256):
+                raise self.err(
+                    f"{what}: download does not match the manifest (size {got_size}, sha256 "
+                    f"{got_sha[:12]}; manifest size {size}, sha256 {sha256[:12]})",
+                    IntegrityError,
+                )
+            os.replace(tmp, dest)
+        except FileNotFoundError as e:
+            raise self.err(f"{what} is missing", IntegrityError) from e
+        except OSError as e:
+            raise self.err(f"{what}: cannot download to {dest}: {e}") from e
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return dest
