@@ -16,8 +16,10 @@ from curindex.store import Store
 from test_store import published, reopen
 
 FAILED_GATE = {"validation": {"passed": False, "recall": {"10@200": 0.81},
-                              "min_recall": {"10@200": 0.9},
+                              "min_recall": {"10@200": 0.9}, "n_test": 25,
                               "failures": ["Top-10-Recall@200 = 0.8100 < 0.9000"]}}
+PASSED_GATE = {"validation": {"passed": True, "recall": {"10@200": 0.95}, "min_recall": {},
+                              "n_test": 25, "failures": []}}
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def commit(store: Store, version: str, body: dict) -> None:
 
 
 def test_a_version_under_its_gate_is_not_published(store: Store) -> None:
-    commit(store, "good", {"validation": {"passed": True}})
+    commit(store, "good", PASSED_GATE)
     commit(store, "weak", FAILED_GATE)
     publish_version(store, "good")
     with pytest.raises(QualityGateError, match=r"version weak is below its recall thresholds "

@@ -21,15 +21,8 @@ from cluster import _descendants
 from curindex import scorerows
 from curindex.config import ScorerConfig, config_from_dict
 from curindex.pipeline import run_build, run_stage
-from curindex.pipeline.score import (
-    TMP_DIR,
-    ChunkWriter,
-    chunk_blocks,
-    chunk_of,
-    committed_chunks,
-    score_fn,
-    score_items,
-)
+from curindex.pipeline.chunks import TMP_DIR, ChunkWriter, chunk_blocks, committed_chunks
+from curindex.pipeline.score import chunk_of, score_fn, score_items
 from curindex.scoring.base import build_scorer, fingerprint_for
 from curindex.store import Store
 from support import make_texts, read_version_vectors, spark_submit, tiny_config, to_toml

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from curindex.errors import ConfigError
+from curindex.figures import Figure, figure_grid
 from curindex.scoring.registry import KINDS, scorer_problems
 
 BUILTIN_PREFIX = "builtin:"
@@ -124,8 +125,9 @@ class ValidateConfig:
     ks: list[int] = field(default_factory=lambda: [1, 10, 100])
     budgets: list[int] = field(default_factory=lambda: [25, 50, 100, 200, 500])
     # The served search maximises the mean of these figures on the tuning queries
-    # (comma-separated "k@budget" names).
-    objective: str = "10@200"
+    # (comma-separated "k@budget" names). Empty: "10@200" when ks and budgets measure it,
+    # else the largest figure they measure (`objective_figures`).
+    objective: str = ""
     # The parameters tried for the multi-round methods.
     rounds: list[int] = field(default_factory=lambda: [2, 4])
     seed_sizes: list[int] = field(default_factory=lambda: [25, 50])
@@ -369,7 +371,7 @@ def _check_search(cfg: BuildConfig, need: Any) -> None:
          f"must be a non-empty list of rounds >= 2, got {v.rounds}")
     need(all(n >= 1 for n in v.seed_sizes) and bool(v.seed_sizes), "[validate] seed_sizes",
          f"must be a non-empty list of sizes >= 1, got {v.seed_sizes}")
-    names = [n.strip() for n in v.objective.split(",")]
+    names = [n.strip() for n in v.objective.split(",")] if v.objective else []
     for name in names:
         k, _, b = name.partition("@")
         need(k.isdigit() and b.isdigit() and 0 < int(k) < int(b), "[validate] objective",
@@ -381,3 +383,12 @@ def _check_search(cfg: BuildConfig, need: Any) -> None:
          f"must be in [-1, 1], got {lift}")
     need(lift is None or "bi-rerank" in ix.methods, "[validate] min_lift_over_baseline",
          "compares with the bi-encoder baseline: add \"bi-rerank\" to [index] methods")
+
+
+def objective_figures(v: ValidateConfig) -> list[Figure]:
+    """The figures the served search maximises (see ``ValidateConfig.objective``)."""
+    if v.objective:
+        return [Figure.parse(n.strip()) for n in v.objective.split(",")]
+    grid = figure_grid(v.ks, v.budgets)
+    default = Figure(budget=200, k=10)
+    return [default] if default in grid or not grid else [grid[-1]]

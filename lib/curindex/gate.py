@@ -41,14 +41,19 @@ def lift_failures(recall: dict[str, float], baseline: dict[str, float],
 
 def check_publishable(manifest: Any) -> None:
     """Raise QualityGateError, with the figures, when a version failed its recall thresholds.
-    `manifest`: a ``curindex.manifest.Manifest`` or its JSON document."""
-    if isinstance(manifest, dict):
-        from curindex.manifest import Manifest
+    `manifest`: a ``curindex.manifest.Manifest``, or a manifest document (its validation
+    section is read, typed; a document without one measured nothing and passes)."""
+    from curindex.manifest import Manifest, Validation, load_section
 
-        manifest = Manifest.from_dict(manifest)
-    v = manifest.validation
+    if isinstance(manifest, Manifest):
+        version, v = manifest.version, manifest.validation
+    else:
+        version, raw = manifest.get("version"), manifest.get("validation")
+        if raw is None:
+            return
+        v = load_section(Validation, raw, f"version {version}: manifest.validation")
     if not v.passed:
         raise QualityGateError(
-            f"version {manifest.version} is below its recall thresholds and cannot be "
-            f"published: {'; '.join(v.failures)}"
+            f"version {version} is below its recall thresholds and cannot be published: "
+            f"{'; '.join(v.failures)}"
         )

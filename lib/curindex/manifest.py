@@ -9,9 +9,9 @@ typed fields; ``to_dict`` gives the JSON document back.
 Format history: 1, the untyped manifest (sections filled by the pipeline as dicts); 2, the
 same content read into these types (absent optional sections get their defaults); 3, the
 served search (``search``: the method the build chose on its tuning queries, every method's
-figures) and the config's ``[index] methods`` / ``encoding`` in place of the ``adaptive`` and
-``biencoder`` switches (an older version supports what its switches built, stored in float32,
-and serves plain CUR).
+figures), the score stage's progress over time, and the config's ``[index] methods`` /
+``encoding`` in place of the ``adaptive`` and ``biencoder`` switches (an older version
+supports what its switches built, stored in float32, and serves plain CUR).
 """
 
 from __future__ import annotations
@@ -73,6 +73,14 @@ class Counts:
     shards: int
     pairs_scored: int
     pairs_scored_this_run: int
+
+
+@dataclass(frozen=True)
+class ProgressSample:
+    """The score stage's progress: items scored by this many seconds after it began."""
+
+    seconds: float
+    items: int
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,7 @@ class Manifest:
     report_dir: str | None = None
     incremental: Incremental | None = None
     search: SearchInfo | None = None  # None: built before builds chose (serves plain CUR)
+    score_progress: tuple[ProgressSample, ...] = ()  # this run's score stage, over time
 
     @classmethod
     def from_dict(cls, doc: Any) -> Manifest:
@@ -263,6 +272,11 @@ class Manifest:
 def read_manifest(store: Any, version: str) -> Manifest:
     """The typed manifest of a committed version of `store` (a ``curindex.store.Store``)."""
     return Manifest.from_dict(store.read_manifest(version))
+
+
+def load_section(cls: type, value: Any, where: str) -> Any:
+    """One section of a manifest document, typed (IntegrityError naming `where`)."""
+    return _load(cls, value, where)
 
 
 def body(**sections: Any) -> dict[str, Any]:

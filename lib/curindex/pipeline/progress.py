@@ -42,7 +42,9 @@ def _duration(seconds: float) -> str:
 
 class ProgressLogger:
     """Context manager: logs `progress_line(...)` every `every_s` seconds while the block runs,
-    and once more at the end. `read_done` returns the items finished so far."""
+    and once more at the end. `read_done` returns the items finished so far. `samples` holds
+    (seconds since the start, items done) every `sample_s` seconds and at the end: the stage's
+    throughput over time, for the build report."""
 
     def __init__(
         self,
@@ -52,9 +54,12 @@ class ProgressLogger:
         total: int | None,
         pairs_per_item: int,
         every_s: float,
+        sample_s: float = 5.0,
     ) -> None:
         self.stage, self.read_done = stage, read_done
         self.total, self.pairs_per_item, self.every_s = total, pairs_per_item, every_s
+        self.sample_s = min(sample_s, every_s)
+        self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{stage}-progress", daemon=True)
         self._t0 = 0.0
@@ -65,9 +70,16 @@ class ProgressLogger:
             time.perf_counter() - self._t0,
         )
 
+    def _sample(self) -> None:
+        self.samples.append((round(time.perf_counter() - self._t0, 3), int(self.read_done())))
+
     def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            log.info("%s", self.line())
+        next_log = self.every_s
+        while not self._stop.wait(self.sample_s):
+            self._sample()
+            if time.perf_counter() - self._t0 >= next_log:
+                log.info("%s", self.line())
+                next_log += self.every_s
 
     def __enter__(self) -> ProgressLogger:
         self._t0 = time.perf_counter()
@@ -83,4 +95,5 @@ class ProgressLogger:
         self._stop.set()
         self._thread.join()
         if exc_type is None:
+            self._sample()
             log.info("%s", self.line())

@@ -12,10 +12,11 @@ range-partitioned by chunk, so each chunk lives wholly in one task, and sorted b
 The task scores a chunk's items in blocks of ``block_items`` (counted from the chunk's first
 item, so a chunk is cut into the same blocks whatever else its task holds: one ``score_block``
 call per block) and writes the rows itself, through ``pyarrow.fs``, to a temporary file under
-``<out>/_temporary/``, renamed to ``<out>/chunk-NNNNN.parquet`` when the chunk is complete. A
-reader sees a whole chunk or none of it; a re-executed task attempt rewrites the same content.
-Rows: ``item_id, shard, text, truncated, scores`` where ``scores`` is a float32 array over the
-scored queries (anchor queries first, then test queries).
+``<out>/_temporary/``, renamed to ``<out>/chunk-NNNNN.parquet`` when the chunk is complete
+(``pipeline.chunks``). A reader sees a whole chunk or none of it; a re-executed task attempt
+rewrites the same content. Rows: ``item_id, shard, text, truncated, scores`` where ``scores``
+is a float32 array over the scored queries (anchor queries first, then test queries), and
+``bi``, the item's bi-encoder embedding, when the version's search methods need it.
 
 ``<out>/_meta.json`` (written before scoring) records what the chunks were scored from: the
 number of chunks, the scorer fingerprint, a digest of the query texts, the shard count and block
@@ -28,33 +29,33 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import re
-import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from pyspark import Accumulator, Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curindex import scorerows
 from curindex.config import ScorerConfig
+from curindex.pipeline.chunks import (
+    TMP_DIR,
+    ChunkWriter,
+    chunk_blocks,
+    open_dir,
+    rows_in,
+    start_output,
+)
 from curindex.pipeline.errors import worker_errors
 from curindex.pipeline.progress import ProgressLogger
 
 log = logging.getLogger("curindex.pipeline")
 
 CHUNK_ROWS_SCHEMA = "chunk int, items long"  # what a task returns: one row per committed chunk
-META_FILE = "_meta.json"
-TMP_DIR = "_temporary"  # Spark and pyarrow datasets skip names starting with "_"
 META_FORMAT = 1
 _CHUNK_SALT = "curindex:chunk"
-_CHUNK_FILE = re.compile(r"^chunk-(\d{5,})\.parquet$")
 
 ArrowMapFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 
@@ -69,125 +70,6 @@ def chunk_of(id_col: str, n_chunks: int):
     """Score chunk of an item: a stable hash of its id (salted, so chunks and shards are not
     aligned), independent of partitioning; the unit of commit and resume of the score stage."""
     return F.pmod(F.xxhash64(F.lit(_CHUNK_SALT), F.col(id_col)), F.lit(n_chunks)).cast("int")
-
-
-def chunk_name(chunk: int) -> str:
-    return f"chunk-{chunk:05d}.parquet"
-
-
-def open_dir(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) of a folder given as a local path or a URI (Hadoop's ``s3a://`` and
-    ``s3n://`` are opened as ``s3://``, ``file:/x`` as the local path ``/x``)."""
-    uri = uri.strip().rstrip("/")
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        if uri.startswith("file:"):  # Hadoop's file:/path
-            uri = uri[len("file:"):]
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
-    if scheme in ("s3a", "s3n"):
-        uri = f"s3://{rest}"
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return fs, path.rstrip("/")
-
-
-class ChunkWriter:
-    """Writes one chunk's score rows to a temporary file under ``<dir>/_temporary/`` and, on
-    ``commit``, renames it to ``<dir>/chunk-NNNNN.parquet``: a reader never sees part of a
-    chunk. Another attempt at the same chunk writes its own temporary file and replaces the
-    committed one with the same content."""
-
-    def __init__(self, fs: pafs.FileSystem, directory: str, chunk: int, *,
-                 bi: bool = False) -> None:
-        self.fs, self.chunk, self.rows = fs, chunk, 0
-        self.path = f"{directory}/{chunk_name(chunk)}"
-        tmp_dir = f"{directory}/{TMP_DIR}"
-        fs.create_dir(tmp_dir, recursive=True)
-        self.tmp = f"{tmp_dir}/chunk-{chunk:05d}.{_attempt_id()}-{secrets.token_hex(4)}.parquet"
-        self._out = fs.open_output_stream(self.tmp)
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self._out, scorerows.arrow_schema(bi=bi))
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        assert self._writer is not None, "chunk already committed or aborted"
-        self._writer.write_batch(batch)
-        self.rows += batch.num_rows
-
-    def commit(self) -> int:
-        """Finish the file and move it into place; returns its row count."""
-        assert self._writer is not None, "chunk already committed or aborted"
-        self._writer.close()
-        self._writer = None
-        self._out.close()
-        self.fs.move(self.tmp, self.path)  # atomic on a local filesystem and HDFS
-        return self.rows
-
-    def abort(self) -> None:
-        if self._writer is None:
-            return
-        self._writer = None
-        try:
-            self._out.close()
-            self.fs.delete_file(self.tmp)
-        except OSError:
-            pass  # a leftover under _temporary is never read and goes with the folder
-
-
-def _attempt_id() -> int:
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    return int(ctx.taskAttemptId()) if ctx is not None else 0
-
-
-def committed_chunks(fs: pafs.FileSystem, directory: str) -> dict[int, str]:
-    """chunk number -> path of every committed chunk file in `directory`."""
-    infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
-    out = {}
-    for info in infos:
-        m = _CHUNK_FILE.match(info.base_name)
-        if m and info.type == pafs.FileType.File:
-            out[int(m.group(1))] = info.path
-    return out
-
-
-def chunk_blocks(
-    batches: Iterable[pa.RecordBatch], block_items: int
-) -> Iterator[tuple[int, pa.Table | None]]:
-    """Cut rows sorted by their ``chunk`` column into blocks of at most `block_items` rows of
-    one chunk, counted from the chunk's first row (so a chunk is cut the same way whatever
-    else its partition holds). Yields ``(chunk, block)`` per block and ``(chunk, None)`` after
-    a chunk's last block."""
-    current: int | None = None
-    pending: list[pa.RecordBatch] = []
-    n = 0
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        chunks = batch.column("chunk").to_numpy(zero_copy_only=False)
-        starts = [0, *(np.flatnonzero(chunks[1:] != chunks[:-1]) + 1).tolist()]
-        for start, end in zip(starts, [*starts[1:], len(chunks)], strict=True):
-            chunk = int(chunks[start])
-            if chunk != current:
-                if current is not None:
-                    if chunk < current:
-                        raise RuntimeError(f"score rows not sorted by chunk: {chunk} after "
-                                           f"{current}")
-                    if pending:
-                        yield current, pa.Table.from_batches(pending)
-                    yield current, None
-                current, pending, n = chunk, [], 0
-            pending.append(batch.slice(start, end - start))
-            n += end - start
-            while n >= block_items:
-                table = pa.Table.from_batches(pending)
-                yield current, table.slice(0, block_items)
-                rest = table.slice(block_items)
-                pending = [b for b in rest.to_batches() if b.num_rows]
-                n = rest.num_rows
-    if current is not None:
-        if pending:
-            yield current, pa.Table.from_batches(pending)
-        yield current, None
 
 
 def score_fn(
@@ -287,50 +169,12 @@ class ScoreResult:
     chunks_resumed: int  # committed by an earlier attempt and kept
     items_resumed: int
     items_scored: int  # scored (and committed) by this run
+    # (seconds since the stage began, items scored) every few seconds: its throughput
+    progress: tuple[tuple[float, int], ...] = ()
 
 
 def queries_digest(queries: list[str]) -> str:
     return hashlib.sha256(json.dumps(queries, ensure_ascii=False).encode()).hexdigest()
-
-
-def _read_meta(fs: pafs.FileSystem, root: str) -> dict | None:
-    try:
-        with fs.open_input_stream(f"{root}/{META_FILE}") as f:
-            return json.loads(f.read())
-    except (OSError, ValueError):
-        return None
-
-
-def _start_output(fs: pafs.FileSystem, root: str, meta: dict, *, resume: bool) -> dict[int, str]:
-    """Make `root` ready for scoring described by `meta`; returns the committed chunks that
-    can be kept (none unless `resume` and the folder was scored from the same `meta`)."""
-    kept: dict[int, str] = {}
-    if fs.get_file_info(root).type != pafs.FileType.NotFound:
-        old = _read_meta(fs, root) if resume else None
-        if old is not None and old == meta:
-            kept = committed_chunks(fs, root)
-            if fs.get_file_info(f"{root}/{TMP_DIR}").type != pafs.FileType.NotFound:
-                fs.delete_dir(f"{root}/{TMP_DIR}")  # what killed attempts left unfinished
-        else:
-            if old is not None and committed_chunks(fs, root):
-                log.info("score: the chunks in %s were scored from other inputs (%s); "
-                         "starting over", root, ", ".join(
-                             k for k in sorted(meta) if old.get(k) != meta[k]))
-            fs.delete_dir(root)
-    fs.create_dir(root, recursive=True)
-    tmp = f"{root}/{META_FILE}.{secrets.token_hex(4)}.tmp"
-    with fs.open_output_stream(tmp) as out:
-        out.write(json.dumps(meta, indent=1, sort_keys=True).encode())
-    fs.move(tmp, f"{root}/{META_FILE}")
-    return kept
-
-
-def _rows_in(fs: pafs.FileSystem, paths: Iterable[str]) -> int:
-    total = 0
-    for path in paths:
-        with fs.open_input_file(path) as f:
-            total += pq.ParquetFile(f).metadata.num_rows
-    return total
 
 
 def score_items(
@@ -366,8 +210,8 @@ def score_items(
             "queries_sha256": queries_digest(queries), "n_queries": len(queries),
             "num_shards": num_shards, "block_items": block_items, "n_items": n_items,
             "biencoder": biencoder}
-    kept = _start_output(fs, root, meta, resume=resume)
-    items_resumed = _rows_in(fs, kept.values())
+    kept = start_output(fs, root, meta, resume=resume)
+    items_resumed = rows_in(fs, kept.values())
     if kept:
         log.info("score: resuming: %d of %d chunks (%s items) already committed in %s",
                  len(kept), n_chunks, f"{items_resumed:,}", root)
@@ -395,7 +239,7 @@ def score_items(
             ProgressLogger(
                 "score", lambda: items_done.value, total=todo,
                 pairs_per_item=len(queries), every_s=progress_every_s,
-            ),
+            ) as progress,
         ):
             committed = (
                 rows.repartitionByRange(max(1, n_chunks - len(kept)), "chunk")
@@ -421,4 +265,5 @@ def score_items(
             spark.conf.set(key, previous)
         sc.setJobDescription(None)
     return ScoreResult(n_chunks=n_chunks, chunks_resumed=len(kept), items_resumed=items_resumed,
-                       items_scored=sum(r["items"] for r in committed))
+                       items_scored=sum(r["items"] for r in committed),
+                       progress=tuple(progress.samples))

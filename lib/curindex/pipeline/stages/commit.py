@@ -53,6 +53,7 @@ def run(ctx: BuildContext) -> mf.Manifest:
         validation={k: v for k, v in states["validate"].items() if k != "search"},
         search=states["validate"]["search"],
         timings_s=timings,
+        score_progress=score.pop("progress", []),
         report_dir="report",
     )
     if prep["base"] is not None:

@@ -57,4 +57,5 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     return {"pairs_scored": scored * n_q, "changes": changes,
             "pairs_scored_this_run": done.items_scored * n_q,
             "chunks": done.n_chunks, "chunks_resumed": done.chunks_resumed,
-            "items_truncated": truncated}, []
+            "items_truncated": truncated,
+            "progress": [{"seconds": t, "items": n} for t, n in done.progress]}, []

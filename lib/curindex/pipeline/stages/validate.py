@@ -7,9 +7,11 @@ queries (``curindex.validation``), and the quality gate's verdict on the served 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
+from curindex.config import objective_figures
 from curindex.figures import Figure, by_figure
 from curindex.gate import gate_failures, lift_failures
 from curindex.methods import Ask, Plan, SearchSpec, run_plans
@@ -35,7 +37,7 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     anchors, prep = ctx.anchors(), ctx.load("prepare")
     n_test, n_tune = len(anchors.test_ids), ctx.n_tune()
     budgets = sorted(b for b in v.budgets if b < prep["items"])  # the whole corpus: no test
-    objective = [Figure.parse(n.strip()) for n in v.objective.split(",")]
+    objective = objective_figures(v)
     specs = candidates(cfg.index.methods, v.rounds, v.seed_sizes)
     reporting = range(n_tune, n_test)
     state: dict = {"n_test": len(reporting), "min_recall": dict(v.min_recall), "recall": {},
@@ -83,6 +85,33 @@ def _measure(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: lis
              budgets: list[int], n_tune: int) -> tuple[Table, dict]:
     """Run every job; returns the recall table, and for an approximate item-vector index the
     plain CUR figures with exact search and the index's overlap with it."""
+    run = searches(ctx, anchors, specs, objective, budgets, n_tune)
+    tab = table(run.plans, run.jobs, run.truth, ks=run.ks, budgets_of=run.budgets_of,
+                **run.ranking)
+    extra: dict = {}
+    if run.approximate and "cur" in ctx.cfg.index.methods:
+        extra = _exact_cur(ctx, run, range(n_tune, len(anchors.test_ids)))
+    return tab, extra
+
+
+@dataclass
+class Searches:
+    """Every search validation ran, with what it needs to rank their answers."""
+
+    jobs: list[Job]
+    plans: list[Plan]
+    truth: list[list[str]]  # per test query, the exact top max(ks) items
+    ks: list[int]
+    budgets_of: dict[int, list[int]]
+    ranking: dict  # `curindex.validation.returned`'s keyword arguments
+    rows: object  # the score rows (a DataFrame) the retrievals ran over
+    codecs: Codecs
+    approximate: bool
+
+
+def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: list[Figure],
+             budgets: list[int], n_tune: int) -> Searches:
+    """Run every (search, budget, test query) of validation in Spark."""
     cfg, k_q, k_i = ctx.cfg, ctx.k_q, len(anchors.item_ids)
     n_test = len(anchors.test_ids)
     rows = ctx.scores().select("item_id", "scores", "bi").coalesce(
@@ -127,12 +156,8 @@ def _measure(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: lis
                "n_items": ctx.load("prepare")["items"], "n_anchors_listed": len(live_ids)}
     budgets_of = {t: sorted({f.budget for f in objective}) if t < n_tune else budgets
                   for t in range(n_test)}
-    tab = table(plans, job_list, truth, ks=ks, budgets_of=budgets_of, **ranking)
-    extra: dict = {}
-    if not exact_index and "cur" in cfg.index.methods:
-        extra = _exact_cur(ctx, rows, codecs, plans, job_list, truth, ks, budgets_of, ranking,
-                           range(n_tune, n_test))
-    return tab, extra
+    return Searches(job_list, plans, truth, ks, budgets_of, ranking, rows, codecs,
+                    not exact_index)
 
 
 def _plan(job: Job, c: np.ndarray, bi: np.ndarray | None, live_ids: list[str], *, k_i: int,
@@ -144,23 +169,23 @@ def _plan(job: Job, c: np.ndarray, bi: np.ndarray | None, live_ids: list[str], *
     return Plan(job.query, job.spec, job.budget, sizes, bi[job.query], np.zeros(0), frozenset())
 
 
-def _exact_cur(ctx: BuildContext, rows, codecs: Codecs, plans: list[Plan], job_list: list[Job],
-               truth, ks, budgets_of, ranking, reporting: range) -> dict:
+def _exact_cur(ctx: BuildContext, run: Searches, reporting: range) -> dict:
     """Plain CUR with exact search over the item vectors, beside the approximate index: its
     recall, and the share of its candidates the index returned."""
-    cur = [(p, j) for p, j in zip(plans, job_list, strict=True)
+    cur = [(p, j) for p, j in zip(run.plans, run.jobs, strict=True)
            if j.spec.method == "cur" and j.query in reporting]
     again = [Plan(p.query, p.spec, p.budget, p.sizes, p.first, p.anchor_exact, p.excluded)
              for p, _ in cur]
-    run_plans(again, SparkRetriever(ctx.spark, rows, codecs), anchor_columns=None, rcond=0.0)
-    tab = table(again, [j for _, j in cur], truth, ks=ks, budgets_of=budgets_of, **ranking)
-    overlap = {}
-    for b in budgets_of[reporting.start] if len(reporting) else []:
+    run_plans(again, SparkRetriever(ctx.spark, run.rows, run.codecs), anchor_columns=None,
+              rcond=0.0)
+    tab = table(again, [j for _, j in cur], run.truth, ks=run.ks, budgets_of=run.budgets_of,
+                **run.ranking)
+    r, overlap = run.ranking, {}
+    for b in run.budgets_of[reporting.start] if len(reporting) else []:
         shares = []
         for (p, _), q in zip(cur, again, strict=True):
-            n = p.spec.sizes(b, k_i=ranking["k_i"], n_items=ranking["n_items"],
-                             n_anchors_listed=ranking["n_anchors_listed"])[0] \
-                if b > ranking["k_i"] else 0
+            n = p.spec.sizes(b, k_i=r["k_i"], n_items=r["n_items"],
+                             n_anchors_listed=r["n_anchors_listed"])[0] if b > r["k_i"] else 0
             if n:
                 shares.append(len(set(p.keys[:n]) & set(q.keys[:n])) / n)
         if shares:

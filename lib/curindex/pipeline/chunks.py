@@ -1,0 +1,189 @@
+"""The score stage's chunk files: written whole or not at all, and kept across attempts.
+
+Every item has a stable chunk number (``pipeline.score.chunk_of``). A task writes a chunk's rows
+to a temporary file under ``<dir>/_temporary/`` and renames it to ``<dir>/chunk-NNNNN.parquet``
+when the chunk is complete (``ChunkWriter``): a reader sees a whole chunk or none of it.
+``<dir>/_meta.json`` records what the chunks were scored from; a later attempt with the same
+record keeps the committed chunks (``start_output``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from curindex import scorerows
+
+log = logging.getLogger("curindex.pipeline")
+
+META_FILE = "_meta.json"
+TMP_DIR = "_temporary"  # Spark and pyarrow datasets skip names starting with "_"
+_CHUNK_FILE = re.compile(r"^chunk-(\d{5,})\.parquet$")
+
+
+def chunk_name(chunk: int) -> str:
+    return f"chunk-{chunk:05d}.parquet"
+
+
+def open_dir(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) of a folder given as a local path or a URI (Hadoop's ``s3a://`` and
+    ``s3n://`` are opened as ``s3://``, ``file:/x`` as the local path ``/x``)."""
+    uri = uri.strip().rstrip("/")
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        if uri.startswith("file:"):  # Hadoop's file:/path
+            uri = uri[len("file:"):]
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+    if scheme in ("s3a", "s3n"):
+        uri = f"s3://{rest}"
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return fs, path.rstrip("/")
+
+
+class ChunkWriter:
+    """Writes one chunk's score rows to a temporary file under ``<dir>/_temporary/`` and, on
+    ``commit``, renames it to ``<dir>/chunk-NNNNN.parquet``: a reader never sees part of a
+    chunk. Another attempt at the same chunk writes its own temporary file and replaces the
+    committed one with the same content."""
+
+    def __init__(self, fs: pafs.FileSystem, directory: str, chunk: int, *,
+                 bi: bool = False) -> None:
+        self.fs, self.chunk, self.rows = fs, chunk, 0
+        self.path = f"{directory}/{chunk_name(chunk)}"
+        tmp_dir = f"{directory}/{TMP_DIR}"
+        fs.create_dir(tmp_dir, recursive=True)
+        self.tmp = f"{tmp_dir}/chunk-{chunk:05d}.{_attempt_id()}-{secrets.token_hex(4)}.parquet"
+        self._out = fs.open_output_stream(self.tmp)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            self._out, scorerows.arrow_schema(bi=bi))
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        assert self._writer is not None, "chunk already committed or aborted"
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def commit(self) -> int:
+        """Finish the file and move it into place; returns its row count."""
+        assert self._writer is not None, "chunk already committed or aborted"
+        self._writer.close()
+        self._writer = None
+        self._out.close()
+        self.fs.move(self.tmp, self.path)  # atomic on a local filesystem and HDFS
+        return self.rows
+
+    def abort(self) -> None:
+        if self._writer is None:
+            return
+        self._writer = None
+        try:
+            self._out.close()
+            self.fs.delete_file(self.tmp)
+        except OSError:
+            pass  # a leftover under _temporary is never read and goes with the folder
+
+
+def _attempt_id() -> int:
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return int(ctx.taskAttemptId()) if ctx is not None else 0
+
+
+def committed_chunks(fs: pafs.FileSystem, directory: str) -> dict[int, str]:
+    """chunk number -> path of every committed chunk file in `directory`."""
+    infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+    out = {}
+    for info in infos:
+        m = _CHUNK_FILE.match(info.base_name)
+        if m and info.type == pafs.FileType.File:
+            out[int(m.group(1))] = info.path
+    return out
+
+
+def chunk_blocks(
+    batches: Iterable[pa.RecordBatch], block_items: int
+) -> Iterator[tuple[int, pa.Table | None]]:
+    """Cut rows sorted by their ``chunk`` column into blocks of at most `block_items` rows of
+    one chunk, counted from the chunk's first row (so a chunk is cut the same way whatever
+    else its partition holds). Yields ``(chunk, block)`` per block and ``(chunk, None)`` after
+    a chunk's last block."""
+    current: int | None = None
+    pending: list[pa.RecordBatch] = []
+    n = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        chunks = batch.column("chunk").to_numpy(zero_copy_only=False)
+        starts = [0, *(np.flatnonzero(chunks[1:] != chunks[:-1]) + 1).tolist()]
+        for start, end in zip(starts, [*starts[1:], len(chunks)], strict=True):
+            chunk = int(chunks[start])
+            if chunk != current:
+                if current is not None:
+                    if chunk < current:
+                        raise RuntimeError(f"score rows not sorted by chunk: {chunk} after "
+                                           f"{current}")
+                    if pending:
+                        yield current, pa.Table.from_batches(pending)
+                    yield current, None
+                current, pending, n = chunk, [], 0
+            pending.append(batch.slice(start, end - start))
+            n += end - start
+            while n >= block_items:
+                table = pa.Table.from_batches(pending)
+                yield current, table.slice(0, block_items)
+                rest = table.slice(block_items)
+                pending = [b for b in rest.to_batches() if b.num_rows]
+                n = rest.num_rows
+    if current is not None:
+        if pending:
+            yield current, pa.Table.from_batches(pending)
+        yield current, None
+
+
+def read_meta(fs: pafs.FileSystem, root: str) -> dict | None:
+    try:
+        with fs.open_input_stream(f"{root}/{META_FILE}") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def start_output(fs: pafs.FileSystem, root: str, meta: dict, *, resume: bool) -> dict[int, str]:
+    """Make `root` ready for scoring described by `meta`; returns the committed chunks that
+    can be kept (none unless `resume` and the folder was scored from the same `meta`)."""
+    kept: dict[int, str] = {}
+    if fs.get_file_info(root).type != pafs.FileType.NotFound:
+        old = read_meta(fs, root) if resume else None
+        if old is not None and old == meta:
+            kept = committed_chunks(fs, root)
+            if fs.get_file_info(f"{root}/{TMP_DIR}").type != pafs.FileType.NotFound:
+                fs.delete_dir(f"{root}/{TMP_DIR}")  # what killed attempts left unfinished
+        else:
+            if old is not None and committed_chunks(fs, root):
+                log.info("score: the chunks in %s were scored from other inputs (%s); "
+                         "starting over", root, ", ".join(
+                             k for k in sorted(meta) if old.get(k) != meta[k]))
+            fs.delete_dir(root)
+    fs.create_dir(root, recursive=True)
+    tmp = f"{root}/{META_FILE}.{secrets.token_hex(4)}.tmp"
+    with fs.open_output_stream(tmp) as out:
+        out.write(json.dumps(meta, indent=1, sort_keys=True).encode())
+    fs.move(tmp, f"{root}/{META_FILE}")
+    return kept
+
+
+def rows_in(fs: pafs.FileSystem, paths: Iterable[str]) -> int:
+    total = 0
+    for path in paths:
+        with fs.open_input_file(path) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
