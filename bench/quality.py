@@ -39,33 +39,41 @@ log = logging.getLogger("bench.quality")
 
 # name -> (build config overrides, search kwargs). k_q = 500 anchor queries (or all non-test
 # queries if fewer); rcond 1e-15 is np.linalg.pinv's default cutoff.
-REFERENCE = ({"anchors": {"n_items": 100, "items": "random"}, "factorize": {"rcond": 1e-15}},
-             {"rounds": 1})
+PLAIN = {"methods": ["cur"]}
+REFERENCE = ({"anchors": {"n_items": 100, "items": "random"}, "factorize": {"rcond": 1e-15},
+              "index": PLAIN}, {"method": "cur"})
 METHODS = {
     "anncur-reference": REFERENCE,
     # Each improvement on its own, over the reference: anchor items spread by k-means over
     # bi-encoder embeddings, or chosen by leverage + pivoted QR from the anchor-query scores.
     "curindex-kmeans-anchors": ({**REFERENCE[0], "anchors": {"n_items": 100, "items": "kmeans"}},
-                                {"rounds": 1}),
+                                {"method": "cur"}),
     "curindex-leverage-anchors": ({**REFERENCE[0],
                                    "anchors": {"n_items": 100, "items": "leverage"}},
-                                  {"rounds": 1}),
+                                  {"method": "cur"}),
     # rcond tuned on 80 tuning queries drawn from the non-held-out queries.
     "curindex-tuned-inversion": ({**REFERENCE[0], "anchors": {"n_items": 100, "n_test": 100},
                                   "factorize": {"tune": True, "tune_fraction": 0.8}},
-                                 {"rounds": 1}),
+                                 {"method": "cur"}),
     # A small query log (100 queries) as k_q, alone and with 400 synthetic anchor queries.
     "small-log": ({**REFERENCE[0], "anchors": {"n_items": 50}, "k_q": 100, "real_q": 100},
-                  {"rounds": 1}),
+                  {"method": "cur"}),
     "small-log-synthetic": ({**REFERENCE[0], "anchors": {"n_items": 50, "synthetic_queries": 400},
-                             "k_q": 500, "real_q": 100}, {"rounds": 1}),
+                             "k_q": 500, "real_q": 100}, {"method": "cur"}),
     # k_i = 50 anchors, the rest of the budget over 4 rounds of adaptive search.
-    "curindex-adaptive": ({"anchors": {"n_items": 50}, "index": {"adaptive": True}},
-                          {"rounds": 4}),
-    # The default: round 1 the bi-encoder's top 50 items, 3 adaptive rounds after it.
-    "curindex": ({"anchors": {"n_items": 50}, "index": {"adaptive": True, "biencoder": True}},
-                 {"rounds": 4, "seed": "bi-encoder", "seed_size": 50}),
+    "curindex-adaptive": ({"anchors": {"n_items": 50},
+                           "index": {"methods": ["cur", "adaptive"]}},
+                          {"method": "adaptive", "rounds": 4}),
+    # Round 1 the bi-encoder's top 50 items, 3 adaptive rounds after it.
+    "curindex": ({"anchors": {"n_items": 50},
+                  "index": {"methods": ["bi-rerank", "cur", "adaptive", "bi-seeded"]}},
+                 {"method": "bi-seeded", "rounds": 4, "seed_size": 50}),
+    # What a build serves with no search-method settings: every method validated on the
+    # build's own test queries (SHIPPED_TEST of them, half tuning), the served one chosen
+    # there, searched with default arguments.
+    "shipped": ({"anchors": {"n_items": 50}, "validate": None, "index": None}, {}),
 }
+SHIPPED_TEST = 100  # the shipped build's test queries (10 when the query log is too small)
 
 
 def main() -> None:
@@ -107,7 +115,8 @@ def main() -> None:
         out = {"data": str(args.data), "n_items": len(items), "n_queries": len(queries),
                "n_test": len(test), "k_q": k_q, "scorer": "maxsim-minilm",
                "scoring_s": seconds, "exact_model_calls_per_query": budgets, "methods": {},
-               "cheap_calls_per_query": {}, "index_bytes": {}, "build_s": {}}
+               "cheap_calls_per_query": {}, "index_bytes": {}, "build_s": {},
+               "build_calls_per_item": {}}
         exact_top = np.argsort(-s[test], axis=1, kind="stable")[:, : max(ks)]
         test_texts = [queries[i][1] for i in test]
         with tempfile.TemporaryDirectory(prefix="curindex-quality-") as tmp:
@@ -120,6 +129,10 @@ def main() -> None:
                 overrides = dict(overrides)
                 method_q = overrides.pop("k_q", k_q)
                 real_q = overrides.pop("real_q", None)
+                if name == "shipped":  # its own test queries choose its search
+                    real = method_q - args.synthetic
+                    n_test = SHIPPED_TEST if real + SHIPPED_TEST <= len(rest) else 10
+                    overrides["anchors"] = {**overrides["anchors"], "n_test": n_test}
                 if args.synthetic:
                     overrides["anchors"] = {**overrides["anchors"],
                                             "synthetic_queries": args.synthetic}
@@ -131,12 +144,21 @@ def main() -> None:
                                             **manifest["index"].get("extra_bytes", {})}
                 out["methods"][name] = measure(store, test_texts, exact_top, ks, budgets, kwargs,
                                                s[test], items)
-                out["cheap_calls_per_query"][name] = 1 if kwargs.get("seed") == "bi-encoder" else 0
+                bi = out["methods"][name]["search"].startswith("bi-")
+                out["cheap_calls_per_query"][name] = 1 if bi else 0
+                out["build_calls_per_item"][name] = {
+                    "anchor_queries": manifest["anchors"]["n_queries"],
+                    "test_queries": manifest["anchors"]["n_test"]}
+                if name == "shipped":
+                    out["shipped"] = {"n_test": manifest["anchors"]["n_test"],
+                                      "n_tune": manifest["anchors"]["n_tune"],
+                                      "served": manifest["search"]["default"],
+                                      "reason": manifest["search"]["selection"]["reason"]}
                 log.info("%s: %s", name, out["methods"][name])
                 if name == "curindex":  # the bi-encoder index is there: measure the baseline
                     out["methods"]["bi-encoder-rerank"] = measure(
-                        store, test_texts, exact_top, ks, budgets,
-                        {"rounds": 1, "seed": "bi-encoder"}, s[test], items)
+                        store, test_texts, exact_top, ks, budgets, {"method": "bi-rerank"},
+                        s[test], items)
                     out["cheap_calls_per_query"]["bi-encoder-rerank"] = 1
                     log.info("bi-encoder-rerank: %s", out["methods"]["bi-encoder-rerank"])
     finally:
@@ -244,22 +266,27 @@ def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, 
         "spark": {"score_partitions": 8, "block_items": 512},
     }
     for section, values in overrides.items():
-        raw[section] = {**raw.get(section, {}), **values}
+        if values is None:  # the build's defaults (shards aside): no search-method settings
+            raw[section] = {k: v for k, v in raw.get(section, {}).items() if k == "num_shards"}
+        else:
+            raw[section] = {**raw.get(section, {}), **values}
     cfg = config_from_dict(raw)
     result = run_build(spark, cfg, version="v1", publish=True)
     return result.manifest.to_dict(), Store.open(cfg.store.uri)
 
 
 def measure(store, test_texts, exact_top, ks, budgets, kwargs, s_test, items) -> dict:
-    """Top-k-Recall@budget of one search method through the real Searcher."""
+    """Top-k-Recall@budget of one search method through the real Searcher (`kwargs`: its
+    method arguments; none: the version's served search)."""
     from curindex.search import Searcher
 
     searcher = Searcher.open(store.uri, scorer_target="cached_scorer:cached")
     col = {iid: j for j, (iid, _) in enumerate(items)}
     k_i = len(searcher.anchor_ids)
-    out = {}
+    spec = searcher.spec(**kwargs)
+    out = {"search": spec.describe()}
     for budget in budgets:
-        if kwargs.get("seed", "anchors") == "anchors" and budget <= k_i:
+        if spec.seed == "anchors" and budget <= k_i:
             # The Searcher needs budget > k_i; at budget = k_i the pool is the anchors alone.
             anchors = np.array([col[a] for a in searcher.anchor_ids])
             got = [anchors[np.argsort(-s_test[t, anchors], kind="stable")]

@@ -285,7 +285,8 @@ def build_one(spark, sampler_roots, n_items: int, args, tmp: Path) -> dict:
         "anchors": {"n_queries": args.queries, "n_items": args.anchors,
                     "n_test": args.test_queries, "seed": 0},
         "scorer": {"kind": "callable", "target": "scale:hash_scorer"},
-        "index": {"num_shards": args.shards, "keep_scores": bool(args.incremental)},
+        "index": {"num_shards": args.shards, "keep_scores": bool(args.incremental),
+                  "methods": args.methods.split(",")},
         "store": {"uri": str(store)},
         "spark": {"block_items": args.block_items, "score_partitions": args.partitions},
     })
@@ -325,10 +326,25 @@ def build_one(spark, sampler_roots, n_items: int, args, tmp: Path) -> dict:
                                 "score_s_extrapolated": round(score_s, 1),
                                 "non_scoring_s": round(other, 2),
                                 "non_scoring_fraction": round(other / (other + score_s), 6)}
+    if args.reader:
+        out["reader"] = reader_memory(store)
     if args.incremental:
         out["incremental"] = build_incremental(spark, cfg, items, args.incremental, tmp)
     log.info("%s items: %s", f"{n_items:,}", json.dumps(out))
     return out
+
+
+def reader_memory(store: Path) -> dict:
+    """`bench/reader.py` on the version just built, in a fresh process (published first)."""
+    import subprocess
+
+    from curindex.publish import publish_version
+    from curindex.store import Store
+
+    publish_version(Store.open(str(store)), "bench")
+    done = subprocess.run([sys.executable, str(BENCH / "reader.py"), "--store", str(store)],
+                          capture_output=True, text=True, check=True, timeout=1800)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def build_incremental(spark, cfg, items: Path, fraction: float, tmp: Path) -> dict:
@@ -367,6 +383,11 @@ def main() -> None:
                    help="cross-encoder stage pairs/s (bench/scoring.py) to extrapolate to")
     p.add_argument("--incremental", type=float, default=0.0, metavar="F",
                    help="also time an incremental build with a fraction F of items changed")
+    p.add_argument("--methods", default="cur,adaptive",
+                   help="[index] methods of the builds (the bi-encoder methods embed every "
+                        "item with MiniLM, which dominates a build with the hash scorer)")
+    p.add_argument("--reader", action="store_true",
+                   help="also measure the reader's memory on each version (bench/reader.py)")
     p.add_argument("--warmup", type=int, default=2000,
                    help="items of an unreported first build that starts the JVM's code paths "
                         "and the Python workers, so every size is measured warm (0: none)")

@@ -50,6 +50,8 @@ def good_items(n=300):
         (lambda rows: rows[:8], "8 items, fewer than k_i = 12 anchor items"),
         (lambda rows: [], "no rows (empty items)"),
         (lambda rows: [*rows, {"_id": None, "title": "", "text": "x y"}], "null id"),
+        (lambda rows: [*rows, {"_id": " ", "title": "", "text": "x y"}],
+         "1 rows have an empty id"),
     ],
 )
 def test_bad_items(spark, tiny_corpus, tmp_path, mutate, fragment):

@@ -102,3 +102,96 @@ def test_an_unknown_scorer_kind_in_a_manifest_is_refused(published):
             Searcher.open(published, scorer_target="scorers:counting")
     finally:
         _edit_scorer(published, kind="callable")
+
+
+def test_a_list_typed_text_column_is_refused(spark, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curindex.config import InputConfig
+    from curindex.errors import InputError
+    from curindex.pipeline.corpus import read_texts
+
+    path = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "text": [["red", "shoe"], ["blue"]]}), path)
+    with pytest.raises(InputError, match=r"column 'text' holds array<string> values, not text"):
+        read_texts(spark, InputConfig(path=str(path), id_column="id", text_columns=["text"]),
+                   role="items")
+
+
+def test_an_empty_query_is_refused_before_any_model_call(published, monkeypatch):
+    searcher = Searcher.open(published, scorer_target="scorers:counting")
+    calls = []
+    monkeypatch.setattr(searcher.scorer, "score_block",
+                        lambda q, i: calls.append(1) or pytest.fail("model called"))
+    for bad in ([""], ["river", "   "], ["\n\t"]):
+        with pytest.raises(ValueError, match="is empty"):
+            searcher.search(bad, k=2, budget=30)
+    with pytest.raises(TypeError, match="not one string"):
+        searcher.search("river", k=2, budget=30)
+    with pytest.raises(ValueError, match="max_budget"):
+        searcher.search(["river"], k=2, budget=searcher.max_budget + 1)
+    assert calls == []
+
+
+def test_settings_that_feed_a_label_or_a_file_name_are_bounded():
+    from curindex.errors import ConfigError
+
+    base = {"items": {"path": "x.jsonl"}, "queries": {"path": "q.jsonl"}}
+    for section, key, value in (("index", "num_shards", 16_777_216),
+                                ("index", "num_shards", 65_537),
+                                ("spark", "score_partitions", 10**9)):
+        with pytest.raises(ConfigError, match=rf"\[{section}\] {key}: must be in"):
+            config_from_dict({**base, section: {key: value}})
+
+
+def test_a_resumed_build_whose_version_was_pruned_starts_over(spark, tiny_corpus):
+    import shutil
+
+    from curindex.pipeline import run_stage
+    from curindex.store import Store
+
+    cfg = config_from_dict(tiny_config(tiny_corpus))
+    for stage in ("prepare", "score"):
+        run_stage(spark, cfg, version="p", stage=stage)
+    store = Store.open(cfg.store.uri)
+    # What a prune of an old incomplete version used to leave: the version's files gone, its
+    # stage states kept. The resumed build must not skip prepare and then fail forever.
+    shutil.rmtree(Path(store.root) / "versions" / "p")
+    result = run_build(spark, cfg, version="p", publish=True)
+    assert result.published and store.current() == "p"
+    store.verify("p")
+
+
+def test_two_builds_of_one_version_cannot_both_run(spark, tiny_corpus, tmp_path):
+    import threading
+
+    from curindex.errors import ConflictError
+    from curindex.store import Store
+
+    cfg = config_from_dict(tiny_config(tiny_corpus, store=tmp_path / "racing"))
+    outcomes: dict[str, object] = {}
+    start = threading.Barrier(2)
+
+    def build(name: str) -> None:
+        start.wait()
+        try:
+            outcomes[name] = run_build(spark, cfg, version="same")
+        except ConflictError as e:
+            outcomes[name] = e
+
+    threads = [threading.Thread(target=build, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    errors = [o for o in outcomes.values() if isinstance(o, ConflictError)]
+    done = [o for o in outcomes.values() if not isinstance(o, ConflictError)]
+    assert len(errors) == 1 and len(done) == 1, outcomes
+    assert "build lock of version same" in str(errors[0]) and "pid" in str(errors[0])
+    store = Store.open(cfg.store.uri)
+    store.verify("same")
+    clean = run_build(spark, config_from_dict(tiny_config(tiny_corpus, store=tmp_path / "clean")),
+                      version="same")
+    assert store.read_manifest("same")["validation"] == clean.manifest.to_dict()["validation"]
+    assert store.read_manifest("same")["anchors"] == clean.manifest.to_dict()["anchors"]

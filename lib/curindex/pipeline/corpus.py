@@ -23,7 +23,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import BinaryType, StringType
+from pyspark.sql.types import ArrayType, BinaryType, MapType, StringType, StructType
 from pyspark.sql.utils import AnalysisException
 
 from curindex.config import BUILTIN_PREFIX, InputConfig
@@ -68,6 +68,13 @@ def read_texts(spark: SparkSession, cfg: InputConfig, *, role: str) -> DataFrame
     for c in text_cols:
         if isinstance(fields[c], BinaryType):
             raise InputError(f"{role} {path!r}: column {c!r} is binary, not UTF-8 text")
+        if isinstance(fields[c], ArrayType | MapType | StructType):
+            # Cast to a string it would read "[a, b, ...]", which is nobody's text.
+            raise InputError(f"{role} {path!r}: column {c!r} holds {fields[c].simpleString()} "
+                             "values, not text: join them into a string column first")
+    if isinstance(fields[id_col], ArrayType | MapType | StructType | BinaryType):
+        raise InputError(f"{role} {path!r}: id column {id_col!r} holds "
+                         f"{fields[id_col].simpleString()} values, not ids")
     parts = [F.when(F.trim(F.col(c).cast(StringType())) != "", F.col(c).cast(StringType()))
              for c in text_cols]
     text = F.concat_ws(cfg.text_separator, *parts) if len(parts) > 1 else parts[0]
@@ -131,6 +138,7 @@ def _check_texts(df: DataFrame, *, role: str, source: str) -> TextStats:
     agg = df.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.col("id").isNull().cast("long")).alias("null_ids"),
+        F.sum((F.trim(F.col("id")) == "").cast("long")).alias("empty_ids"),
         F.sum((F.col("text").isNull() | (F.trim(F.col("text")) == "")).cast("long")).alias(
             "empty"
         ),
@@ -142,6 +150,9 @@ def _check_texts(df: DataFrame, *, role: str, source: str) -> TextStats:
         raise InputError(f"{role} {source!r}: no rows (empty {role})")
     if agg["null_ids"]:
         raise InputError(f"{role} {source!r}: {agg['null_ids']} rows have a null id")
+    if agg["empty_ids"]:
+        raise InputError(f"{role} {source!r}: {agg['empty_ids']} rows have an empty id (ids "
+                         "name items in results and files: every one needs characters)")
     if agg["empty"]:
         ex = _examples(df.where(F.col("text").isNull() | (F.trim(F.col("text")) == "")))
         raise InputError(f"{role} {source!r}: {agg['empty']} rows have null or empty text "
