@@ -3,15 +3,19 @@ complete), the work folder and the stage states removed."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from curindex import __version__
 from curindex import manifest as mf
+from curindex.errors import StoreError
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.files import remove_work
 from curindex.report import render_report
 from curindex.shardindex import LABEL_SHIFT
 from curindex.store import FileEntry
+
+log = logging.getLogger("curindex.pipeline")
 
 # The stages whose states make up the manifest, in order.
 STATE_STAGES = ("prepare", "score", "factorize", "write_shards", "validate")
@@ -61,14 +65,34 @@ def run(ctx: BuildContext) -> mf.Manifest:
                                    "shards_written": shards["shards_written"],
                                    "shards_shared": shards["shards_shared"]}
     body = mf.body(**sections)
-    # The report lives inside the version: immutable and checksummed like the index.
+    # The report lives inside the version: immutable and checksummed like the index. It is
+    # rendered from the manifest as it will be (every file but the report's own), beside the
+    # version published now, which a reviewer compares it with.
     created_at = datetime.now(UTC).isoformat(timespec="microseconds")
-    draft = mf.Manifest.from_dict({**body, "version": ctx.version, "created_at": created_at,
-                                   "files": {}})
+    refs = {rel: {"version": holder, **ctx.store.read_manifest(holder)["files"][rel]}
+            for rel, holder in shards["references"].items()}
+    draft = mf.Manifest.from_dict({
+        **body, "version": ctx.version, "created_at": created_at, "references": refs,
+        "files": {f.path: {"size": f.size, "sha256": f.sha256} for f in files}})
+    previous = _published(ctx)
     files += [ctx.store.write_bytes(ctx.version, f"report/{name}", data)
-              for name, data in sorted(render_report(draft).items())]
+              for name, data in sorted(render_report(draft, previous=previous).items())]
     doc = ctx.store.commit_version(ctx.version, body, files, references=shards["references"],
                                    created_at=created_at)
     remove_work(ctx.spark, ctx.work)
     ctx.clear_states()
     return mf.Manifest.from_dict(doc)
+
+
+def _published(ctx: BuildContext) -> mf.Manifest | None:
+    """The version published now, to compare with; None when there is none or it cannot be
+    read (the report then says so; a damaged old version must not stop a new one)."""
+    try:
+        current = ctx.store.current()
+        if current is None or current == ctx.version:
+            return None
+        return mf.read_manifest(ctx.store, current)
+    except StoreError as e:
+        log.warning("the report compares with no version: the published one cannot be read (%s)",
+                    e)
+        return None
