@@ -85,54 +85,87 @@ def _spaces(batch: pa.RecordBatch, codecs: Codecs, decode: dict, wanted: set[str
     return out
 
 
-def _rank(est: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the n best by estimate, equal estimates by id."""
-    by_id = np.argsort(ids, kind="stable")
-    return by_id[np.argsort(-est[by_id], kind="stable")][:n]
+def best_per_ask(ask: np.ndarray, est: np.ndarray, ids: np.ndarray, n: np.ndarray
+                 ) -> np.ndarray:
+    """Indices of the rows to keep: for each ask number in `ask`, its `n[ask]` best rows by
+    estimate, equal estimates by item id (rows of all asks together, vectorised), in the
+    order (ask, best first)."""
+    if len(ask) == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((-est.astype(np.float64), ask))
+    a, e = ask[order], est[order]
+    # equal (ask, estimate) runs, rare, are put in id order
+    tied = np.flatnonzero((a[1:] == a[:-1]) & (e[1:] == e[:-1]))
+    if len(tied):
+        starts = tied[np.r_[True, np.diff(tied) > 1]]
+        for start in starts:
+            stop = start + 1
+            while stop < len(a) and a[stop] == a[start] and e[stop] == e[start]:
+                stop += 1
+            run = order[start:stop]
+            order[start:stop] = run[np.argsort(ids[run], kind="stable")]
+    first = np.searchsorted(a, a, side="left")  # where each row's ask starts
+    return order[np.arange(len(order)) - first < n[a]]
+
+
+def _excluded(keys: np.ndarray, seen_ask: np.ndarray, seen_key: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, asks) of the batch's items that an ask has already scored."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    pos = np.clip(np.searchsorted(sorted_keys, seen_key), 0, max(len(keys) - 1, 0))
+    hit = sorted_keys[pos] == seen_key if len(keys) else np.zeros(len(seen_key), bool)
+    return order[pos[hit]], seen_ask[hit]
 
 
 def found_fn(codecs: Codecs, payload) -> Callable[[Iterator[pa.RecordBatch]],
                                                   Iterator[pa.RecordBatch]]:
     """mapInArrow function: per task, every ask's n best items of its partition.
-    `payload`: a broadcast of {"space": [..], "n": [..], "test": [..], "seen": [int64 keys],
-    "vectors": {space: [m, d] float32}, "rows": {space: [ask numbers]}}."""
+    `payload`: a broadcast of {"space": [..], "n": [..], "test": [..], "seen_ask",
+    "seen_key" (every ask's excluded item keys, flat), "vectors": {space: [m, d] float32},
+    "rows": {space: [ask numbers]}}."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         p = payload.value
         decode = {"h": decoder(codecs.h), "bi": decoder(codecs.bi)}
-        parts: list[list[tuple]] = [[] for _ in p["n"]]  # per ask: (ids, keys, est, exact)
+        n = np.asarray(p["n"], dtype=np.int64)
+        parts: list[tuple] = []  # (ask, ids, keys, est, exact) candidates of each batch
         for batch in batches:
             if batch.num_rows == 0:
                 continue
             ids = np.array(batch.column("item_id").to_pylist(), dtype=object)
             keys = np.array([item_key(i) for i in ids], dtype=np.int64)
-            by_id = np.argsort(ids, kind="stable")
             x = _spaces(batch, codecs, decode, set(p["space"]))
             for space, asks in p["rows"].items():
-                est_all = (x[EXACT][:, p["test"][asks]] if space == EXACT
-                           else x[space].astype(np.float32) @ p["vectors"][space].T)
-                for col, a in enumerate(asks):
-                    est = est_all[:, col].astype(np.float32)
-                    if len(p["seen"][a]):
-                        est = np.where(np.isin(keys, p["seen"][a]), -np.inf, est)
-                    take = by_id[np.argsort(-est[by_id], kind="stable")][: p["n"][a]]
-                    take = take[np.isfinite(est[take])]
-                    parts[a].append((ids[take], keys[take], est[take],
-                                     x[EXACT][take, p["test"][a]].astype(np.float32)))
-        cols: dict[str, list] = {"ask": [], "item_id": [], "key": [], "est": [], "exact": []}
-        for a, chunks in enumerate(parts):
-            if not chunks:
-                continue
-            ids, keys, est, exact = (np.concatenate(c) for c in zip(*chunks, strict=True))
-            keep = _rank(est, ids, p["n"][a])
-            cols["ask"] += [a] * len(keep)
-            cols["item_id"] += ids[keep].tolist()
-            cols["key"] += keys[keep].tolist()
-            cols["est"] += est[keep].tolist()
-            cols["exact"] += exact[keep].tolist()
-        yield pa.RecordBatch.from_pydict(cols, schema=pa.schema([
-            ("ask", pa.int32()), ("item_id", pa.string()), ("key", pa.int64()),
-            ("est", pa.float32()), ("exact", pa.float32())]))
+                est = (x[EXACT][:, p["test"][asks]] if space == EXACT
+                       else x[space].astype(np.float32) @ p["vectors"][space].T)
+                est = est.astype(np.float32)  # [rows, asks of this space]
+                col = np.full(len(n), -1, dtype=np.int64)
+                col[asks] = np.arange(len(asks))
+                in_space = col[p["seen_ask"]] >= 0
+                rows, seen = _excluded(keys, p["seen_ask"][in_space], p["seen_key"][in_space])
+                est[rows, col[seen]] = -np.inf
+                # each ask's best rows of this batch: a column-wise sort by (-est, id)
+                by_id = np.argsort(ids, kind="stable")
+                top = by_id[np.argsort(-est[by_id], axis=0, kind="stable")[: n[asks].max()]]
+                r, c = np.nonzero(np.arange(top.shape[0])[:, None] < n[asks][None, :])
+                rr = top[r, c]
+                ok = np.isfinite(est[rr, c])
+                rr, c = rr[ok], c[ok]
+                parts.append((asks[c], ids[rr], keys[rr], est[rr, c],
+                              x[EXACT][rr, p["test"][asks[c]]].astype(np.float32)))
+        if parts:
+            ask, ids, keys, est, exact = (np.concatenate(v) for v in zip(*parts, strict=True))
+            keep = best_per_ask(ask, est, ids, n)
+            ask, ids, keys, est, exact = ask[keep], ids[keep], keys[keep], est[keep], exact[keep]
+        else:
+            ask, ids, keys, est, exact = (np.zeros(0, t) for t in
+                                          (np.int32, object, np.int64, np.float32, np.float32))
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(ask, pa.int32()), pa.array(ids.tolist(), pa.string()),
+             pa.array(keys, pa.int64()), pa.array(est, pa.float32()),
+             pa.array(exact, pa.float32())],
+            names=["ask", "item_id", "key", "est", "exact"])
 
     return run
 
@@ -164,11 +197,12 @@ class SparkRetriever:
         rows: dict[str, list[int]] = {}
         for i, a in enumerate(asks):
             rows.setdefault(a.space, []).append(i)
+        seen = [np.array(sorted(self._key(k) for k in a.seen), dtype=np.int64) for a in asks]
         payload = {
             "space": [a.space for a in asks], "n": [a.n for a in asks],
             "test": np.array([a.query for a in asks], dtype=np.int64),
-            "seen": [np.array(sorted(self._key(k) for k in a.seen), dtype=np.int64)
-                     for a in asks],
+            "seen_ask": np.repeat(np.arange(len(asks)), [len(x) for x in seen]),
+            "seen_key": np.concatenate(seen) if seen else np.zeros(0, np.int64),
             "rows": {s: np.array(r) for s, r in rows.items()},
             "vectors": {s: np.stack([asks[i].vector for i in r]).astype(np.float32)
                         for s, r in rows.items() if s != EXACT},
@@ -184,14 +218,11 @@ class SparkRetriever:
         est = table.column("est").to_numpy()
         exact = table.column("exact").to_numpy()
         self.keys.update(zip(ids.tolist(), table.column("key").to_pylist(), strict=True))
-        order = np.argsort(ids, kind="stable")
-        order = order[np.argsort(-est[order], kind="stable")]
-        order = order[np.argsort(ask[order], kind="stable")]
+        keep = best_per_ask(ask, est, ids, np.array([a.n for a in asks], dtype=np.int64))
         out: list[tuple[list[str], np.ndarray]] = [([], np.zeros(0)) for _ in asks]
-        bounds = np.searchsorted(ask[order], np.arange(len(asks) + 1))
-        for a in range(len(asks)):
-            sel = order[bounds[a]: bounds[a + 1]][: asks[a].n]
-            out[a] = (ids[sel].tolist(), exact[sel].astype(np.float64))
+        groups = np.split(keep, np.flatnonzero(np.diff(ask[keep])) + 1) if len(keep) else []
+        for g in groups:
+            out[int(ask[g[0]])] = (ids[g].tolist(), exact[g].astype(np.float64))
         return out
 
     def _key(self, item_id: str) -> int:

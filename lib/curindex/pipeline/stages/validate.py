@@ -7,6 +7,7 @@ queries (``curindex.validation``), and the quality gate's verdict on the served 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,8 +148,9 @@ def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: lis
                     budgets=budgets, k_i=k_i)
     plans = [_plan(j, c, bi, live_ids, k_i=k_i, n_items=ctx.load("prepare")["items"])
              for j in job_list]
+    # the driver's cores are idle while it solves: every one re-solves weights
     run_plans(plans, retriever, anchor_columns=scores[:, :k_q].T.astype(np.float64),
-              rcond=ctx.load("factorize")["rcond"])
+              rcond=ctx.load("factorize")["rcond"], workers=os.cpu_count() or 1)
     if retriever.truth_found is None:  # no plan ran (nothing to retrieve at any budget)
         retriever.retrieve([])
     truth = [keys for keys, _ in retriever.truth_found or []]
