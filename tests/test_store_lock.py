@@ -19,6 +19,7 @@ from test_store import reopen
 
 __all__ = [
     "test_clearing_build_state_keeps_the_lock",
+    "test_a_dead_holder_on_this_host_frees_the_lock_at_once",
     "test_expired_lock_is_taken_over_and_its_old_holder_finds_out",
     "test_heartbeat_finds_a_takeover",
     "test_heartbeat_keeps_the_lock_past_its_ttl",
@@ -70,6 +71,28 @@ def test_lock_held_fails_at_once_naming_the_holder(store: Store) -> None:
     with store.build_lock("v1"):  # released, so free again
         pass
     assert read_lock(store, "v1") is None
+
+
+def test_a_dead_holder_on_this_host_frees_the_lock_at_once(store: Store) -> None:
+    """A killed build's lock (its process gone, its expiry far away) is taken over by the next
+    attempt on the same machine; a live holder's, or another host's, is not."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    far = time.time() + 3600
+    for host, pid, free in ((socket.gethostname(), int(dead.stdout), True),
+                            (socket.gethostname(), os.getpid(), False),
+                            ("another-host", int(dead.stdout), False)):
+        write_lock(store, "v", {"owner": "x", "host": host, "pid": pid, "since": "then",
+                                "expires_at": far})
+        if free:
+            with store.build_lock("v"):
+                assert read_lock(store, "v")["pid"] == os.getpid()
+        else:
+            with pytest.raises(ConflictError, match=f"{host} pid {pid}"):
+                store.build_lock("v").acquire()
 
 
 def test_plain_acquire_check_release(store: Store) -> None:

@@ -1,8 +1,9 @@
 """Locks with an owner and an expiry, created and replaced only by conditional writes.
 
 A lock is a small JSON object (owner token, host, pid, since, expires_at). Acquiring creates it
-if absent; a lock whose expiry has passed (or that is not a lock document at all) is taken over
-by a conditional replace of exactly what was read, so of two takers one wins. While held, a
+if absent; a lock whose expiry has passed, whose holder is a process of this host that no
+longer exists, or that is not a lock document at all, is taken over by a conditional replace of
+exactly what was read, so of two takers one wins. While held, a
 daemon thread renews the expiry every ttl/3 by a conditional replace of its own last write; if a
 renewal finds the lock replaced, the holder has lost it and :meth:`Lock.check` says so. Release
 deletes the lock only if it still holds the holder's last write.
@@ -55,11 +56,27 @@ class Holder:
             return cls(None, "?", None, "?", 0.0)
 
     def live(self, now: float | None = None) -> bool:
-        return self.expires_at > (time.time() if now is None else now)
+        """Unexpired, and not a process of this host that has died (a killed build's lock is
+        free at once for the next attempt on the same machine, not after its expiry)."""
+        if self.expires_at <= (time.time() if now is None else now):
+            return False
+        return not (self.host == socket.gethostname() and self.pid is not None
+                    and not _process_exists(int(self.pid)))
 
     def describe(self) -> str:
         return (f"{self.host} pid {self.pid} since {self.since} "
                 f"(expires {iso(self.expires_at)})")
+
+
+def _process_exists(pid: int) -> bool:
+    # A reused pid reads as alive: the safe direction (the lock then waits for its expiry).
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 def read_holder(cas: Cas, path: str) -> Holder | None:
