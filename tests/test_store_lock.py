@@ -18,8 +18,8 @@ from curindex.store import Store
 from test_store import reopen
 
 __all__ = [
-    "test_clearing_build_state_keeps_the_lock",
     "test_a_dead_holder_on_this_host_frees_the_lock_at_once",
+    "test_clearing_build_state_keeps_the_lock",
     "test_expired_lock_is_taken_over_and_its_old_holder_finds_out",
     "test_heartbeat_finds_a_takeover",
     "test_heartbeat_keeps_the_lock_past_its_ttl",
