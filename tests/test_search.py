@@ -197,7 +197,7 @@ def test_searcher_retrieves_over_ivf_shards_with_one_coarse_search(data, tmp_pat
                pa.chunked_array([[""] * len(rows[s])]), {})
          for s, index in enumerate(shards)], ivf_in_memory=ivf_in_memory)
     kind = faiss.IndexIVFFlat if ivf_in_memory else faiss.IndexShardsIVF
-    assert isinstance(shards.spaces["e"], kind)
+    assert isinstance(shards.indexes["e"], kind)
     single = faiss.deserialize_index(blob)
     single.add_with_ids(data["x"], data["labels"])
     single.nprobe = NPROBE

@@ -108,18 +108,23 @@ class ShardEntry:
     shard: int
     n_items: int
     index: str  # faiss index of the item vectors
-    ids: str  # Parquet id map: label, item_id, text
-    h_index: str | None = None  # anchor-query scores per item (adaptive search)
-    bi_index: str | None = None  # bi-encoder embeddings (bi-encoder-seeded search)
+    ids: str  # id map: label, item_id, text (Arrow IPC; Parquet in older versions)
+    extra_index: str | None = None  # the segments of `IndexInfo.extra_layout`, same labels
+    h_index: str | None = None  # older versions: anchor-query scores per item, alone
+    bi_index: str | None = None  # older versions: bi-encoder embeddings, alone
     scores: str | None = None  # kept score rows (incremental builds)
 
-    def extra(self, name: str) -> str | None:
-        """The path of extra index `name` ("h" or "bi"), None when the shard has none."""
-        return {"h": self.h_index, "bi": self.bi_index}[name]
-
     def files(self) -> list[str]:
-        return [p for p in (self.index, self.ids, self.h_index, self.bi_index, self.scores)
-                if p is not None]
+        return [p for p in (self.index, self.ids, self.extra_index, self.h_index,
+                            self.bi_index, self.scores) if p is not None]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of dimensions of the extra index: "h" (anchor-query scores) or "bi"."""
+
+    name: str
+    dim: int
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,7 @@ class IndexInfo:
     shards: tuple[ShardEntry, ...]
     bytes: int
     extra_bytes: dict[str, int] = field(default_factory=dict)
+    extra_layout: tuple[Segment, ...] = ()  # the extra index's segments, in order
 
 
 @dataclass(frozen=True)

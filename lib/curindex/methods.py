@@ -9,7 +9,11 @@ best items not yet scored by an estimate in one of three spaces and scores them 
   (plain CUR, ANNCUR);
 - ``"h"``: the items' anchor-query scores ``h`` with the query's weights ``w``, re-solved before
   each round on every item scored so far (``w = lstsq(H_A^T, s_A)``; adaptive, ADACUR);
-- ``"bi"``: bi-encoder embeddings with the query's bi-encoder embedding.
+- ``"bi"``: bi-encoder embeddings with the query's bi-encoder embedding;
+- ``"hb"``: both side by side. With ``cos``, the bi-seeded method's later rounds re-solve on
+  one more feature, the bi-encoder similarity of the query with each item scored so far, so the
+  query's weights are ``(w, beta)`` and the next items are the best by ``w . h + beta
+  bi_q . bi``: an inner product over ``[h, bi]`` with ``[w, beta bi_q]``.
 
 The methods (``SearchSpec``):
 
@@ -169,7 +173,7 @@ class Ask:
     leaving out `seen`, for query number `query` of the batch."""
 
     query: int
-    space: str  # "e", "h" or "bi"
+    space: str  # "e", "h", "bi" or "hb"
     vector: np.ndarray
     n: int
     seen: frozenset
@@ -181,7 +185,8 @@ class Retriever(Protocol):
         ...
 
     def columns(self, keys: Sequence[Key]) -> dict[Key, np.ndarray]:
-        """Anchor-query scores [k_q] of each key's item (as the adaptive rounds read them)."""
+        """Each key's item's anchor-query scores [k_q] as the adaptive rounds read them,
+        followed by its bi-encoder embedding where the version stores both together."""
         ...
 
 
@@ -201,12 +206,14 @@ class Plan:
 
 
 def run_plans(plans: Sequence[Plan], retriever: Retriever, *, anchor_columns: np.ndarray | None,
-              rcond: float, workers: int = 1) -> None:
+              rcond: float, workers: int = 1, cos: bool = False) -> None:
     """Run every plan's rounds in lockstep (one `retrieve` call per round for all of them);
     fills each plan's keys (retrieval order) and exact scores.
 
     anchor_columns: [k_q, k_i] anchor-query scores of the anchor items (None when no plan
-    has later rounds); `workers`: threads that re-solve the plans' weights."""
+    has later rounds); `workers`: threads that re-solve the plans' weights; `cos`: the
+    bi-seeded method's later rounds add the bi-encoder similarity as a feature (see the
+    module docstring; the retriever's columns then carry the bi-encoder embeddings)."""
     for r in range(max((len(p.sizes) for p in plans), default=0)):
         active = [p for p in plans if len(p.sizes) > r and p.sizes[r] > 0]
         if not active:
@@ -215,29 +222,36 @@ def run_plans(plans: Sequence[Plan], retriever: Retriever, *, anchor_columns: np
             asks = [Ask(p.query, "e" if p.spec.seed == "anchors" else "bi", p.first,
                         p.sizes[0], p.excluded) for p in active]
         else:
-            asks = _resolve(active, retriever, anchor_columns, rcond, r, workers)
+            asks = _resolve(active, retriever, anchor_columns, rcond, r, workers, cos)
         for p, (keys, exact) in zip(active, retriever.retrieve(asks), strict=True):
             p.keys += list(keys)
             p.exact += [float(x) for x in exact]
 
 
 def _resolve(active: Sequence[Plan], retriever: Retriever, anchor_columns: np.ndarray | None,
-             rcond: float, r: int, workers: int) -> list[Ask]:
+             rcond: float, r: int, workers: int, cos: bool) -> list[Ask]:
     """The asks of round r > 0: each plan's weights re-solved on what it scored so far."""
     if anchor_columns is None:
         raise ValueError("adaptive rounds need the anchor items' anchor-query scores")
+    k_q = anchor_columns.shape[0]
     wanted = list(dict.fromkeys(k for p in active for k in p.keys))
     cols = retriever.columns(wanted)
-    problems = []
+    problems, spaces = [], []
     for p in active:
-        h_a = np.stack([cols[k] for k in p.keys], axis=1) if p.keys else \
-            np.zeros((anchor_columns.shape[0], 0))
+        x_a = np.stack([cols[k] for k in p.keys], axis=1) if p.keys else np.zeros((k_q, 0))
+        h_a = x_a[:k_q]
+        with_cos = cos and p.spec.method == "bi-seeded"
+        if with_cos:  # one more feature: the query's bi-encoder similarity with each item
+            h_a = np.vstack([h_a, p.first @ x_a[k_q:]])
         if p.spec.seed == "anchors":
             h_a = np.hstack([anchor_columns, h_a])
         problems.append((h_a, np.concatenate([p.anchor_exact, p.exact])))
+        spaces.append("hb" if with_cos else "h")
     weights = solve_all(problems, rcond=rcond, workers=workers)
-    return [Ask(p.query, "h", w, p.sizes[r], p.excluded | frozenset(p.keys))
-            for p, w in zip(active, weights, strict=True)]
+    return [Ask(p.query, space,
+                np.concatenate([w[:k_q], w[k_q] * p.first]) if space == "hb" else w,
+                p.sizes[r], p.excluded | frozenset(p.keys))
+            for p, w, space in zip(active, weights, spaces, strict=True)]
 
 
 def ranked(pool_keys: Sequence[Key], pool_exact: np.ndarray, k: int

@@ -41,13 +41,16 @@ class Shard:
     index: faiss.Index
     ids: pa.ChunkedArray  # item ids by row
     texts: pa.ChunkedArray  # item texts by row
-    extras: dict[str, faiss.Index]  # "h", "bi": same labels
+    extras: dict[str, faiss.Index]  # "x" (the extra index; older versions: "h", "bi")
 
 
 class VersionShards:
-    """Every shard of a version, with one merged searchable index per space."""
+    """Every shard of a version, with one merged searchable index per physical index ("e" the
+    item vectors, "x" the extra index; older versions "h" and "bi" apart) and where each
+    segment of the extra vectors lies (`layout`: segment -> (physical index, offset, dim))."""
 
-    def __init__(self, shards: Sequence[Shard], *, ivf_in_memory: bool = False) -> None:
+    def __init__(self, shards: Sequence[Shard], *, ivf_in_memory: bool = False,
+                 layout: dict[str, tuple[str, int, int]] | None = None) -> None:
         if not shards:
             raise StoreError("a version without shards cannot be searched")
         self.shards = {s.number: s for s in shards}
@@ -56,10 +59,32 @@ class VersionShards:
         # shard and row). IVF shards sharing the build's trained quantizer are coarse-quantized
         # once per query, not once per shard (with `ivf_in_memory`, copied into one in-memory
         # IVF index); others are searched in parallel.
-        self.spaces = {"e": merge_shards([s.index for s in shards], in_memory=ivf_in_memory)}
-        for name in EXTRAS:
+        self.indexes = {"e": merge_shards([s.index for s in shards], in_memory=ivf_in_memory)}
+        for name in ("x", *EXTRAS):
             if all(name in s.extras for s in shards):
-                self.spaces[name] = merge_shards([s.extras[name] for s in shards])
+                self.indexes[name] = merge_shards([s.extras[name] for s in shards])
+        self.layout = dict(layout or {})
+
+    def has(self, space: str) -> bool:
+        """Whether a search space can be searched: "e", "h", "bi", or "hb" (anchor-query
+        scores and bi-encoder embedding side by side, in one index)."""
+        if space == "e":
+            return True
+        if space == "hb":
+            h, bi = self.layout.get("h"), self.layout.get("bi")
+            return bool(h and bi and h[0] == bi[0] and h[1] + h[2] == bi[1])
+        return space in self.layout
+
+    def locate(self, space: str) -> tuple[str, int, int]:
+        """(physical index, offset, dim) of a search space."""
+        if space == "e":
+            return "e", 0, self.indexes["e"].d
+        if not self.has(space):
+            raise KeyError(space)
+        if space == "hb":
+            h, bi = self.layout["h"], self.layout["bi"]
+            return h[0], h[1], h[2] + bi[2]
+        return self.layout[space]
 
     @classmethod
     def open(cls, store: Store, version: str, manifest: Manifest, *,
@@ -75,8 +100,9 @@ class VersionShards:
                     f"version {version}: shard {entry.index} holds {index.ntotal} vectors and "
                     f"{ids.num_rows} ids, the manifest says {entry.n_items}")
             extras = {}
-            for name in EXTRAS:
-                if (rel := entry.extra(name)) is not None:
+            for name, rel in (("x", entry.extra_index), ("h", entry.h_index),
+                              ("bi", entry.bi_index)):
+                if rel is not None:
                     extra = read_index(store.local_path(version, rel))
                     if extra.ntotal != entry.n_items:
                         raise StoreError(f"version {version}: {rel} holds {extra.ntotal} "
@@ -84,7 +110,7 @@ class VersionShards:
                     extras[name] = extra
             shards.append(Shard(entry.shard, index, ids.column("item_id"), ids.column("text"),
                                 extras))
-        return cls(shards, ivf_in_memory=ivf_in_memory)
+        return cls(shards, ivf_in_memory=ivf_in_memory, layout=_layout(manifest, shards))
 
     def item(self, label: int) -> tuple[str, str]:
         """(id, text) of a faiss label."""
@@ -107,11 +133,14 @@ class VersionShards:
         return out
 
     def columns(self, labels: Sequence[int]) -> np.ndarray:
-        """Anchor-query scores of the items of `labels`, as stored: [len(labels), k_q]."""
+        """The stored extra vectors of the items of `labels` from the index holding "h": their
+        anchor-query scores, then (in a combined index) their bi-encoder embeddings:
+        [len(labels), width]."""
+        physical = self.layout["h"][0]
         shard, row = split_labels(np.asarray(labels, dtype=np.int64))
-        out = np.empty((len(labels), self.spaces["h"].d), dtype=np.float32)
+        out = np.empty((len(labels), self.indexes[physical].d), dtype=np.float32)
         for j, (s, r) in enumerate(zip(shard, row, strict=True)):
-            out[j] = _inner(self.shards[int(s)].extras["h"]).reconstruct(int(r))
+            out[j] = _inner(self.shards[int(s)].extras[physical]).reconstruct(int(r))
         return out
 
     def all_items(self) -> tuple[list[str], list[str]]:
@@ -126,3 +155,16 @@ class VersionShards:
 def _inner(index: faiss.Index) -> faiss.Index:
     index = faiss.downcast_index(index)
     return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+
+
+def _layout(manifest: Manifest, shards: Sequence[Shard]) -> dict[str, tuple[str, int, int]]:
+    """Where each segment of the extra vectors lies, from the manifest (older versions: one
+    index per segment)."""
+    if manifest.index.extra_layout:
+        out, offset = {}, 0
+        for seg in manifest.index.extra_layout:
+            out[seg.name] = ("x", offset, seg.dim)
+            offset += seg.dim
+        return out
+    return {name: (name, 0, shards[0].extras[name].d) for name in EXTRAS
+            if all(name in s.extras for s in shards)}

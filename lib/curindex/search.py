@@ -141,7 +141,7 @@ class Searcher:
         anchors = pq.read_table(store.local_path(vid, manifest.anchors.items_file))
         shards = VersionShards.open(store, vid, manifest, ivf_in_memory=ivf_in_memory)
         anchor_columns = None
-        if "h" in shards.spaces:
+        if shards.has("h"):
             rows = np.load(store.local_path(vid, manifest.anchors.scores_file),
                            allow_pickle=False)  # [k_i, k_q + n_test]
             anchor_columns = rows[:, : manifest.anchors.n_queries].T.astype(np.float64)
@@ -156,7 +156,7 @@ class Searcher:
     @property
     def adaptive(self) -> bool:
         """Whether this version supports adaptive search (rounds > 1)."""
-        return "h" in self.shards.spaces
+        return self.shards.has("h")
 
     def spec(self, *, method: str | None = None, rounds: int | None = None,
              seed: str | None = None, seed_size: int | None = None) -> SearchSpec:
@@ -203,7 +203,7 @@ class Searcher:
                              "max_budget)")
         spec = self.spec(method=method, rounds=rounds, seed=seed, seed_size=seed_size)
         for need in spec.needs:
-            if need not in self.shards.spaces:
+            if not self.shards.has(need):
                 raise ValueError(f"version {self.version} has no {need!r} shards for "
                                  f"{spec.describe()} search: build it with that method in "
                                  "[index] methods (older configs: adaptive = true, "
@@ -212,7 +212,7 @@ class Searcher:
             return []
         plans = self._plans(queries, spec, budget)
         run_plans(plans, _Retriever(self, queries), anchor_columns=self._anchor_columns,
-                  rcond=self.rcond if rcond is None else rcond)
+                  rcond=self.rcond if rcond is None else rcond, cos=self.shards.has("hb"))
         out = []
         for q, p in zip(queries, plans, strict=True):
             anchors = spec.seed == "anchors"
@@ -259,12 +259,16 @@ class _Retriever:
 
     def retrieve(self, asks: Sequence[Ask]) -> list[tuple[list[int], np.ndarray]]:
         found: list[list[int]] = [[] for _ in asks]
-        for space in {a.space for a in asks}:
-            which = [i for i, a in enumerate(asks) if a.space == space]
-            index = self.s.shards.spaces[space]
-            x = np.stack([asks[i].vector for i in which]).astype(np.float32)
+        shards = self.s.shards
+        for physical in {shards.locate(a.space)[0] for a in asks}:
+            which = [i for i, a in enumerate(asks) if shards.locate(a.space)[0] == physical]
+            index = shards.indexes[physical]
+            x = np.zeros((len(which), index.d), dtype=np.float32)
+            for row, i in enumerate(which):  # a space is a run of the index's dimensions
+                _, offset, dim = shards.locate(asks[i].space)
+                x[row, offset:offset + dim] = asks[i].vector
             want = min(max(asks[i].n + len(asks[i].seen) for i in which), self.s.n_items)
-            dist, lab = index.search(np.ascontiguousarray(x), want)
+            dist, lab = index.search(x, want)
             for row, i in enumerate(which):
                 found[i] = self._best(dist[row], lab[row], asks[i].n, asks[i].seen)
         out = []

@@ -12,9 +12,10 @@ import numpy as np
 from curindex.errors import ConfigError, StoreError
 
 LABEL_SHIFT = 40  # up to 2^40 items per shard, 2^23 shards
-# Extra exact indexes a shard can carry beside its item vectors, same labels: "h" the items'
-# anchor-query scores (adaptive search re-solves queries on them), "bi" their bi-encoder
-# embeddings (the first round of bi-encoder-seeded search).
+# The segments of the extra index a shard can carry beside its item vectors, same labels, in
+# this order: "h" the items' anchor-query scores (adaptive search re-solves queries on them),
+# "bi" their bi-encoder embeddings (bi-encoder search). One index holds every segment a version
+# needs, so one inner-product search covers any mix of them (bi-seeded search ranks by both).
 EXTRAS = ("h", "bi")
 
 
@@ -34,9 +35,12 @@ def extra_factory(encoding: str) -> str:
     return EXTRA_FACTORIES[encoding]
 
 
-def extra_trained_file(name: str) -> str:
-    """The empty trained index extra index `name`'s shards started from."""
-    return f"shards/{name}-trained.faiss"
+EXTRA_TRAINED = "shards/x-trained.faiss"  # the empty trained extra index of every shard
+
+
+def extra_shard_file(shard: int) -> str:
+    """Path of a shard's extra index (the segments of ``EXTRAS`` the version needs)."""
+    return f"shards/x-{shard:05d}.faiss"
 
 
 def scores_shard_file(shard: int) -> str:
@@ -45,9 +49,8 @@ def scores_shard_file(shard: int) -> str:
     return f"shards/scores-{shard:05d}.parquet"
 
 
-def extra_shard_file(name: str, shard: int) -> str:
-    """Path of one of a shard's extra indexes: "h" (anchor-query scores per item, for adaptive
-    search) or "bi" (bi-encoder embeddings, for bi-encoder-seeded search)."""
+def legacy_extra_file(name: str, shard: int) -> str:
+    """Where versions written before the combined extra index kept segment `name` alone."""
     return f"shards/{name}-{shard:05d}.faiss"
 
 

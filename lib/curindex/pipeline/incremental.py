@@ -31,6 +31,9 @@ KEPT_SECTIONS = ("scorer", "anchors", "factorize", "index")
 def check_base(cfg: BuildConfig, base: str, manifest: Manifest) -> None:
     """Raise ConfigError when `cfg` cannot extend the base version `base`."""
     have, theirs_all = cfg.to_dict(), manifest.config.to_dict()
+    if any(s.h_index or s.bi_index for s in manifest.index.shards):
+        raise ConfigError(f"--base {base}: that version keeps its extra indexes in the older "
+                          "per-segment layout; build a full version with this curindex first")
     if not manifest.config.index.keep_scores:
         raise ConfigError(f"--base {base}: that version was built without [index] keep_scores "
                           "= true, so its items' scores are not kept; build it again with it")

@@ -51,8 +51,8 @@ class Codecs:
     g: np.ndarray  # [k_i, k_q] float64
     k_q: int
     first: int  # score column of test query 0
-    h: bytes | None  # the h index's trained empty index (None: no h index)
-    bi: bytes | None  # the bi index's
+    x: bytes | None  # the extra index's trained empty index (None: no extra index)
+    layout: tuple[str, ...] = ()  # its segments, in order ("h": k_q dims, "bi": the rest)
 
 
 def decoder(blob: bytes | None) -> Callable[[np.ndarray], np.ndarray]:
@@ -69,19 +69,29 @@ def decoder(blob: bytes | None) -> Callable[[np.ndarray], np.ndarray]:
     return decode
 
 
-def _spaces(batch: pa.RecordBatch, codecs: Codecs, decode: dict, wanted: set[str]
+def extra_vectors(batch: pa.RecordBatch, codecs: Codecs, decode: Callable) -> np.ndarray:
+    """The extra index's vectors of a batch of score rows, as the index stores them."""
+    s = scorerows.matrix(batch.column("scores"))
+    parts = {"h": lambda: s[:, : codecs.k_q], "bi": lambda: scorerows.matrix(batch.column("bi"))}
+    return decode(np.hstack([parts[name]() for name in codecs.layout]))
+
+
+def _spaces(batch: pa.RecordBatch, codecs: Codecs, decode: Callable, wanted: set[str]
             ) -> dict[str, np.ndarray]:
     from curindex.cur import item_vectors
 
     s = scorerows.matrix(batch.column("scores"))  # [n, k_q + n_test]
-    h = s[:, : codecs.k_q]
     out = {EXACT: s[:, codecs.first:]}
     if "e" in wanted:
-        out["e"] = item_vectors(h, codecs.g)  # as write_shards computes them
-    if "h" in wanted:
-        out["h"] = decode["h"](h)
-    if "bi" in wanted:
-        out["bi"] = decode["bi"](scorerows.matrix(batch.column("bi")))
+        out["e"] = item_vectors(s[:, : codecs.k_q], codecs.g)  # as write_shards computes them
+    if wanted & {"h", "bi", "hb"}:
+        x = extra_vectors(batch, codecs, decode)
+        at = 0
+        for name in codecs.layout:
+            width = codecs.k_q if name == "h" else x.shape[1] - at
+            out[name] = x[:, at:at + width]
+            at += width
+        out["hb"] = x  # the layout is h then bi when both are there
     return out
 
 
@@ -127,7 +137,7 @@ def found_fn(codecs: Codecs, payload) -> Callable[[Iterator[pa.RecordBatch]],
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         p = payload.value
-        decode = {"h": decoder(codecs.h), "bi": decoder(codecs.bi)}
+        decode = decoder(codecs.x)
         n = np.asarray(p["n"], dtype=np.int64)
         parts: list[tuple] = []  # (ask, ids, keys, est, exact) candidates of each batch
         for batch in batches:
@@ -232,14 +242,15 @@ class SparkRetriever:
         return key
 
     def columns(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        """The decoded anchor-query scores of the items `keys`, from their score rows (one
-        pass, each task keeping the rows whose key is asked for)."""
+        """The extra vectors of the items `keys` as the index stores them (anchor-query scores,
+        then bi-encoder embeddings when both are there), from their score rows (one pass,
+        each task keeping the rows whose key is asked for)."""
         codecs = self.codecs
         wanted = self.spark.sparkContext.broadcast(
             np.array(sorted(self._key(k) for k in keys), dtype=np.int64))
 
         def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            decode = decoder(codecs.h)
+            decode = decoder(codecs.x)
             for batch in batches:
                 if not batch.num_rows:
                     continue
@@ -247,10 +258,10 @@ class SparkRetriever:
                 rows = np.flatnonzero(np.isin(np.array([item_key(i) for i in ids],
                                                        dtype=np.int64), wanted.value))
                 if len(rows):
-                    h = scorerows.matrix(batch.column("scores").take(rows))[:, : codecs.k_q]
+                    x = extra_vectors(batch.take(pa.array(rows)), codecs, decode)
                     yield pa.RecordBatch.from_arrays(
                         [pa.array([ids[r] for r in rows], pa.string()),
-                         scorerows.list_array(decode(h))], names=["item_id", "h"])
+                         scorerows.list_array(x)], names=["item_id", "h"])
 
         try:
             table = self.rows.mapInArrow(run, COLUMNS_SCHEMA).toArrow()

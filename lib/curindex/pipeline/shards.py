@@ -2,13 +2,14 @@
 
 ``G`` is broadcast; each shard's items are sorted by id so a shard's content and labels do not
 depend on partitioning (labels and file names: ``curindex.shardindex``). Index types that need
-training (IVF, PQ, and the sq8 encoding of the extra indexes) are trained once on the driver
-on a sample of vectors and the empty trained index is broadcast, so every shard shares one
-quantizer; each is kept in the version (``shards/trained.faiss``, ``shards/<extra>-trained
-.faiss``) so an incremental build adds to the same quantizers and validation decodes the extra
-vectors exactly as the index stores them. The id maps are Arrow IPC files (readers memory-map
-them). With ``keep_scores`` each shard also keeps its items' score rows
-(``shards/scores-NNNNN.parquet``).
+training (IVF, PQ, and the sq8 encoding of the extra index) are trained once on the driver on
+a sample of vectors and the empty trained index is broadcast, so every shard shares one
+quantizer; each is kept in the version (``shards/trained.faiss``, ``shards/x-trained.faiss``)
+so an incremental build adds to the same quantizers and validation decodes the extra vectors
+exactly as the index stores them. The extra index holds, per item, the segments
+(``shardindex.EXTRAS``) the version's search methods need, side by side. The id maps are Arrow
+IPC files (readers memory-map them). With ``keep_scores`` each shard also keeps its items'
+score rows (``shards/scores-NNNNN.parquet``).
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from curindex import scorerows
 from curindex.errors import ConfigError
 from curindex.pipeline.score import ArrowMapFn
 from curindex.shardindex import (
+    EXTRA_TRAINED,
     TRAINED_FILE,
     empty_index,
     extra_factory,
     extra_shard_file,
-    extra_trained_file,
     scores_shard_file,
     shard_files,
     shard_labels,
@@ -46,10 +47,10 @@ TRAIN_SAMPLE = 100_000  # vectors used to train an IVF/PQ/SQ index on the driver
 
 def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = (),
                keep_scores: bool = False) -> ArrowMapFn:
-    """mapInArrow function: scores rows -> item vectors (G is captured once per task), plus a
-    column per extra index (``curindex.shardindex.EXTRAS``: "h" the anchor-query scores, "bi"
-    the bi-encoder embedding the score stage computed), plus the score rows themselves with
-    `keep_scores`."""
+    """mapInArrow function: scores rows -> item vectors (G is captured once per task), plus the
+    extra index's vector ("x": the segments of `extras`, "h" the anchor-query scores, "bi" the
+    bi-encoder embedding the score stage computed, side by side), plus the score rows
+    themselves (and their embeddings) with `keep_scores`."""
     from curindex.cur import item_vectors
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -61,30 +62,31 @@ def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = (),
             columns = {"shard": batch.column("shard"), "item_id": batch.column("item_id"),
                        "text": batch.column("text"),
                        "vector": scorerows.list_array(item_vectors(h, g))}
-            if "h" in extras:
-                columns["h"] = scorerows.list_array(h)
-            if "bi" in extras:
-                columns["bi"] = _embeddings(batch)
+            if extras:
+                parts = {"h": h, "bi": _embeddings(batch) if "bi" in extras else None}
+                columns["x"] = scorerows.list_array(np.hstack([parts[n] for n in extras]))
             if keep_scores:
                 columns["truncated"], columns["scores"] = batch.column("truncated"), scores
+                if "bi" in extras:
+                    columns["bi"] = batch.column("bi")
             yield pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
 
     return run
 
 
-def _embeddings(batch: pa.RecordBatch) -> pa.Array:
+def _embeddings(batch: pa.RecordBatch) -> np.ndarray:
     bi = batch.column("bi")
     if bi.null_count:
         first = batch.column("item_id")[bi.is_null().index(True).as_py()].as_py()
         raise ConfigError(f"item {first!r} has no bi-encoder embedding in its score row: the "
                           "scores were computed without the bi-encoder methods")
-    return bi
+    return scorerows.matrix(bi)
 
 
 def write_shard_fn(store_uri: str, version: str, trained: dict[str, bytes],
                    extras: tuple[str, ...] = (), keep_scores: bool = False):
     """applyInArrow function: one shard's vectors -> its faiss index and Arrow id map in the
-    store, an extra index (same labels, `trained[name]`'s encoding) per extra column, and its
+    store, its extra index (same labels, `trained["x"]`'s encoding) when `extras`, and its
     score rows with `keep_scores`."""
 
     def run(table: pa.Table) -> pa.Table:
@@ -100,7 +102,7 @@ def write_shard_fn(store_uri: str, version: str, trained: dict[str, bytes],
         with tempfile.TemporaryDirectory(prefix="curindex-shard-") as tmp:
             local = os.path.join(tmp, "index.faiss")
             for name, rel in [("vector", index_rel),
-                              *((name, extra_shard_file(name, shard)) for name in extras)]:
+                              *([("x", extra_shard_file(shard))] if extras else [])]:
                 index = faiss.deserialize_index(np.frombuffer(trained[name], dtype=np.uint8))
                 index.add_with_ids(scorerows.matrix(table.column(name)), labels)
                 faiss.write_index(index, local)
@@ -130,8 +132,8 @@ def write_shard_fn(store_uri: str, version: str, trained: dict[str, bytes],
 
 def trained_indexes(spark: SparkSession, vectors: DataFrame, *, factory: str, encoding: str,
                     dims: dict[str, int], n_items: int) -> dict[str, bytes]:
-    """The empty index of each column ("vector": `factory`; an extra: `encoding`), trained on a
-    sample of the column's vectors when its type needs training."""
+    """The empty index of each column ("vector": `factory`; "x", the extra index: `encoding`),
+    trained on a sample of the column's vectors when its type needs training."""
     indexes = {name: empty_index(factory if name == "vector" else extra_factory(encoding), d)
                for name, d in dims.items()}
     untrained = [name for name, index in indexes.items() if not index.is_trained]
@@ -143,7 +145,7 @@ def trained_indexes(spark: SparkSession, vectors: DataFrame, *, factory: str, en
         for name in untrained:
             x = np.array([r[name] for r in sample], dtype=np.float32)
             what = f"[index] factory {factory!r}" if name == "vector" else \
-                f"[index] encoding {encoding!r} ({name} index)"
+                f"[index] encoding {encoding!r} (the extra index)"
             try:
                 indexes[name].train(x)
             except RuntimeError as e:
@@ -153,7 +155,7 @@ def trained_indexes(spark: SparkSession, vectors: DataFrame, *, factory: str, en
 
 def trained_files(name: str) -> str:
     """Where the version keeps column `name`'s trained empty index."""
-    return TRAINED_FILE if name == "vector" else extra_trained_file(name)
+    return TRAINED_FILE if name == "vector" else EXTRA_TRAINED
 
 
 def write_shards(
@@ -174,9 +176,9 @@ def write_shards(
 ) -> tuple[list[dict], list[dict]]:
     """Write every shard (or only `shards`); returns per-shard entries sorted by shard:
     {"shard", "n_items", "index", "ids", "<extra>_index"..., "scores"?, "files": [{"path",
-    "size", "sha256"}, ...]}, with an extra index per name in `extras` (``shardindex.EXTRAS``)
-    and the score rows with `keep_scores`; and the entries of the trained empty index files.
-    `trained` (an earlier version's, by column) skips training."""
+    "size", "sha256"}, ...]}, with the extra index of the segments `extras`
+    (``shardindex.EXTRAS``) and the score rows with `keep_scores`; and the entries of the
+    trained empty index files. `trained` (an earlier version's, by column) skips training."""
     from curindex.store import Store
 
     g_b = spark.sparkContext.broadcast(np.ascontiguousarray(g, dtype=np.float64))
@@ -185,15 +187,15 @@ def write_shards(
     try:
         vectors = scores.select("item_id", "shard", "text", "truncated", "scores", "bi") \
             .mapInArrow(_broadcast_project(g_b, k_q, extras, keep_scores),
-                        VECTORS_SCHEMA + "".join(f", {name} array<float>" for name in extras)
-                        + (KEPT_SCHEMA if keep_scores else ""))
+                        VECTORS_SCHEMA + (", x array<float>" if extras else "")
+                        + (KEPT_SCHEMA if keep_scores else "")
+                        + (", bi array<float>" if keep_scores and "bi" in extras else ""))
         if trained is None:
-            dims = {"vector": g.shape[0], "h": k_q, "bi": None}
-            if "bi" in extras:
-                dims["bi"] = len(vectors.select("bi").first()["bi"])
+            dims = {"vector": g.shape[0]}
+            if extras:
+                dims["x"] = len(vectors.select("x").first()["x"])
             trained = trained_indexes(spark, vectors, factory=factory, encoding=encoding,
-                                      dims={n: dims[n] for n in ("vector", *extras)},
-                                      n_items=n_items)
+                                      dims=dims, n_items=n_items)
         store = Store.open(store_uri)
         trained_entries = [store.write_bytes(version, trained_files(name), data)
                            for name, data in sorted(trained.items())]
@@ -212,8 +214,8 @@ def write_shards(
         index_rel, ids_rel = shard_files(r["shard"])
         entry = {"shard": r["shard"], "n_items": r["n_items"], "index": index_rel,
                  "ids": ids_rel, "files": json.loads(r["files"])}
-        for name in extras:
-            entry[f"{name}_index"] = extra_shard_file(name, r["shard"])
+        if extras:
+            entry["extra_index"] = extra_shard_file(r["shard"])
         if keep_scores:
             entry["scores"] = scores_shard_file(r["shard"])
         out.append(entry)

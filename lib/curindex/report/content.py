@@ -129,8 +129,8 @@ def shard_rows(manifest: Manifest) -> list[dict[str, Any]]:
     the older version it shares them from (bytes None when a file's size is not recorded)."""
     out = []
     for s in manifest.index.shards:
-        parts = {"vectors": s.index, "ids": s.ids, "h": s.h_index, "bi": s.bi_index,
-                 "scores": s.scores}
+        parts = {"vectors": s.index, "ids": s.ids, "extra": s.extra_index, "h": s.h_index,
+                 "bi": s.bi_index, "scores": s.scores}
         sizes: dict[str, int | None] = {}
         shared = set()
         for part, path in parts.items():

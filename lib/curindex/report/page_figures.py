@@ -57,7 +57,7 @@ def shards_html(shards: list[dict[str, Any]]) -> str:
     """Bytes per shard and per file kind, from the manifest's file list."""
     if not shards:
         return "<p>No shards.</p>"
-    kinds = [k for k in ("vectors", "ids", "h", "bi", "scores")
+    kinds = [k for k in ("vectors", "ids", "extra", "h", "bi", "scores")
              if any(k in s["file_bytes"] for s in shards)]
     rows = [[head(s["shard"]), cell(num(s["n_items"])),
              *(cell(num(s["file_bytes"].get(k))) for k in kinds),

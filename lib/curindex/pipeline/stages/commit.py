@@ -53,7 +53,7 @@ def run(ctx: BuildContext) -> mf.Manifest:
         index={"factory": cfg.index.factory, "dim": len(anchors.item_ids),
                "metric": "inner_product", "label_shift": LABEL_SHIFT, "g_file": "G.npy",
                "shards": shards["shards"], "bytes": shards["bytes"],
-               "extra_bytes": shards["extra_bytes"]},
+               "extra_bytes": shards["extra_bytes"], "extra_layout": shards["extra_layout"]},
         validation={k: v for k, v in states["validate"].items() if k != "search"},
         search=states["validate"]["search"],
         timings_s=timings,

@@ -26,7 +26,7 @@ from curindex.pipeline.retrieval import (
 )
 from curindex.pipeline.stages.write_shards import extras
 from curindex.selection import choose
-from curindex.shardindex import extra_trained_file, is_exact
+from curindex.shardindex import EXTRA_TRAINED, is_exact
 from curindex.store import FileEntry
 from curindex.validation import Job, Table, candidates, jobs, table
 
@@ -118,11 +118,8 @@ def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: lis
     rows = ctx.scores().select("item_id", "scores", "bi").coalesce(
         2 * ctx.spark.sparkContext.defaultParallelism)
     names = extras(cfg)
-    codecs = Codecs(g=ctx.npy("G.npy"), k_q=k_q, first=k_q,
-                    h=ctx.store.read_bytes(ctx.version, extra_trained_file("h"))
-                    if "h" in names else None,
-                    bi=ctx.store.read_bytes(ctx.version, extra_trained_file("bi"))
-                    if "bi" in names else None)
+    codecs = Codecs(g=ctx.npy("G.npy"), k_q=k_q, first=k_q, layout=names,
+                    x=ctx.store.read_bytes(ctx.version, EXTRA_TRAINED) if names else None)
     exact_index = is_exact(cfg.index.factory, k_i)
     approx = None if exact_index else shard_retriever(
         ctx.spark, rows, shards=ctx.load("write_shards")["shards"],
@@ -150,7 +147,8 @@ def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: lis
              for j in job_list]
     # the driver's cores are idle while it solves: every one re-solves weights
     run_plans(plans, retriever, anchor_columns=scores[:, :k_q].T.astype(np.float64),
-              rcond=ctx.load("factorize")["rcond"], workers=os.cpu_count() or 1)
+              rcond=ctx.load("factorize")["rcond"], workers=os.cpu_count() or 1,
+              cos=set(names) == {"h", "bi"})
     if retriever.truth_found is None:  # no plan ran (nothing to retrieve at any budget)
         retriever.retrieve([])
     truth = [keys for keys, _ in retriever.truth_found or []]

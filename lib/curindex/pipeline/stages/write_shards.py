@@ -3,8 +3,6 @@ incremental build rewrites only the shards its changes touch and references the 
 
 from __future__ import annotations
 
-import faiss
-
 from curindex.baseline import BI_DIM
 from curindex.config import BuildConfig
 from curindex.errors import CurIndexError
@@ -13,13 +11,7 @@ from curindex.methods import NEEDS
 from curindex.pipeline import incremental
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.shards import write_shards
-from curindex.shardindex import (
-    EXTRAS,
-    TRAINED_FILE,
-    empty_index,
-    extra_factory,
-    extra_trained_file,
-)
+from curindex.shardindex import EXTRA_TRAINED, EXTRAS, TRAINED_FILE
 from curindex.store import FileEntry
 
 
@@ -36,7 +28,7 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     if base is not None:
         manifest = read_manifest(store, base)
         touched = ctx.load("score")["changes"]["touched_shards"]
-        trained = _base_trained(store, base, manifest, extras(cfg))
+        trained = _base_trained(store, base, extras(cfg))
         shared, refs = incremental.shared_shards(store, base, manifest, touched)
     shards, trained_files = write_shards(
         ctx.spark, ctx.scores(), g=ctx.npy("G.npy"), k_q=ctx.k_q,
@@ -50,27 +42,22 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     if n != prep["items"]:
         raise CurIndexError(f"version {ctx.version}: shards hold {n} items, the corpus "
                             f"{prep['items']}")
-    # What the extra indexes cost in storage, beside the item vectors.
-    kept = ("scores",) if cfg.index.keep_scores else ()
+    # What the extra index and the kept scores cost in storage, beside the item vectors.
+    kinds = (("x",) if extras(cfg) else ()) + (("scores",) if cfg.index.keep_scores else ())
     sizes = {name: sum(f.size for f in files if f.path.startswith(f"shards/{name}-"))
-             for name in extras(cfg) + kept}
+             for name in kinds}
+    layout = [{"name": n, "dim": cfg.anchors.n_queries if n == "h" else BI_DIM}
+              for n in extras(cfg)]
     state = {"shards": shards, "bytes": sum(f.size for f in files) - sum(sizes.values()),
-             "extra_bytes": sizes, "references": refs, "shards_written": written,
-             "shards_shared": [s["shard"] for s in shared]}
+             "extra_bytes": sizes, "extra_layout": layout, "references": refs,
+             "shards_written": written, "shards_shared": [s["shard"] for s in shared]}
     return state, [*files, *(FileEntry(**f) for f in trained_files)]
 
 
-def _base_trained(store, base: str, manifest, names: tuple[str, ...]) -> dict[str, bytes]:
+def _base_trained(store, base: str, names: tuple[str, ...]) -> dict[str, bytes]:
     """The base version's trained empty indexes by column, so an incremental build's shards
-    share its quantizers (a base written before the extra indexes kept theirs stored them in
-    float32, which needs no training)."""
+    share its quantizers."""
     out = {"vector": store.read_bytes(base, TRAINED_FILE)}
-    for name in names:
-        rel = extra_trained_file(name)
-        if rel in manifest.files or rel in manifest.references:
-            out[name] = store.read_bytes(base, rel)
-        else:
-            dim = manifest.anchors.n_queries if name == "h" else BI_DIM
-            out[name] = faiss.serialize_index(
-                empty_index(extra_factory(manifest.config.index.encoding), dim)).tobytes()
+    if names:
+        out["x"] = store.read_bytes(base, EXTRA_TRAINED)
     return out
