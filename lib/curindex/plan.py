@@ -1,0 +1,282 @@
+"""A build's plan, before the cluster spends anything: the exact-model pairs each stage scores,
+the bytes it writes, and the score stage's time, estimated from a short scoring sample on this
+machine (or from a rate the user gives).
+
+``curindex plan --conf FILE`` prints it; every build logs it at its start and records it in
+the manifest (``plan``) beside what the build then counted and timed. No Spark: the inputs are
+counted with pyarrow, and the sample runs in this process on one thread, as one task would.
+
+The time model: a task scores an item at ``a + b * n_q`` seconds (``a``: reading and encoding
+the item, ``b``: one pair, both measured on the sample at two query counts), plus the item's
+bi-encoder embedding when the search methods need one; the stage runs ``slots`` tasks at once,
+after a fixed start (each worker importing the model libraries and building its scorer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curindex.config import BUILTIN_PREFIX, BuildConfig, InputConfig
+from curindex.errors import InputError
+
+SAMPLE_ITEMS = 32
+SAMPLE_QUERIES = (2, 8)  # two query counts: the per-item and the per-pair cost apart
+WORKER_START_S = 4.0  # a Python worker importing torch and curindex, Spark starting the job
+FLOAT = {"float32": 4, "float16": 2, "sq8": 1}
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    items: int
+    anchor_queries: int  # k_q: scored against every item
+    test_queries: int  # n_test: scored against every item, for validation
+    pairs: dict[str, int]  # exact-model pairs: "anchor", "test", "total"
+    biencoder_items: int  # items the bi-encoder embeds (0 without bi-encoder methods)
+    bytes: dict[str, int]  # "vectors", "extra" (exact for flat indexes), "scores_work"
+    slots: int  # tasks at once
+    item_seconds: float  # one item, one task, all its queries (and its embedding)
+    fixed_seconds: float
+    score_seconds: float  # the estimate of the score stage
+    source: str  # "sample" (measured here) or "rate" (given)
+
+    def lines(self) -> list[str]:
+        """The plan as log lines."""
+        b = self.bytes
+        return [
+            f"plan: {self.items:,} items x ({self.anchor_queries} anchor + "
+            f"{self.test_queries} test queries) = {self.pairs['total']:,} exact-model pairs "
+            f"({self.pairs['anchor']:,} anchor, {self.pairs['test']:,} test)"
+            + (f", {self.biencoder_items:,} bi-encoder embeddings" if self.biencoder_items
+               else ""),
+            f"plan: writes {_size(b['vectors'])} of item vectors, {_size(b['extra'])} of "
+            f"extra index, {_size(b['scores_work'])} of score rows in the work folder"
+            + (f", {_size(b['kept_scores'])} of kept scores" if b.get("kept_scores") else ""),
+            f"plan: score stage about {_duration(self.score_seconds)} on {self.slots} task "
+            f"slots ({self.item_seconds * 1000:.2f} ms per item per slot, "
+            f"{'measured on a sample here' if self.source == 'sample' else 'from the rate given'})",
+        ]
+
+
+def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None = None
+               ) -> BuildPlan:
+    """The plan of a full build of `cfg`. `rate`: the score stage's pairs per second, when
+    known (from an earlier build's manifest); else measured on a sample. `slots`: tasks that
+    run at once (default: the config's local master's cores, or its executors')."""
+    n = count_rows(cfg.items, role="items")
+    k_q, n_test, k_i = cfg.anchors.n_queries, cfg.anchors.n_test, cfg.anchors.n_items
+    n_q = k_q + n_test
+    bi = any(m in ("bi-seeded", "bi-rerank") for m in cfg.index.methods)
+    slots = slots or task_slots(cfg)
+    pairs = {"anchor": n * k_q, "test": n * n_test, "total": n * n_q}
+    if rate:
+        item_s, fixed, source = n_q / rate * slots, 0.0, "rate"
+    else:
+        item_s, fixed = sample_seconds(cfg, n_q=n_q, bi=bi)
+        source = "sample"
+    return BuildPlan(
+        items=n, anchor_queries=k_q, test_queries=n_test, pairs=pairs,
+        biencoder_items=n if bi else 0, bytes=plan_bytes(cfg, n),
+        slots=slots, item_seconds=round(item_s, 6), fixed_seconds=round(fixed, 3),
+        score_seconds=round(fixed + n * item_s / slots, 1), source=source)
+
+
+def task_slots(cfg: BuildConfig) -> int:
+    """Tasks that run at once: the executors' cores when the config sets them, else the
+    local master's threads."""
+    conf = cfg.spark.conf
+    if "spark.executor.instances" in conf:
+        return int(conf["spark.executor.instances"]) * int(conf.get("spark.executor.cores", 1))
+    m = re.fullmatch(r"local\[(\d+|\*)\]", cfg.spark.master.strip())
+    if m:
+        return os.cpu_count() or 1 if m.group(1) == "*" else int(m.group(1))
+    return 1 if cfg.spark.master.strip() == "local" else os.cpu_count() or 1
+
+
+def plan_bytes(cfg: BuildConfig, n: int) -> dict[str, int]:
+    """What the build writes: the item-vector and extra index files (exact for flat index
+    types: faiss's header per shard plus a fixed size per vector) and the score rows."""
+    from curindex.baseline import BI_DIM
+    from curindex.methods import NEEDS
+
+    k_q, n_q = cfg.anchors.n_queries, cfg.anchors.n_queries + cfg.anchors.n_test
+    shards = cfg.index.num_shards
+    out = {"vectors": _index_bytes(cfg.index.factory, cfg.anchors.n_items, n, shards)}
+    need = {x for m in cfg.index.methods for x in NEEDS[m]}
+    width = (k_q if "h" in need else 0) + (BI_DIM if "bi" in need else 0)
+    from curindex.shardindex import extra_factory
+
+    out["extra"] = (_index_bytes(extra_factory(cfg.index.encoding), width, n, shards)
+                    if width else 0)
+    # float32 score rows (and a float32 embedding), before Parquet's compression
+    row = 4 * (n_q + (BI_DIM if "bi" in need else 0))
+    out["scores_work"] = n * row
+    if cfg.index.keep_scores:
+        out["kept_scores"] = n * row
+    return out
+
+
+def _index_bytes(factory: str, dim: int, n: int, shards: int) -> int:
+    """Bytes of `shards` faiss files holding `n` vectors of an exhaustive index type, from a
+    tiny index of that type (header, and bytes per vector); an IVF, HNSW or PQ index's
+    structure varies with the data, so its size is the same formula, an estimate."""
+    import faiss
+
+    from curindex.shardindex import empty_index
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(max(256, dim * 4), dim)).astype(np.float32)
+    sizes = []
+    for count in (1, 2):
+        index = empty_index(factory, dim)
+        if not index.is_trained:
+            index.train(x)
+        index.add_with_ids(x[:count], np.arange(count, dtype=np.int64))
+        sizes.append(len(faiss.serialize_index(index)))
+    per_vector = sizes[1] - sizes[0]
+    header = sizes[0] - per_vector
+    return shards * header + n * per_vector
+
+
+def sample_seconds(cfg: BuildConfig, *, n_q: int, bi: bool) -> tuple[float, float]:
+    """(seconds per item per task at `n_q` queries, fixed seconds) measured on a sample of
+    the inputs: the scorer built (fixed), then the sample scored at two query counts on one
+    thread, as a task scores it."""
+    import torch
+
+    from curindex.scoring.base import build_scorer, fingerprint_for, prepare_queries
+
+    items = sample_texts(cfg.items, role="items", n=SAMPLE_ITEMS)
+    queries = sample_texts(cfg.queries, role="queries", n=max(SAMPLE_QUERIES))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        fp = fingerprint_for(cfg.scorer)
+        scorer = build_scorer(cfg.scorer, fp)
+        fixed = WORKER_START_S + time.perf_counter() - t0
+        prepared = prepare_queries(cfg.scorer, fp, queries)
+        if prepared is not None:  # queries encoded once on the driver: part of the start
+            scorer.load_queries(queries, prepared)  # type: ignore[attr-defined]
+        times = []
+        for q in SAMPLE_QUERIES:
+            qs = (queries * q)[:q]
+            scorer.score_block(qs[:1], items[:2])  # warm
+            t0 = time.perf_counter()
+            scorer.score_block(qs, items)
+            times.append(time.perf_counter() - t0)
+        per_pair = max(0.0, (times[1] - times[0]) / (len(items) * np.diff(SAMPLE_QUERIES)[0]))
+        per_item = max(0.0, times[0] / len(items) - SAMPLE_QUERIES[0] * per_pair)
+        item_s = per_item + n_q * per_pair
+        if prepared is not None:
+            t0 = time.perf_counter()
+            prepare_queries(cfg.scorer, fp, queries)
+            fixed += (time.perf_counter() - t0) * n_q / len(queries)
+        if bi:
+            from curindex.baseline import get_biencoder
+
+            encoder = get_biencoder()
+            encoder.encode(items[:2])
+            t0 = time.perf_counter()
+            encoder.encode(items)
+            item_s += (time.perf_counter() - t0) / len(items)
+    finally:
+        torch.set_num_threads(before)
+    return item_s, fixed
+
+
+def count_rows(cfg: InputConfig, *, role: str) -> int:
+    """Rows of an input source, without Spark (Parquet: its metadata; JSON lines: its lines)."""
+    if cfg.path.startswith(BUILTIN_PREFIX):
+        from curindex import demo
+
+        return len((demo.items_table() if role == "items" else demo.queries_table())[0])
+    path = _source_path(cfg, role)
+    if path.suffix in (".jsonl", ".json") or path.name.endswith((".jsonl.gz", ".json.gz")):
+        with _open_text(path) as f:
+            return sum(1 for line in f if line.strip())
+    import pyarrow.dataset as ds
+
+    try:
+        return ds.dataset(str(path), format="parquet").count_rows()
+    except (OSError, ValueError) as e:
+        raise InputError(f"{role} {str(path)!r}: cannot count rows: {e}") from e
+
+
+def sample_texts(cfg: InputConfig, *, role: str, n: int) -> list[str]:
+    """The first `n` texts of a source (its text columns joined as the build joins them)."""
+    if cfg.path.startswith(BUILTIN_PREFIX):
+        from curindex import demo
+
+        return (demo.items_table() if role == "items" else demo.queries_table())[1][:n]
+    path = _source_path(cfg, role)
+    beir = (cfg.format == "beir" or path.name in ("corpus.jsonl", "queries.jsonl"))
+    columns = (["title", "text"] if role == "items" else ["text"]) if beir else \
+        list(cfg.text_columns)
+    rows: list[dict[str, Any]] = []
+    if path.suffix in (".jsonl", ".json") or path.name.endswith(".gz"):
+        with _open_text(path) as f:
+            for line in f:
+                if line.strip():
+                    rows.append(json.loads(line))
+                if len(rows) >= n:
+                    break
+    else:
+        import pyarrow.dataset as ds
+
+        table = ds.dataset(str(path), format="parquet").head(
+            n, columns=[c for c in columns if c in ds.dataset(str(path)).schema.names])
+        rows = table.to_pylist()
+    texts = [cfg.text_separator.join(str(r[c]) for c in columns if r.get(c)) for r in rows]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise InputError(f"{role} {str(path)!r}: no text to sample")
+    return texts
+
+
+def _source_path(cfg: InputConfig, role: str) -> Path:
+    path = Path(cfg.path)
+    if path.is_dir() and (path / ("corpus.jsonl" if role == "items" else
+                                  "queries.jsonl")).exists() and cfg.format in ("auto", "beir"):
+        path = path / ("corpus.jsonl" if role == "items" else "queries.jsonl")
+    if not path.exists():
+        raise InputError(f"{role} {cfg.path!r}: file or folder not found")
+    return path
+
+
+def _open_text(path: Path):
+    if path.name.endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def plan_dict(plan: BuildPlan) -> dict[str, Any]:
+    return dataclasses.asdict(plan)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _duration(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 48 * 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
