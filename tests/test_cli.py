@@ -126,9 +126,12 @@ def test_json_answers_agree_with_the_library(built, capfd):
     assert code == 0
     got = only_json(out)["results"]
     assert [[i["id"] for i in r["items"]] for r in got] == [r.ids for r in want]
-    assert [[i["score"] for i in r["items"]] for r in got] == pytest.approx(
-        [r.scores.tolist() for r in want])
+    # float32 scores as JSON numbers: exactly the library's
+    assert [[i["score"] for i in r["items"]] for r in got] == [r.scores.tolist() for r in want]
     assert [r["model_calls"] for r in got] == [30, 30]
+    # the library refuses one bare string where a list of queries belongs, with a hint
+    with pytest.raises(TypeError, match=r"search\(\[query\]\)"):
+        Searcher.open(uri).search("river data")
 
 
 def test_search_says_which_method_answered(built, capfd):
@@ -359,3 +362,31 @@ def test_exit_code_table():
              ScorerError: 7, FactorizeError: 8, StoreError: 8, ValueError: 2, KeyError: 1}
     assert {cls: exits.exit_code(cls("x")) for cls in table} == table
     assert len(set(exits.EXIT_CODES)) == len(exits.EXIT_CODES) == 10
+
+
+def test_build_submits_the_packaged_job_with_this_python(monkeypatch, tmp_path):
+    import argparse
+
+    import curindex
+    from curindex.cli.build_cmd import submit_command, submit_env
+
+    for var in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "SPARK_LOCAL_IP", "SPARK_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    env = submit_env("local[2]", "/opt/pyspark")
+    assert (env["PYSPARK_PYTHON"], env["PYSPARK_DRIVER_PYTHON"]) == (sys.executable,) * 2
+    assert (env["SPARK_LOCAL_IP"], env["SPARK_HOME"], env["PYTHONSAFEPATH"]) == (
+        "127.0.0.1", "/opt/pyspark", "1")
+    monkeypatch.setenv("PYSPARK_PYTHON", "/envs/shared/bin/python")
+    env = submit_env("yarn", None)
+    assert env["PYSPARK_PYTHON"] == "/envs/shared/bin/python"  # what is set stays
+    assert "SPARK_LOCAL_IP" not in env and "SPARK_HOME" not in env
+    args = argparse.Namespace(conf="c.toml", version="v7", base="current",
+                              spark_args=["--archives", "env.tgz#env"])
+    monkeypatch.chdir(tmp_path)
+    cmd = submit_command(args, master="yarn", summary=tmp_path / "s.json",
+                         spark_submit="/bin/spark-submit")
+    assert cmd == ["/bin/spark-submit", "--master", "yarn", "--archives", "env.tgz#env",
+                   curindex.build_job_path(), "--conf", str(tmp_path / "c.toml"),
+                   "--summary", str(tmp_path / "s.json"), "--version", "v7",
+                   "--base", "current"]
+

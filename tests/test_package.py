@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -198,7 +199,11 @@ def installed(tmp_path_factory) -> dict:
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    # Built with this environment's setuptools when it has one (no download); else pip fetches
+    # the build backend pyproject.toml names from PyPI, as for any source install.
+    isolation = [] if importlib.util.find_spec("setuptools") is None else \
+        ["--no-build-isolation"]
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q",
          "-w", str(root / "dist"), str(src)], env=env, cwd=root, timeout=300)
     (wheel,) = (root / "dist").glob("curindex-*.whl")
     venv = root / "venv"
