@@ -170,7 +170,7 @@ class BuildStage(SparkSubmitOperator):
     def __init__(self, *, conn_id: str = "{{ params.spark_conn_id }}", **kwargs: Any) -> None:
         # Run as a script, the job's folder would come first on sys.path, where the package's
         # pipeline/select.py hides the standard library's `select`.
-        kwargs.setdefault("env_vars", {"PYTHONSAFEPATH": "1"})
+        kwargs["env_vars"] = {"PYTHONSAFEPATH": "1", **(kwargs.get("env_vars") or {})}
         super().__init__(conn_id=conn_id, **kwargs)
         self.conn_id = conn_id
 

@@ -174,6 +174,46 @@ def test_config_paths_keep_model_ids_and_record_the_revision(hub, tmp_path):
         load({"path": MODEL_ID, "revision": "../x"})
 
 
+ST_MODULE = """
+import numpy as np
+from sentence_transformers import CrossEncoder
+from curindex.scoring.models import resolve_model_path
+
+class STCrossEncoder:
+    fingerprint = ""
+
+    def __init__(self, cfg):
+        folder, _ = resolve_model_path(cfg.path, revision=cfg.revision)
+        self.model = CrossEncoder(str(folder), max_length=cfg.max_item_tokens)
+
+    def score_block(self, queries, items):
+        pairs = [(q, it) for q in queries for it in items]
+        s = self.model.predict(pairs, batch_size=64, convert_to_numpy=True)
+        return np.asarray(s, dtype=np.float32).reshape(len(queries), len(items))
+
+def factory(cfg):
+    return STCrossEncoder(cfg)
+"""
+
+
+def test_a_sentence_transformers_cross_encoder_as_a_callable_scorer(hub, monkeypatch, tmp_path):
+    """The wrapper curindex.scoring.models documents, on the cached model: the same ranking as
+    the built-in cross-encoder of the same weights (sentence-transformers may add a sigmoid)."""
+    (tmp_path / "st_wrapper.py").write_text(ST_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub["cache"]))
+    queries, items = ["open a file", "sort numbers"], ["open(file) opens it", "sorted(x)",
+                                                        "weather today", "a list of files"]
+    wrapped = build_scorer(ScorerConfig(kind="callable", target="st_wrapper:factory",
+                                        path=MODEL_ID, revision=hub["old"]))
+    got = wrapped.score_block(queries, items)
+    want = build_scorer(ce(MODEL_ID, revision=hub["old"])).score_block(queries, items)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert np.allclose(got, want, atol=1e-5) or np.allclose(got, 1 / (1 + np.exp(-want)),
+                                                            atol=1e-5)
+    assert wrapped.fingerprint.startswith("sha256:")
+
+
 # -- the wheel, installed outside the checkout (make e2e) --
 
 
