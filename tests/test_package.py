@@ -212,6 +212,10 @@ def test_a_sentence_transformers_cross_encoder_as_a_callable_scorer(hub, monkeyp
     assert np.allclose(got, want, atol=1e-5) or np.allclose(got, 1 / (1 + np.exp(-want)),
                                                             atol=1e-5)
     assert wrapped.fingerprint.startswith("sha256:")
+    # the callable's fingerprint tells revisions apart (its model files are its own business)
+    other = ScorerConfig(kind="callable", target="st_wrapper:factory", path=MODEL_ID,
+                         revision=hub["new"])
+    assert fingerprint_for(other) != wrapped.fingerprint
 
 
 # -- the wheel, installed outside the checkout (make e2e) --

@@ -88,6 +88,9 @@ def fingerprint_for(cfg: ScorerConfig) -> str:
     d, commit = _model_location(cfg)
     if commit is not None:  # a model id: the revision it resolved to (a local folder has none)
         settings["commit"] = commit
+    elif cfg.kind == "callable" and cfg.revision != "main":
+        # a callable reads what it likes; a revision it is given must tell its models apart
+        settings["revision"] = cfg.revision
     h.update(json.dumps(settings, sort_keys=True).encode())
     if d is not None:
         h.update(model_files_digest(d, what="[scorer] path").encode())

@@ -38,8 +38,9 @@ Your own scorer, e.g. sentence-transformers' ``CrossEncoder``, is a ``callable``
     target = "mymodels:factory"
     path = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 
-A callable's fingerprint covers its settings and its module's source, not the model files: a
-changed model needs a changed setting (``revision``, ``options``) to be told apart. Readers
+A callable's fingerprint covers its settings and its module's source, not the model files: pin
+``revision`` to a commit hash (it then enters the fingerprint) or change ``options`` to tell two
+models apart. Readers
 import a callable only when they allow its target: ``Searcher.open(..., scorer_target=
 "mymodels:factory")``, ``curindex search --scorer-target mymodels:factory``, or
 ``CURINDEX_ALLOWED_SCORERS=mymodels:factory``.
