@@ -23,7 +23,7 @@ import sys
 
 from curindex import __version__
 from curindex.cli import build_cmd, eval_cmds, report_cmd, search_cmd, store_cmds
-from curindex.cli.exits import FAILURE, INTERRUPTED, epilog, exit_code
+from curindex.cli.exits import BROKEN_PIPE, FAILURE, INTERRUPTED, epilog, exit_code
 
 # Each adds its subcommands with add_commands(sub); a new command is one more module here.
 COMMAND_MODULES = (build_cmd, search_cmd, eval_cmds, report_cmd, store_cmds)
@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
     except Exception as e:
         code = exit_code(e)
         if code == FAILURE:  # not a curindex error: a bug, shown with its traceback

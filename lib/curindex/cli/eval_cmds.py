@@ -155,7 +155,7 @@ def live_recall(searcher: Searcher, queries: Sequence[str], specs: Sequence[Sear
             wanted = [k for k in ks if k < budget]
             if not wanted or not runnable(spec, budget, k_i) or budget > searcher.max_budget:
                 continue
-            progress(f"{spec.describe()} at budget {budget}:")
+            progress(f"searching with {spec.describe()} at budget {budget} ...")
             got = search_in_batches(searcher, queries, k=max(wanted), budget=budget,
                                     method=spec.method, rounds=spec.rounds,
                                     seed_size=spec.seed_size or None)

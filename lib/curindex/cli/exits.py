@@ -28,6 +28,7 @@ CONFLICT = 6  # another writer got there first: a lost publish race or a held lo
 BAD_INPUT = 7  # a bad config file, input corpus or scorer (ConfigError, InputError, ScorerError)
 ERROR = 8  # any other curindex error (a failed factorization, a store refusing a write, ...)
 INTERRUPTED = 130  # Ctrl-C
+BROKEN_PIPE = 141  # stdout closed before the output was written (`| head`), as for SIGPIPE
 
 EXIT_CODES: dict[int, str] = {
     OK: "success",
@@ -40,6 +41,7 @@ EXIT_CODES: dict[int, str] = {
     BAD_INPUT: "bad config file, input data or scorer",
     ERROR: "any other curindex error",
     INTERRUPTED: "interrupted (Ctrl-C)",
+    BROKEN_PIPE: "stdout was closed early (a broken pipe, e.g. | head)",
 }
 
 # Most specific first: IntegrityError and ConflictError are StoreErrors too.
