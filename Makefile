@@ -18,7 +18,7 @@ export PATH                  := $(abspath $(BIN)):$(PATH)
 DEMO_QUERIES := "read a file line by line" "compress data with gzip" \
                 "parse a date from a string" "random number from a normal distribution"
 
-.PHONY: setup demo test cluster-test lint bench bench-scale bench-quality clean
+.PHONY: setup demo test e2e cluster-test lint bench bench-scale bench-quality clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,18 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: setup
-	spark-submit --master 'local[2]' \
-	  --driver-java-options "-Dlog4j2.configurationFile=file:$(abspath conf/log4j2.properties)" \
-	  jobs/build_index.py --conf conf/demo.toml --publish
+	curindex build --conf conf/demo.toml --master 'local[2]' --publish -- \
+	  --driver-java-options "-Dlog4j2.configurationFile=file:$(abspath conf/log4j2.properties)"
 	curindex search --store store --k 5 --budget 100 $(DEMO_QUERIES)
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The package as users get it: a wheel built from this checkout, installed into a new
+# virtualenv outside it, builds and searches an index with `curindex build` / `curindex
+# search`, and the DAG file copied alone into an empty DAGs folder runs with dag.test().
+e2e: setup
+	$(BIN)/python -m pytest -m e2e
 
 cluster-test: setup
 	$(BIN)/python -m pytest -m cluster

@@ -27,7 +27,11 @@ LOGICAL_DATE = datetime(2026, 1, 2, 3, 0, tzinfo=UTC)
 VERSION = "rebuild-20260102T030000Z"
 SPARK_TASKS = ["check_inputs", "score", "factorize", "write_shards", "validate", "commit"]
 TASKS = [*SPARK_TASKS, "publish", "prune"]
-HEAVY_MODULES = ("curindex", "pyspark", "numpy", "pandas", "pyarrow", "torch", "faiss")
+# curindex itself is imported at parse time (light), none of these
+HEAVY_MODULES = ("pyspark", "numpy", "pandas", "pyarrow", "torch", "faiss", "transformers",
+                 "curindex.pipeline", "curindex.search")
+TIMEOUTS = {"check_inputs": 60, "score": 720, "factorize": 60, "write_shards": 180,
+            "validate": 180, "commit": 60, "publish": 60, "prune": 30}  # minutes
 # Each stage is a short-lived JVM on a tiny corpus: JIT compilation and whole-stage code
 # generation would cost more CPU than they save.
 SPARK_CONF = {"spark.driver.host": "127.0.0.1", "spark.ui.enabled": "false",
@@ -75,6 +79,8 @@ def airflow_home(tmp_path_factory):
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAG_FILE.parent),
         "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": "local[2]"}),
+        # another connection a run can choose (local[N,F]: N threads, F task failures allowed)
+        "AIRFLOW_CONN_SPARK_OTHER": json.dumps({"conn_type": "spark", "host": "local[2,1]"}),
         # spark-submit of this venv, found on PATH as a worker finds it
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
         "PYSPARK_PYTHON": sys.executable,
@@ -131,7 +137,7 @@ def rebuilt(airflow_home, dag):
     """The DAG run once at LOGICAL_DATE into a store holding two older versions."""
     from curindex.store import Store
 
-    store = Store.open(str(airflow_home["root"] / "store-good"))
+    store = Store.open(str(airflow_home["root"] / "store-good"), create=True)
     for old in ("old-1", "old-2"):
         fake_version(store, old)
     run, tasks = run_dag(dag, airflow_home["configs"]["good"], keep_versions=1)
@@ -151,26 +157,65 @@ def test_dag_file_parses_with_tags_retries_and_params(dag, airflow_home):
     (asset,) = dag.task_dict["publish"].outlets
     assert (asset.name, asset.uri) == ("curindex-store", airflow_home["env"]["CURINDEX_STORE_URI"])
     spark_task = dag.task_dict["score"]
-    assert spark_task.application == str(ROOT / "jobs" / "build_index.py")
+    # the job inside the curindex package the DAG processor imports (here: this checkout's)
+    import curindex
+
+    assert spark_task.application == str(Path(curindex.__file__).parent / "pipeline" / "job.py")
     assert spark_task.application_args[-2:] == ["--stage", "score"]
+    assert spark_task.conn_id == "{{ params.spark_conn_id }}"  # chosen per run
+    assert {t.task_id: t.execution_timeout for t in dag.tasks} == {
+        t: timedelta(minutes=m) for t, m in TIMEOUTS.items()}
     assert dag.task_dict["check_inputs"].application_args[-4:] == [
         "--stage", "prepare", "--base", "{{ params.base }}"]
 
 
-def test_dag_file_imports_nothing_heavy(airflow_home):
-    """What the DAG processor pays to parse the file: no Spark, numpy or curindex, no errors."""
+def parse_alone(env: dict[str, str], *, without_curindex: bool = False) -> dict:
+    """Parse the DAG file in a fresh process, as the DAG processor does: its import errors,
+    DAGs, heavy modules imported, and the config param and asset URI it got."""
+    block = (
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'curindex' or name.startswith('curindex.'):\n"
+        "            raise ImportError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    ) if without_curindex else ""
     script = (
-        "import json, sys\n"
+        "import json, sys\n" + block +
         "from airflow.dag_processing.dagbag import DagBag\n"
         f"bag = DagBag(dag_folder={str(DAG_FILE)!r})\n"
         f"heavy = [m for m in {HEAVY_MODULES!r} if m in sys.modules]\n"
-        "print(json.dumps({'errors': list(bag.import_errors), 'dags': list(bag.dags),"
-        " 'heavy': heavy}))\n"
+        "dag = bag.dags.get('curindex_rebuild')\n"
+        "print(json.dumps({'errors': list(bag.import_errors.values()), 'dags': list(bag.dags),"
+        " 'heavy': heavy, 'config': dag and dag.params['config'],"
+        " 'asset': dag and dag.task_dict['publish'].outlets[0].uri}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env,
                          text=True, timeout=120, check=True).stdout
-    assert json.loads(out.strip().splitlines()[-1]) == {"errors": [], "dags": [DAG_ID],
-                                                       "heavy": []}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_dag_file_imports_nothing_heavy(airflow_home):
+    """What the DAG processor pays to parse the file: curindex (light), no Spark, numpy,
+    torch or faiss, no errors."""
+    got = parse_alone(dict(os.environ))
+    assert (got["errors"], got["dags"], got["heavy"]) == ([], [DAG_ID], [])
+
+
+def test_dag_file_parses_without_curindex_settings(airflow_home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CURINDEX_")}
+    got = parse_alone(env)
+    assert (got["errors"], got["dags"]) == ([], [DAG_ID])
+    assert (got["config"], got["asset"]) == ("/etc/curindex/rebuild.toml", "curindex-store")
+    got = parse_alone({**env, "CURINDEX_TASK_TIMEOUTS": '{"score": 0}'})
+    assert got["dags"] == [] and "CURINDEX_TASK_TIMEOUTS" in got["errors"][0]
+
+
+def test_dag_file_without_curindex_fails_to_parse_naming_the_fix(airflow_home):
+    got = parse_alone(dict(os.environ), without_curindex=True)
+    assert got["dags"] == []
+    (error,) = got["errors"]
+    assert "ImportError" in error
+    assert "pip install 'curindex[spark,airflow]' on the DAG processor and the workers" in error
 
 
 def test_version_id_derives_from_the_run():
@@ -239,7 +284,7 @@ def test_failed_quality_gate_fails_the_run_and_publishes_nothing(rebuilt, dag, a
                                                                  capfd):
     from curindex.store import Store
 
-    run, tasks = run_dag(dag, airflow_home["configs"]["weak"],
+    run, tasks = run_dag(dag, airflow_home["configs"]["weak"], spark_conn_id="spark_other",
                          spark_conf={"spark.sql.shuffle.partitions": "3"})
     out = capfd.readouterr()
     log = out.out + out.err
@@ -248,6 +293,9 @@ def test_failed_quality_gate_fails_the_run_and_publishes_nothing(rebuilt, dag, a
                      "prune": ("upstream_failed", 0)}
     assert "--conf spark.driver.host=127.0.0.1" in log  # from the config file's [spark.conf]
     assert "--conf spark.sql.shuffle.partitions=3" in log  # the spark_conf param over it
+    # the run's spark_conn_id param chose the connection (and so the master) of every stage
+    assert log.count("--master local[2,1]") == len(SPARK_TASKS)
+    assert "--master local[2] " not in log
     assert re.search(rf"quality gate failed: version {VERSION} is below its recall thresholds "
                      r"and cannot be published: Top-10-Recall@20 = 0\.\d{4} < 1\.0000", log)
     store = Store.open(str(airflow_home["root"] / "store-weak"))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from curindex.cli_store import add_store_commands
+from curindex.cli import main
+from curindex.cli.exits import GATE
 from curindex.errors import ConflictError, QualityGateError
 from curindex.publish import publish_version, rollback
 from curindex.store import Store
@@ -63,19 +63,15 @@ def test_publish_compares_against_the_expected_current(store: Store) -> None:
 def test_cli_publish_applies_the_gate_and_prune_dry_run_deletes_nothing(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    parser = argparse.ArgumentParser()
-    add_store_commands(parser.add_subparsers(required=True))
-
     def run(*argv: str) -> str:
-        args = parser.parse_args([*argv, "--store", store.uri])
-        assert args.func(args) == 0
+        assert main([*argv, "--store", store.uri]) == 0
         return capsys.readouterr().out
 
     for v in ("v0", "v1", "v2"):
         commit(store, v, {})
     commit(store, "weak", FAILED_GATE)
-    with pytest.raises(QualityGateError):
-        run("publish", "weak")
+    assert main(["publish", "weak", "--store", store.uri]) == GATE
+    assert "version weak is below its recall thresholds" in capsys.readouterr().err
     run("publish", "v1")
     run("publish", "v2")
     assert run("prune", "--keep", "0", "--dry-run") == "would delete 2 version(s): v0, weak\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import multiprocessing
@@ -16,7 +15,8 @@ import pytest
 
 import curindex.store.gc as store_gc
 import curindex.store.io as store_io
-from curindex.cli_store import add_store_commands
+from curindex.cli import main
+from curindex.cli.exits import NOT_FOUND
 from curindex.errors import StoreError
 from curindex.publish import publish_version, rollback
 from curindex.store import (
@@ -351,12 +351,8 @@ def test_references_are_followed_verified_and_kept_by_prune(store: Store, tmp_pa
 
 
 def test_cli_commands(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    add_store_commands(parser.add_subparsers(required=True))
-
     def run(*argv: str) -> str:
-        args = parser.parse_args([*argv, "--store", store.uri])
-        assert args.func(args) == 0
+        assert main([*argv, "--store", store.uri]) == 0
         return capsys.readouterr().out
 
     make_version(store, "v1")
@@ -374,8 +370,9 @@ def test_cli_commands(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     assert run("rollback").startswith("rolled back to v1")
     assert run("rollback", "--to", "v2").startswith("rolled back to v2")
     assert run("prune", "--keep", "0") == "deleted 0 version(s)\n"
-    with pytest.raises(StoreError, match="nope does not exist"):
-        run("verify", "nope")
+    assert run("verify", "--version", "v1").startswith("ok: v1")
+    assert main(["verify", "nope", "--store", store.uri]) == NOT_FOUND
+    assert "nope does not exist" in capsys.readouterr().err
 
 
 def test_two_processes_race_to_publish(store: Store) -> None:

@@ -3,7 +3,6 @@ leftovers, dry runs, stores that do not exist. test_store_s3.py runs the tests i
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pickle
@@ -13,7 +12,8 @@ import pyarrow.fs as pafs
 import pytest
 
 import curindex.store.gc as store_gc
-from curindex.cli_store import add_store_commands
+from curindex.cli import main
+from curindex.cli.exits import NOT_FOUND
 from curindex.errors import IntegrityError, StoreError, StoreNotFoundError
 from curindex.store import PUBLISH_STEPS, SimulatedCrash, Store
 from test_store import make_version, published, reopen, rewrite
@@ -117,10 +117,7 @@ def test_a_bad_old_manifest_is_listed_apart_and_stops_prune(
         store.prune(keep=0)
     assert snapshot(store) == before
 
-    parser = argparse.ArgumentParser()
-    add_store_commands(parser.add_subparsers(required=True))
-    args = parser.parse_args(["versions", "--store", store.uri])
-    assert args.func(args) == 0
+    assert main(["versions", "--store", store.uri]) == 0
     out, err = capsys.readouterr()
     rows = [line.split() for line in out.splitlines()[1:]]
     assert [row[0] for row in rows] == ["v2", "*"] and rows[1][1] == "v3"
@@ -132,12 +129,10 @@ def test_a_missing_store_is_an_error_and_nothing_creates_it(store_uri: str) -> N
     with pytest.raises(StoreNotFoundError, match="does not exist") as err:
         Store.open(store_uri)
     assert store_uri.split("?")[0] in str(err.value)
-    parser = argparse.ArgumentParser()
-    add_store_commands(parser.add_subparsers(required=True))
-    for argv in (["prune", "--keep", "0"], ["prune", "--keep", "0", "--dry-run"], ["versions"]):
-        args = parser.parse_args([*argv, "--store", store_uri])
-        with pytest.raises(StoreNotFoundError):
-            args.func(args)
+    for argv in (["prune", "--keep", "0"], ["prune", "--keep", "0", "--dry-run"], ["versions"],
+                 ["verify"], ["publish", "v1"], ["rollback"], ["search", "river"],
+                 ["eval"], ["report"]):
+        assert main([*argv, "--store", store_uri]) == NOT_FOUND, argv
     assert nothing_at(store_uri)
     # A build creates it; then readers open it, and a pickled store opens where it is sent.
     created = Store.open(store_uri, create=True)

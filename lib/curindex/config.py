@@ -18,6 +18,7 @@ from typing import Any
 
 from curindex.errors import ConfigError
 from curindex.figures import Figure, figure_grid
+from curindex.scoring.models import REVISION_RE, looks_like_model_id
 from curindex.scoring.registry import KINDS, scorer_problems
 
 BUILTIN_PREFIX = "builtin:"
@@ -63,7 +64,12 @@ class AnchorsConfig:
 @dataclass(frozen=True)
 class ScorerConfig:
     kind: str = "maxsim-minilm"  # maxsim-minilm | cross-encoder | callable | toy
-    path: str = ""  # model directory (cross-encoder; optional override for maxsim-minilm)
+    # model directory (cross-encoder; optional override for maxsim-minilm), or a Hugging Face
+    # model id "org/name" read from the local cache (curindex.scoring.models)
+    path: str = ""
+    # the model id's revision in the cache: a branch, tag or commit hash (its commit hash
+    # enters the fingerprint); unused for a local folder
+    revision: str = "main"
     target: str = ""  # "module:callable" returning a Scorer (kind = "callable")
     batch_size: int = 64  # model forward-pass batch size
     max_query_tokens: int = 64
@@ -273,11 +279,21 @@ def _resolve_paths(cfg: BuildConfig, base: Path) -> BuildConfig:
         cfg,
         items=dataclasses.replace(cfg.items, path=local(cfg.items.path)),
         queries=dataclasses.replace(cfg.queries, path=local(cfg.queries.path)),
-        scorer=dataclasses.replace(cfg.scorer, path=local(cfg.scorer.path)),
+        scorer=dataclasses.replace(cfg.scorer, path=_model_path(cfg.scorer.path, base)),
         store=dataclasses.replace(
             cfg.store, uri=local(cfg.store.uri), work_dir=local(cfg.store.work_dir)
         ),
     )
+
+
+def _model_path(p: str, base: Path) -> str:
+    """`[scorer] path`: a folder relative to the config's folder when one is there, else a
+    Hugging Face model id when it reads "org/name", else that (missing) folder."""
+    if not p or Path(p).is_absolute():
+        return p
+    if not (base / p).exists() and looks_like_model_id(p):
+        return p
+    return str((base / p).resolve())
 
 
 def _check(cfg: BuildConfig, source: str) -> None:
@@ -316,6 +332,8 @@ def _check(cfg: BuildConfig, source: str) -> None:
     need(s.max_query_tokens >= 2, "[scorer] max_query_tokens", "must be >= 2")
     need(s.max_item_tokens >= 2, "[scorer] max_item_tokens", "must be >= 2")
     need(s.threads >= 0, "[scorer] threads", f"must be >= 0, got {s.threads}")
+    need(bool(REVISION_RE.match(s.revision)) and ".." not in s.revision, "[scorer] revision",
+         f"must be a branch, tag or commit hash, got {s.revision!r}")
     f = cfg.factorize
     need(0.0 <= f.rcond < 1.0, "[factorize] rcond", f"must be in [0, 1), got {f.rcond}")
     need(f.min_rank >= 1, "[factorize] min_rank", f"must be >= 1, got {f.min_rank}")

@@ -9,6 +9,7 @@ each Python worker builds the scorer once and caches it under the fingerprint (s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import inspect
@@ -21,7 +22,13 @@ import numpy as np
 
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError
-from curindex.scoring.models import default_minilm_path, model_files_digest
+from curindex.scoring.models import (
+    cached_model_dir,
+    default_minilm_path,
+    is_model_id,
+    model_files_digest,
+    resolve_model_path,
+)
 from curindex.scoring.registry import KINDS
 
 
@@ -39,13 +46,30 @@ class Scorer(Protocol):
 # A user's `module:callable` target: called with the scorer config, returns a Scorer.
 ScorerFactory = Callable[[ScorerConfig], Scorer]
 
+
 def model_dir(cfg: ScorerConfig) -> Path | None:
-    """The local model directory a scorer config reads, or None when it reads none."""
+    """The local model directory a scorer config reads, or None when it reads none: its
+    `path` folder, the snapshot of its Hugging Face model id at `revision` in the local cache
+    (``curindex.scoring.models``; ScorerError saying how to fetch it when it is not cached), or
+    the packaged MiniLM."""
+    return _model_location(cfg)[0]
+
+
+def _model_location(cfg: ScorerConfig) -> tuple[Path | None, str | None]:
+    """(model_dir, the commit hash when `path` is a Hugging Face model id)."""
     if not KINDS[cfg.kind].reads_model:
-        return None
+        return None, None
     if cfg.path:
-        return Path(cfg.path)
-    return default_minilm_path()
+        return resolve_model_path(cfg.path, revision=cfg.revision)
+    return default_minilm_path(), None
+
+
+def localized(cfg: ScorerConfig) -> ScorerConfig:
+    """`cfg` with a Hugging Face model id in `path` replaced by its cached snapshot folder,
+    which is what the scorer classes load."""
+    if not (KINDS[cfg.kind].reads_model and cfg.path and is_model_id(cfg.path)):
+        return cfg
+    return dataclasses.replace(cfg, path=str(cached_model_dir(cfg.path, cfg.revision)))
 
 
 def fingerprint_for(cfg: ScorerConfig) -> str:
@@ -61,8 +85,13 @@ def fingerprint_for(cfg: ScorerConfig) -> str:
         "max_item_tokens": cfg.max_item_tokens,
         "options": dict(sorted(cfg.options.items())),
     }
+    d, commit = _model_location(cfg)
+    if commit is not None:  # a model id: the revision it resolved to (a local folder has none)
+        settings["commit"] = commit
+    elif cfg.kind == "callable" and cfg.revision != "main":
+        # a callable reads what it likes; a revision it is given must tell its models apart
+        settings["revision"] = cfg.revision
     h.update(json.dumps(settings, sort_keys=True).encode())
-    d = model_dir(cfg)
     if d is not None:
         h.update(model_files_digest(d, what="[scorer] path").encode())
     if cfg.kind == "callable":
@@ -100,6 +129,7 @@ def build_scorer(cfg: ScorerConfig, fingerprint: str | None = None) -> Scorer:
     if spec is None:  # config validation makes this unreachable
         raise ScorerError(f"[scorer] kind {cfg.kind!r}: unknown")
     if spec.factory:
+        cfg = localized(cfg)
         module, _, name = spec.factory.partition(":")
         scorer: Scorer = getattr(importlib.import_module(module), name)(cfg, fingerprint=fp)
         return scorer
