@@ -16,7 +16,7 @@ from curindex.anchor_select import (
 )
 from curindex.config import ScorerConfig, config_from_dict
 from curindex.pipeline import run_build
-from curindex.pipeline.select import POOL_FACTOR
+from curindex.pipeline.leverage import POOL_FACTOR
 from curindex.scoring.base import build_scorer
 from support import tiny_config
 

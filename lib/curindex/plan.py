@@ -72,7 +72,7 @@ def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None
     known (from an earlier build's manifest); else measured on a sample. `slots`: tasks that
     run at once (default: the config's local master's cores, or its executors')."""
     n = count_rows(cfg.items, role="items")
-    k_q, n_test, k_i = cfg.anchors.n_queries, cfg.anchors.n_test, cfg.anchors.n_items
+    k_q, n_test = cfg.anchors.n_queries, cfg.anchors.n_test
     n_q = k_q + n_test
     bi = any(m in ("bi-seeded", "bi-rerank") for m in cfg.index.methods)
     slots = slots or task_slots(cfg)

@@ -36,6 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from curindex import errors
 from curindex.cli.exits import ERROR, FAILURE
 from curindex.cli.options import add_output
 from curindex.cli.output import emit_json, progress, safe
@@ -120,13 +121,18 @@ def cmd_build(args: argparse.Namespace) -> int:
                              spark_submit=spark_submit)
         progress("submitting: " + " ".join(safe(c) for c in cmd))
         rc, error = run_job(cmd, submit_env(master, spark_home))
+        summary = (json.loads(summary_file.read_text(encoding="utf-8"))
+                   if summary_file.is_file() else {})
         if rc != 0:
+            failed = summary.get("error") or {}
+            cls = getattr(errors, str(failed.get("class")), None)
+            if isinstance(cls, type) and issubclass(cls, errors.CurIndexError):
+                raise cls(failed.get("message", error or ""))  # its own exit code
             reason = f": {error}" if error else ""
             print(f"error: the build job failed (spark-submit exited with {rc}){reason}",
                   file=sys.stderr)
             # The job exits with 2 after printing a curindex error; anything else is Spark's.
             return ERROR if error else FAILURE
-        summary = json.loads(summary_file.read_text(encoding="utf-8"))
     if args.publish:
         _publish(summary)
     if args.output == "json":

@@ -8,7 +8,7 @@ one machine or a cluster, and nothing but the chosen rows reaches the driver.
 Anchor items by ``[anchors] items``: ``random``; ``kmeans`` (a seeded sample of at most
 ``KMEANS_SAMPLE`` items is embedded with the bi-encoder on the driver, and the items nearest
 to k_i k-means centroids are the anchors); ``leverage`` (chosen from the anchor-query scores
-after the score pass, ``curindex.pipeline.select``: here no item is chosen yet).
+after the score pass, ``curindex.pipeline.leverage``: here no item is chosen yet).
 
 Synthetic anchor queries (``[anchors] synthetic_queries = S``, for small query logs): S of the
 k_q anchor queries are the first sentences of a seeded sample of items (ids

@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             spark.stop()
     except CurIndexError as e:
         print(f"error: {e}", file=sys.stderr)
+        if args.summary:  # which error it was, for `curindex build`'s exit code
+            Path(args.summary).write_text(json.dumps(
+                {"error": {"class": type(e).__name__, "message": str(e)}}) + "\n",
+                encoding="utf-8")
         return 2
     text = json.dumps(doc, indent=2, default=str)
     if args.summary:

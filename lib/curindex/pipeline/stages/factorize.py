@@ -12,7 +12,7 @@ from curindex.manifest import read_manifest
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.factorize import factorize, gather_anchor_rows
 from curindex.pipeline.files import npy_bytes
-from curindex.pipeline.select import leverage_anchor_items
+from curindex.pipeline.leverage import leverage_anchor_items
 from curindex.pipeline.stages.prepare import write_anchor_tables
 from curindex.pipeline.tune import tune_rcond
 from curindex.store import FileEntry
