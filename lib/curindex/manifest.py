@@ -9,9 +9,9 @@ typed fields; ``to_dict`` gives the JSON document back.
 Format history: 1, the untyped manifest (sections filled by the pipeline as dicts); 2, the
 same content read into these types (absent optional sections get their defaults); 3, the
 served search (``search``: the method the build chose on its tuning queries, every method's
-figures), the score stage's progress over time, and the config's ``[index] methods`` /
-``encoding`` in place of the ``adaptive`` and ``biencoder`` switches (an older version
-supports what its switches built, stored in float32, and serves plain CUR).
+figures), the score stage's progress over time, the build's plan, and the config's
+``[index] methods`` / ``encoding`` in place of the ``adaptive`` and ``biencoder`` switches (an
+older version supports what its switches built, stored in float32, and serves plain CUR).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 from curindex.config import BuildConfig, config_from_dict
 from curindex.errors import IntegrityError
+from curindex.plan import BuildPlan
 
 FORMAT = 3
 
@@ -245,6 +246,7 @@ class Manifest:
     incremental: Incremental | None = None
     search: SearchInfo | None = None  # None: built before builds chose (serves plain CUR)
     score_progress: tuple[ProgressSample, ...] = ()  # this run's score stage, over time
+    plan: BuildPlan | None = None  # what the build expected before it ran (curindex.plan)
 
     @classmethod
     def from_dict(cls, doc: Any) -> Manifest:

@@ -66,12 +66,13 @@ class BuildPlan:
         ]
 
 
-def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None = None
-               ) -> BuildPlan:
+def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None = None,
+               n_items: int | None = None) -> BuildPlan:
     """The plan of a full build of `cfg`. `rate`: the score stage's pairs per second, when
     known (from an earlier build's manifest); else measured on a sample. `slots`: tasks that
-    run at once (default: the config's local master's cores, or its executors')."""
-    n = count_rows(cfg.items, role="items")
+    run at once (default: the config's local master's cores, or its executors'). `n_items`:
+    the corpus size, when known (else counted)."""
+    n = count_rows(cfg.items, role="items") if n_items is None else n_items
     k_q, n_test = cfg.anchors.n_queries, cfg.anchors.n_test
     n_q = k_q + n_test
     bi = any(m in ("bi-seeded", "bi-rerank") for m in cfg.index.methods)

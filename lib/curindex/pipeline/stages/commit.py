@@ -58,6 +58,7 @@ def run(ctx: BuildContext) -> mf.Manifest:
         search=states["validate"]["search"],
         timings_s=timings,
         score_progress=score.pop("progress", []),
+        plan=prep.pop("plan", None),
         report_dir="report",
     )
     if prep["base"] is not None:

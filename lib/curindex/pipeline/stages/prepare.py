@@ -14,6 +14,7 @@ from curindex.pipeline.anchors import Anchors, choose_anchors
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.corpus import check_texts, read_texts
 from curindex.pipeline.files import parquet_bytes, remove_work
+from curindex.plan import plan_build, plan_dict
 from curindex.scoring.base import fingerprint_for
 from curindex.shardindex import empty_index
 from curindex.store import FileEntry, Store
@@ -44,7 +45,11 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     queries = read_texts(ctx.spark, cfg.queries, role="queries")
     item_stats = check_texts(items, role="items", source=cfg.items.path)
     query_stats = check_texts(queries, role="queries", source=cfg.queries.path)
-    state = {"fingerprint": fingerprint, "items": item_stats.rows,
+    plan = plan_build(cfg, n_items=item_stats.rows,
+                      slots=ctx.spark.sparkContext.defaultParallelism)
+    for line in plan.lines():
+        log.info("%s", line)
+    state = {"fingerprint": fingerprint, "items": item_stats.rows, "plan": plan_dict(plan),
              "queries_available": query_stats.rows, "item_max_chars": item_stats.max_chars,
              "item_mean_chars": round(item_stats.mean_chars, 1), "base": None,
              "detached_anchors": []}

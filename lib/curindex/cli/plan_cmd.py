@@ -1,0 +1,43 @@
+"""`curindex plan`: what a build of a config will score, write and take, before it runs.
+
+    curindex plan --conf FILE [--rate PAIRS_PER_S] [--slots N] [-o json]
+
+The exact-model pairs (anchor and test queries against every item), the bytes of the index
+files and score rows, and the score stage's time: measured on a short scoring sample here, on
+one thread per task slot, or from ``--rate`` (the score stage's pairs per second, e.g. an
+earlier build's). Every build logs the same lines at its start and records the plan in its
+manifest beside what it then counted and timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from curindex.cli.options import add_output, positive_int
+from curindex.cli.output import emit_json, timed
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from curindex.config import load_config
+    from curindex.plan import plan_build, plan_dict
+
+    cfg = load_config(args.conf)
+    with timed("measuring a scoring sample" if not args.rate else "counting the inputs"):
+        plan = plan_build(cfg, rate=args.rate, slots=args.slots)
+    if args.output == "json":
+        emit_json(plan_dict(plan))
+    else:
+        print("\n".join(plan.lines()))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    text = "print what a build of a config will score, write and take"
+    p = sub.add_parser("plan", help=text, description=text)
+    p.add_argument("--conf", required=True, metavar="FILE", help="the build config (TOML)")
+    p.add_argument("--rate", type=float, default=None, metavar="PAIRS_PER_S",
+                   help="the score stage's pairs per second (default: measured on a sample)")
+    p.add_argument("--slots", type=positive_int, default=None, metavar="N",
+                   help="tasks that run at once (default: the config's master or executors)")
+    add_output(p)
+    p.set_defaults(func=cmd_plan)
