@@ -9,9 +9,14 @@ Python versions).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import json
+import os
 import re
+import subprocess
+import sys
 import warnings
 
 MODULES = tuple(
@@ -34,9 +39,26 @@ MAX_DOC_CHARS = 1200
 _SENTENCE = re.compile(r"(.+?[.!?])(\s|$)", re.S)
 
 
+@functools.cache
 def stdlib_docs() -> list[tuple[str, str, str]]:
     """(qualified name, first sentence, docstring) of every documented public callable,
-    sorted by name, one entry per name."""
+    sorted by name, one entry per name.
+
+    Read in a fresh interpreter, once per process: libraries this process imported may have
+    replaced standard-library functions (torch replaces ``inspect.getfile``), and the corpus
+    must not depend on what ran before it."""
+    done = subprocess.run([sys.executable, "-I", "-c", _READ], capture_output=True,
+                          check=True, timeout=300, env={**os.environ, "PYTHONPATH": _HERE})
+    return [tuple(x) for x in json.loads(done.stdout)]
+
+
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_READ = ("import json, sys; sys.path.insert(0, __import__('os').environ['PYTHONPATH']); "
+         "from curindex.demo import read_stdlib_docs; print(json.dumps(read_stdlib_docs()))")
+
+
+def read_stdlib_docs() -> list[tuple[str, str, str]]:
+    """`stdlib_docs`, read in this process."""
     seen: dict[str, tuple[str, str, str]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -39,7 +39,7 @@ from typing import Any
 from curindex import errors
 from curindex.cli.exits import ERROR, FAILURE
 from curindex.cli.options import add_output
-from curindex.cli.output import emit_json, progress, safe
+from curindex.cli.output import emit_json, progress, safe, table
 from curindex.errors import CurIndexError
 
 
@@ -166,8 +166,18 @@ def print_summary(s: dict[str, Any]) -> None:
     print(f"  items {s['items']}, shards {s['shards']}, effective rank {s['effective_rank']}, "
           f"pairs scored {s['pairs_scored']} ({s['pairs_scored_this_run']} this run)")
     print("  quality gate: " + (gate if isinstance(gate, str) else "; ".join(map(safe, gate))))
-    if s.get("recall"):
-        print("  recall: " + "  ".join(f"{k} {v:.4f}" for k, v in s["recall"].items()))
+    served = s.get("served")
+    if served:
+        print(f"  serves: {safe(served['search'])} at budget {served['budget']}"
+              + (f" ({safe(served['reason'])})" if served.get("reason") else ""))
+    if s.get("recall"):  # the served search beside the bi-encoder baseline, figure by figure
+        from curindex.figures import by_figure
+
+        base = s.get("baseline_recall") or {}
+        rows = [["figure", "served", "bi-encoder baseline"]]
+        rows += [[f.label, f"{v:.4f}", f"{base[str(f)]:.4f}" if str(f) in base else "-"]
+                 for f, v in by_figure(s["recall"])]
+        print("\n".join("  " + line for line in table(rows, right=(1, 2))))
     if s.get("timings_s"):
         print("  seconds: " + "  ".join(f"{k} {v:.1f}" for k, v in s["timings_s"].items()))
 

@@ -43,11 +43,26 @@ def summary(result: BuildResult) -> dict[str, Any]:
         "pairs_scored_this_run": m.counts.pairs_scored_this_run,
         "effective_rank": m.factorization.effective_rank,
         "incremental": m.to_dict()["incremental"],
+        "served": _served(m),
         "recall": dict(v.recall),
         "baseline_recall": dict(v.baseline.recall) if v.baseline else None,
         "quality_gate": "passed" if v.passed else list(v.failures),
         "timings_s": dict(m.timings_s),
+        "plan": {"score_seconds": m.plan.score_seconds, "pairs": m.plan.pairs["total"]}
+        if m.plan else None,
     }
+
+
+def _served(m) -> dict[str, Any] | None:
+    """The search the version serves, and why."""
+    if m.search is None:
+        return None
+    from curindex.methods import SearchSpec
+
+    d = m.search.default
+    return {"search": SearchSpec(d.method, d.rounds, d.seed_size).describe(),
+            "budget": d.budget,
+            "reason": m.search.selection.reason if m.search.selection else None}
 
 
 def parser() -> argparse.ArgumentParser:
