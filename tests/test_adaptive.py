@@ -132,7 +132,7 @@ def test_searcher_adaptive_rounds(spark, tmp_path):
                              "methods": ["cur", "adaptive", "bi-seeded", "bi-rerank"]})
     cfg = config_from_dict(raw)
     result = run_build(spark, cfg, version="a1", publish=True)
-    assert result.manifest.index.extra_bytes["h"] > 0
+    assert result.manifest.index.extra_bytes["x"] > 0  # the extra index: h and bi
     searcher = Searcher.open(cfg.store.uri)
     assert searcher.adaptive
     qs = ["river data", "piano song film", "solar wind storm", "quiet harbour lights"]

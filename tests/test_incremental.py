@@ -123,7 +123,7 @@ def test_untouched_shards_are_shared_by_reference(builds):
     assert shared
     root = Path(store.root) / "versions" / "v2"
     for s in shared:
-        for key in ("index", "ids", "scores", "h_index"):
+        for key in ("index", "ids", "scores", "extra_index"):
             rel = s[key]
             assert m2["references"][rel] == {"version": "v1", **m1["files"][rel]}
             assert rel not in m2["files"] and not (root / rel).exists()
