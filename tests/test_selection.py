@@ -40,7 +40,22 @@ def test_within_noise_the_simplest_method_serves():
     choice = choose(values)
     assert choice.chosen == BI
     assert not any(v.measurably_worse for v in choice.verdicts)
-    assert "simplest search not measurably worse" in choice.reason
+    assert "simplest method not measurably worse" in choice.reason
+
+
+def test_a_methods_parameters_are_its_best_on_the_tuning_queries():
+    """Within the method chosen, the parameters with the best objective serve, even when a
+    simpler setting of the same method is within noise."""
+    rng = np.random.default_rng(2)
+    n = 60
+    base = rng.uniform(0.3, 0.5, n)
+    noise = np.tile([0.1, -0.1], n // 2)
+    values = {BI: base, SearchSpec("bi-seeded", 2, 25): base + 0.40 + noise,
+              SearchSpec("bi-seeded", 4, 50): base + 0.41}
+    choice = choose(values)
+    assert choice.chosen == SearchSpec("bi-seeded", 4, 50)
+    assert not [v for v in choice.verdicts if v.spec.method == "bi-seeded"
+                and v.measurably_worse]
 
 
 def test_too_few_tuning_queries_fall_back_to_the_simplest_method():

@@ -4,10 +4,11 @@ Every candidate search (a method at one set of parameters) was run on the tuning
 its objective on a query is the mean of the objective figures (e.g. Top-10-Recall@200) there.
 The rule: a candidate is *measurably worse* than the best one (the highest mean objective) when
 the paired per-query difference is positive beyond noise (its mean minus ``Z`` standard errors
-stays above zero) and there are at least ``MIN_QUERIES`` tuning queries to tell; the version
-serves the simplest candidate that is not measurably worse than the best (``SearchSpec
-.complexity``: bi-encoder rerank, plain CUR, adaptive, bi-seeded; fewer rounds, smaller seeds).
-With few tuning queries (a small query log) nothing is measurably worse, so the simplest
+stays above zero) and there are at least ``MIN_QUERIES`` tuning queries to tell. The version
+serves the simplest *method* with a candidate that is not measurably worse than the best
+(``curindex.methods.METHODS``: bi-encoder rerank, plain CUR, adaptive, bi-seeded), at that
+method's best parameters (rounds, seed size: the highest mean objective, the simpler on a
+tie). With few tuning queries (a small query log) nothing is measurably worse, so the simplest
 method serves; the recorded reason says so.
 """
 
@@ -56,15 +57,17 @@ def choose(per_query: Mapping[SearchSpec, np.ndarray]) -> Choice:
         se = float(d.std(ddof=1) / np.sqrt(n)) if n >= 2 else float("inf")
         worse = n >= MIN_QUERIES and float(d.mean()) - Z * se > 0
         verdicts.append(Verdict(s, means[s], float(d.mean()) if n else 0.0, se, worse))
-    chosen = next(v.spec for v in verdicts if not v.measurably_worse)
+    method = next(v.spec.method for v in verdicts if not v.measurably_worse)
+    chosen = max((s for s in specs if s.method == method),
+                 key=lambda s: (means[s], [-c for c in s.complexity]))
     if n < MIN_QUERIES:
         reason = (f"{n} tuning queries are too few to tell methods apart (at least "
                   f"{MIN_QUERIES} are needed): the simplest method serves")
     elif chosen == best:
         reason = (f"{best.describe()} has the best objective on {n} tuning queries "
-                  f"({means[best]:.4f}) and no simpler search is within noise of it")
+                  f"({means[best]:.4f}) and no simpler method is within noise of it")
     else:
-        reason = (f"{chosen.describe()} ({means[chosen]:.4f}) is the simplest search not "
+        reason = (f"{chosen.describe()} ({means[chosen]:.4f}) is the simplest method not "
                   f"measurably worse than the best, {best.describe()} ({means[best]:.4f}), on "
                   f"{n} tuning queries")
     return Choice(chosen, reason, tuple(verdicts))
