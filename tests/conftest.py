@@ -54,3 +54,16 @@ def tiny_corpus(tmp_path: Path) -> dict:
                                                            for i, t in queries])
     return {"items": items, "queries": queries, "items_path": items_path,
             "queries_path": queries_path, "root": tmp_path}
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path) -> str:
+    """A store on a local folder; test_store_s3.py overrides it with an S3 prefix."""
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def store(store_uri: str):
+    from curindex.store import Store
+
+    return Store.open(store_uri, create=True)

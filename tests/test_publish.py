@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,18 +12,13 @@ from curindex.cli.exits import GATE
 from curindex.errors import ConflictError, QualityGateError
 from curindex.publish import publish_version, rollback
 from curindex.store import Store
-from test_store import published, reopen
+from test_store import published
 
 FAILED_GATE = {"validation": {"passed": False, "recall": {"10@200": 0.81},
                               "min_recall": {"10@200": 0.9}, "n_test": 25,
                               "failures": ["Top-10-Recall@200 = 0.8100 < 0.9000"]}}
 PASSED_GATE = {"validation": {"passed": True, "recall": {"10@200": 0.95}, "min_recall": {},
                               "n_test": 25, "failures": []}}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return reopen(str(tmp_path / "store"))
 
 
 def commit(store: Store, version: str, body: dict) -> None:

@@ -31,7 +31,6 @@ from store_race_worker import candidate, race
 
 # The tests that do not depend on the backend; test_store_s3.py imports these.
 __all__ = [
-    "store",
     "test_cli_commands",
     "test_commit_refuses_missing_or_resized_files",
     "test_committed_version_is_immutable",
@@ -47,16 +46,6 @@ __all__ = [
     "test_verify_names_the_damaged_file",
     "test_version_round_trip",
 ]
-
-@pytest.fixture
-def store_uri(tmp_path: Path) -> str:
-    return str(tmp_path / "store")
-
-
-@pytest.fixture
-def store(store_uri: str) -> Store:
-    return reopen(store_uri)
-
 
 def reopen(uri: str) -> Store:
     return Store.open(uri, create=True)

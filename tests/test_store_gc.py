@@ -30,16 +30,6 @@ __all__ = [
 ]
 
 
-@pytest.fixture
-def store_uri(tmp_path: Path) -> str:
-    return str(tmp_path / "store")
-
-
-@pytest.fixture
-def store(store_uri: str) -> Store:
-    return reopen(store_uri)
-
-
 def is_local(store: Store) -> bool:
     return isinstance(store.fs, pafs.LocalFileSystem)
 

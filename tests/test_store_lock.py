@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -27,11 +26,6 @@ __all__ = [
     "test_of_many_takers_of_an_expired_lock_exactly_one_wins",
     "test_plain_acquire_check_release",
 ]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return reopen(str(tmp_path / "store"))
 
 
 def lock_path(store: Store, version: str) -> str:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from pathlib import Path
 
 import pyarrow.fs as pafs
-import pytest
 
 from curindex.errors import ConflictError
 from curindex.store import Store
@@ -21,11 +19,6 @@ __all__ = [
 
 PUBLISHERS = 50
 ROUNDS = 3
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return reopen(str(tmp_path / "store"))
 
 
 def candidate(publisher: int, round_: int) -> str:

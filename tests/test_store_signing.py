@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,11 +13,6 @@ from curindex.store import Store
 from test_store import make_version, reopen, rewrite
 
 KEY_ENV = "CURINDEX_MANIFEST_KEY"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return reopen(str(tmp_path / "store"))
 
 
 def stored(store: Store, version: str, name: str) -> bytes:

@@ -26,22 +26,13 @@ BATCH_SIZE = 64
 
 class BiEncoder:
     def __init__(self, path: str = "", *, batch_size: int = BATCH_SIZE) -> None:
-        import torch
 
         from curindex.scoring import bert
         from curindex.scoring.tokens import load_tokenizer
 
         path = path or str(default_minilm_path())
         self.tokenizer = load_tokenizer(path)
-        model = bert.load_bert(path, classifier=False)
-        if model is None:  # not a BERT checkpoint curindex reads: transformers loads it
-            from transformers import AutoModel
-
-            bert.quiet_transformers()
-            model = AutoModel.from_pretrained(path, local_files_only=True,
-                                              dtype=torch.float32).eval()
-        self.fused = bert.is_plain_bert(model)
-        self.encoder = bert.BertTokensForward(model) if self.fused else model
+        model, self.encoder, self.fused = bert.load_encoder(path)
         self.dim = int(model.config.hidden_size)
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.batch_size = batch_size

@@ -105,6 +105,21 @@ def load_bert(path: str | Path, *, classifier: bool) -> torch.nn.Module | None:
     return model.eval()
 
 
+def load_encoder(path: str | Path) -> tuple[torch.nn.Module, torch.nn.Module, bool]:
+    """The text encoder in directory `path` (float32, eval mode): `(model, forward, fused)`, where
+    `forward(ids, mask)` returns the last hidden states; `fused` when that forward is
+    `BertTokensForward` over a BERT read by `load_bert`, else the model transformers loads."""
+    model = load_bert(path, classifier=False)
+    if model is None:  # not a BERT checkpoint curindex reads: transformers loads it
+        from transformers import AutoModel
+
+        quiet_transformers()
+        model = AutoModel.from_pretrained(str(path), local_files_only=True,
+                                          dtype=torch.float32).eval()
+    fused = is_plain_bert(model)
+    return model, (BertTokensForward(model) if fused else model), fused
+
+
 def quiet_transformers() -> None:
     """No progress bar from transformers' model loading (one per load floods executor logs)."""
     from transformers.utils import logging as hf_logging

@@ -42,17 +42,9 @@ class MaxSimScorer:
         self.fingerprint = fingerprint
         self.cfg = cfg
         self.tokenizer = load_tokenizer(path)
-        model = bert.load_bert(path, classifier=False)
-        if model is None:  # not a BERT checkpoint it reads: transformers loads it
-            from transformers import AutoModel
-
-            bert.quiet_transformers()
-            model = AutoModel.from_pretrained(path, local_files_only=True,
-                                              dtype=torch.float32).eval()
-        self.dim = int(model.config.hidden_size)
         # BERT encoders run `BertTokensForward` (fused query/key/value); others their own forward
-        self.fused = bert.is_plain_bert(model)
-        encoder = bert.BertTokensForward(model) if self.fused else model
+        model, encoder, self.fused = bert.load_encoder(path)
+        self.dim = int(model.config.hidden_size)
         self.encoder = with_precision(encoder, precision_option(cfg))
         tok = self.tokenizer
         # Only [CLS], [SEP] and padding are dropped; [UNK] carries content.
