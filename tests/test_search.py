@@ -15,6 +15,7 @@ from curindex.methods import Ask
 from curindex.reader import Shard, VersionShards
 from curindex.search import Searcher, _Retriever
 from curindex.shardindex import (
+    LABEL_SHIFT,
     empty_index,
     merge_shards,
     read_index,
@@ -176,6 +177,51 @@ def test_flat_shards_equal_brute_force(data):
     merged = merge_shards(shards)
     assert not isinstance(merged, faiss.IndexShardsIVF)
     assert_brute_force(*merged.search(data["q"], K), data)
+
+
+def flat_version(data: dict, tmp: Path, labels: np.ndarray, *, empty: int | None = None,
+                 ) -> VersionShards:
+    """A version's flat shards (IDMap,Flat as the build writes them, `labels` as their ids,
+    shard `empty` holding nothing), written and read back as the Searcher reads them."""
+    shards = []
+    for s in range(SHARDS + 1 if empty is not None else SHARDS):
+        rows = (np.zeros(0, dtype=np.int64) if s == empty else
+                np.flatnonzero(data["shard_of"] == (s if empty is None or s < empty else s - 1)))
+        index = empty_index("Flat", DIM)
+        if len(rows):
+            index.add_with_ids(data["x"][rows], labels[rows])
+        faiss.write_index(index, str(tmp / f"flat-{s}.faiss"))
+        shards.append(Shard(s, read_index(str(tmp / f"flat-{s}.faiss")),
+                            pa.chunked_array([[f"id{r}" for r in rows]], type=pa.string()),
+                            pa.chunked_array([[""] * len(rows)], type=pa.string()), {}))
+    return VersionShards(shards)
+
+
+def test_flat_shards_are_searched_without_their_id_maps(data, tmp_path):
+    """Shards whose ids are their rows' labels are searched without the IDMap (no id array
+    in RAM), with the same labels as brute force, an empty shard among them; shards with any
+    other ids keep their IDMap."""
+    # Shard 2 empty: every later shard's number is one more than in `data`.
+    relabelled = data["labels"].copy()
+    shard, row = split_labels(relabelled)
+    moved = shard >= 2
+    relabelled[moved] = ((shard[moved] + 1) << LABEL_SHIFT) | row[moved]
+    version = flat_version(data, tmp_path, relabelled, empty=2)
+    index = version.indexes["e"]
+    assert not isinstance(index, faiss.Index)  # RowLabels: no IDMap left
+    assert all(not isinstance(s.index, faiss.IndexIDMap) for s in version.shards.values())
+    scores, top = exact(data)
+    d, lab = index.search(data["q"], K)
+    for qi in range(len(data["q"])):
+        assert set(lab[qi].tolist()) == set(relabelled[top[qi]].tolist())
+        np.testing.assert_allclose(d[qi], scores[qi, top[qi]], rtol=1e-5, atol=1e-4)
+    d, lab = index.search(data["q"][:2], N + 5)  # more than there are: -1 past the end
+    assert (lab[:, N:] == -1).all() and set(lab[0, :N].tolist()) == set(relabelled.tolist())
+
+    other = flat_version(data, tmp_path, data["labels"] + 1)  # ids that are not row labels
+    assert isinstance(other.indexes["e"], faiss.IndexShards)
+    assert_brute_force(*other.indexes["e"].search(data["q"], K),
+                       {**data, "labels": data["labels"] + 1})
 
 
 def test_no_shards_is_an_error():

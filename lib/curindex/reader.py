@@ -10,7 +10,7 @@ Parquet, which is read into memory (as those versions always were).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import faiss
 import numpy as np
@@ -20,7 +20,15 @@ import pyarrow.parquet as pq
 
 from curindex.errors import StoreError
 from curindex.manifest import Manifest
-from curindex.shardindex import EXTRAS, merge_shards, read_index, set_search_params, split_labels
+from curindex.shardindex import (
+    EXTRAS,
+    RowLabels,
+    drop_id_maps,
+    merge_shards,
+    read_index,
+    set_search_params,
+    split_labels,
+)
 from curindex.store import Store
 
 
@@ -53,16 +61,29 @@ class VersionShards:
                  layout: dict[str, tuple[str, int, int]] | None = None) -> None:
         if not shards:
             raise StoreError("a version without shards cannot be searched")
-        self.shards = {s.number: s for s in shards}
         self.n_items = sum(len(s.ids) for s in shards)
         # One faiss index over every shard, hits merged by score, labels kept (they encode
         # shard and row). IVF shards sharing the build's trained quantizer are coarse-quantized
         # once per query, not once per shard (with `ivf_in_memory`, copied into one in-memory
-        # IVF index); others are searched in parallel.
-        self.indexes = {"e": merge_shards([s.index for s in shards], in_memory=ivf_in_memory)}
-        for name in ("x", *EXTRAS):
-            if all(name in s.extras for s in shards):
-                self.indexes[name] = merge_shards([s.extras[name] for s in shards])
+        # IVF index); others are searched in parallel. Shards whose IDMap only repeats their
+        # rows' labels are searched without it (`RowLabels`): no id array per item in RAM.
+        numbers = [s.number for s in shards]
+        self.indexes: dict[str, faiss.Index | RowLabels] = {}
+        for name in ("e", "x", *EXTRAS):
+            group = ([s.index for s in shards] if name == "e" else
+                     [s.extras[name] for s in shards] if all(name in s.extras for s in shards)
+                     else None)
+            if group is None:
+                continue
+            inner = drop_id_maps(group, numbers)
+            if inner is None:
+                self.indexes[name] = merge_shards(group, in_memory=ivf_in_memory and name == "e")
+                continue
+            self.indexes[name] = RowLabels(inner, numbers, owners=group)
+            shards = [replace(s, index=inner[i]) if name == "e" else
+                      replace(s, extras={**s.extras, name: inner[i]})
+                      for i, s in enumerate(shards)]
+        self.shards = {s.number: s for s in shards}
         self.layout = dict(layout or {})
 
     def has(self, space: str) -> bool:

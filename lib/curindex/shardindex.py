@@ -143,6 +143,51 @@ def merge_shards(indexes: list[faiss.Index], *, in_memory: bool = False) -> fais
     return merged
 
 
+def drop_id_maps(indexes: list[faiss.Index], numbers: list[int]) -> list[faiss.Index] | None:
+    """The inner indexes of IDMap shards whose ids are exactly their rows' labels
+    (`shard_labels`), with the id maps freed (8 bytes per item each, read into RAM even when
+    the vectors are memory-mapped), for `RowLabels` to search; None (nothing changed) unless
+    every shard is such. The IDMaps still own their inner indexes, so they must be kept
+    alive (`RowLabels` keeps them), and must not be searched: their id maps are empty."""
+    if not all(isinstance(i, faiss.IndexIDMap) and not _is_ivf(i) for i in indexes):
+        return None
+    for index, number in zip(indexes, numbers, strict=True):
+        if not np.array_equal(faiss.vector_to_array(index.id_map),
+                              shard_labels(number, index.ntotal)):
+            return None
+    inner = []
+    for index in indexes:
+        index.id_map.swap(faiss.Int64Vector())  # freed with the temporary vector
+        inner.append(faiss.downcast_index(index.index))
+    return inner
+
+
+class RowLabels:
+    """Shards that store no ids (`drop_id_maps`) searched as one (``faiss.IndexShards``, each
+    shard in parallel, hits merged by score), answering with the shards' labels
+    (``shard << LABEL_SHIFT | row``), -1 where fewer than k items exist."""
+
+    def __init__(self, indexes: list[faiss.Index], numbers: list[int],
+                 owners: list[faiss.Index] = ()) -> None:
+        if not indexes:
+            raise ValueError("no shard indexes to merge")
+        self.index = faiss.IndexShards(indexes[0].d, True, True)  # ids: positions in the lot
+        for index in indexes:
+            self.index.add_shard(index)
+        self.shards, self.owners = list(indexes), list(owners)  # kept alive with it
+        sizes = np.array([i.ntotal for i in indexes], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.numbers = np.asarray(numbers, dtype=np.int64)
+        self.d, self.ntotal = int(indexes[0].d), int(sizes.sum())
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        dist, pos = self.index.search(x, k)
+        # An empty shard starts where the next one does: the last start <= pos is the holder.
+        which = np.searchsorted(self.starts, pos, side="right") - 1
+        labels = (self.numbers[which] << LABEL_SHIFT) | (pos - self.starts[which])
+        return dist, np.where(pos >= 0, labels, -1)
+
+
 def ivf_in_memory(indexes: list[faiss.Index]) -> faiss.Index:
     """One in-memory IVF index holding every list of every shard (bare IVF indexes with the
     same coarse quantizer, as `_shared_quantizer` checks), labels kept; the shards (memory-mapped
