@@ -8,7 +8,7 @@ import pytest
 
 from curindex.config import config_from_dict
 from curindex.pipeline import run_build
-from curindex.plan import count_rows, plan_build, sample_texts
+from curindex.plan import count_rows, plan_build, rate_from_history, sample_texts
 from support import tiny_config, to_toml
 
 pytestmark = pytest.mark.spark
@@ -31,6 +31,33 @@ def test_the_plans_pairs_and_bytes_equal_what_the_build_records(spark, tiny_corp
     assert plan.bytes["vectors"] == vectors
     assert plan.bytes["extra"] == extra == m.index.extra_bytes["x"]
     assert plan.score_seconds > 0 and plan.item_seconds > 0 and plan.slots == 2
+
+    # The next build of this store plans from this build's measured stage.
+    from curindex.store import Store
+
+    listing = Store.open(cfg.store.uri).versions_listing()[0]
+    history = rate_from_history(listing, fingerprint=m.scorer.fingerprint, bi=True)
+    assert history is not None and history.version == "p" and history.slots == 2
+    assert history.pairs_per_s == pytest.approx(300 * 50 / m.timings_s["score"])
+    again = plan_build(cfg, slots=4, history=history)
+    assert again.source == "version p"
+    assert again.score_seconds == pytest.approx(m.timings_s["score"] / 2, abs=0.06)
+    assert rate_from_history(listing, fingerprint="other", bi=True) is None
+    assert rate_from_history(listing, fingerprint=m.scorer.fingerprint, bi=False) is None
+
+
+def test_history_skips_incremental_resumed_and_other_builds():
+    def manifest(fp, *, this_run=1000, total=1000, bi=0, score=10.0):
+        return {"scorer": {"fingerprint": fp}, "timings_s": {"score": score},
+                "counts": {"pairs_scored": total, "pairs_scored_this_run": this_run},
+                "plan": {"slots": 2, "biencoder_items": bi}}
+
+    listing = [("v1", manifest("a", score=4.0)), ("v2", manifest("a", this_run=10)),
+               ("v3", manifest("b")), ("v4", manifest("a", bi=5)), ("v5", {"scorer": {}})]
+    got = rate_from_history(listing, fingerprint="a", bi=False)
+    assert (got.version, got.pairs_per_s, got.slots) == ("v1", 250.0, 2)
+    assert rate_from_history(listing, fingerprint="a", bi=True).version == "v4"
+    assert rate_from_history(listing[1:3], fingerprint="a", bi=False) is None
 
 
 def test_the_plan_from_a_rate_and_the_cli(tiny_corpus, tmp_path):
@@ -56,5 +83,23 @@ def test_counting_and_sampling_the_inputs_without_spark(tiny_corpus):
     cfg = config_from_dict(tiny_config(tiny_corpus))
     assert count_rows(cfg.items, role="items") == 300
     assert count_rows(cfg.queries, role="queries") == 120
+    # JSON lines: spread over the first JSONL_SCAN x 5 = 100 lines
     texts = sample_texts(cfg.items, role="items", n=5)
-    assert texts == [t for _, t in tiny_corpus["items"][:5]]
+    assert texts == [tiny_corpus["items"][i][1] for i in (0, 25, 50, 74, 99)]
+    assert len(sample_texts(cfg.items, role="items", n=500)) == 300  # all there are
+
+
+def test_sampling_a_parquet_source_spreads_over_its_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(1000)],
+                             "text": [f"text {i}" for i in range(1000)]}),
+                   tmp_path / "items.parquet", row_group_size=100)
+    cfg = config_from_dict({"items": {"path": str(tmp_path / "items.parquet"),
+                                      "id_column": "id", "text_columns": ["text"]},
+                            "queries": {"path": str(tmp_path / "items.parquet"),
+                                        "id_column": "id", "text_columns": ["text"]},
+                            "store": {"uri": str(tmp_path / "store")}})
+    assert sample_texts(cfg.items, role="items", n=4) == ["text 0", "text 333", "text 666",
+                                                           "text 999"]

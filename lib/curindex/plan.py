@@ -6,8 +6,12 @@ machine (or from a rate the user gives).
 the manifest (``plan``) beside what the build then counted and timed. No Spark: the inputs are
 counted with pyarrow, and the sample runs in this process on one thread, as one task would.
 
+A store that holds an earlier full build with the same scorer plans from that build's score
+stage instead (`rate_from_history`): what the cluster measured beats any sample.
+
 The time model: a task scores an item at ``a + b * n_q`` seconds (``a``: reading and encoding
-the item, ``b``: one pair, both measured on the sample at two query counts), plus writing its
+the item, ``b``: one pair, both measured on the sample at one query and at as many as a few
+seconds allow, all ``n_q`` when pairs are cheap, which then needs no model), plus writing its
 score row to a chunk (measured on rows of the sample's texts) and the item's bi-encoder
 embedding when the search methods need one; the stage runs ``slots`` tasks at once,
 after a fixed start (each worker importing the model libraries and building its scorer).
@@ -29,8 +33,10 @@ import numpy as np
 from curindex.config import BUILTIN_PREFIX, BuildConfig, InputConfig
 from curindex.errors import InputError
 
-SAMPLE_ITEMS = 32
-SAMPLE_QUERIES = (2, 8)  # two query counts: the per-item and the per-pair cost apart
+SAMPLE_ITEMS = 64
+MAX_SAMPLE_QUERIES = 256  # the sample scores up to this many queries (n_q when fewer)...
+JSONL_SCAN = 20  # a JSON lines sample spreads over the first JSONL_SCAN x n lines
+SAMPLE_BUDGET_S = 3.0  # ...within about this many seconds at the pair cost of a first sample
 WORKER_START_S = 4.0  # a Python worker importing torch and curindex, Spark starting the job
 FLOAT = {"float32": 4, "float16": 2, "sq8": 1}
 
@@ -63,24 +69,34 @@ class BuildPlan:
             + (f", {_size(b['kept_scores'])} of kept scores" if b.get("kept_scores") else ""),
             f"plan: score stage about {_duration(self.score_seconds)} on {self.slots} task "
             f"slots ({self.item_seconds * 1000:.3g} ms per item per slot, "
-            f"{'measured on a sample here' if self.source == 'sample' else 'from the rate given'})",
+            f"{_source_text(self.source)})",
         ]
 
 
+def _source_text(source: str) -> str:
+    if source.startswith("version "):
+        return f"the rate of {source}'s score stage"
+    return "measured on a sample here" if source == "sample" else "from the rate given"
+
+
 def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None = None,
-               n_items: int | None = None) -> BuildPlan:
+               n_items: int | None = None, history: HistoryRate | None = None) -> BuildPlan:
     """The plan of a full build of `cfg`. `rate`: the score stage's pairs per second, when
-    known (from an earlier build's manifest); else measured on a sample. `slots`: tasks that
-    run at once (default: the config's local master's cores, or its executors'). `n_items`:
-    the corpus size, when known (else counted)."""
+    the user knows it; else `history` (an earlier build's stage, `rate_from_history`); else
+    measured on a sample. `slots`: tasks that run at once (default: the config's local
+    master's cores, or its executors'). `n_items`: the corpus size, when known (else
+    counted)."""
     n = count_rows(cfg.items, role="items") if n_items is None else n_items
     k_q, n_test = cfg.anchors.n_queries, cfg.anchors.n_test
     n_q = k_q + n_test
-    bi = any(m in ("bi-seeded", "bi-rerank") for m in cfg.index.methods)
+    bi = needs_biencoder(cfg)
     slots = slots or task_slots(cfg)
     pairs = {"anchor": n * k_q, "test": n * n_test, "total": n * n_q}
     if rate:
         item_s, fixed, source = n_q / rate * slots, 0.0, "rate"
+    elif history is not None:
+        pairs_per_s = history.pairs_per_s * slots / history.slots
+        item_s, fixed, source = n_q / pairs_per_s * slots, 0.0, f"version {history.version}"
     else:
         item_s, fixed = sample_seconds(cfg, n_q=n_q, bi=bi)
         source = "sample"
@@ -89,6 +105,37 @@ def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None
         biencoder_items=n if bi else 0, bytes=plan_bytes(cfg, n),
         slots=slots, item_seconds=round(item_s, 6), fixed_seconds=round(fixed, 3),
         score_seconds=round(fixed + n * item_s / slots, 1), source=source)
+
+
+@dataclass(frozen=True)
+class HistoryRate:
+    """The score stage of an earlier build: its pairs per second on `slots` task slots."""
+
+    version: str
+    pairs_per_s: float
+    slots: int
+
+
+def rate_from_history(versions: list[tuple[str, dict[str, Any]]], *, fingerprint: str,
+                      bi: bool) -> HistoryRate | None:
+    """The newest of `versions` (id and manifest, oldest first) that scored every item in one
+    run (not incremental, not resumed) with the same scorer (`fingerprint`) and the same
+    bi-encoder pass, with a recorded plan: its whole stage (start included) in pairs per
+    second. A scheduled rebuild so plans from what the cluster did last time."""
+    for version, m in reversed(versions):
+        plan, counts = m.get("plan") or {}, m.get("counts") or {}
+        seconds = (m.get("timings_s") or {}).get("score")
+        pairs = counts.get("pairs_scored_this_run")
+        if (not plan or not seconds or not pairs or pairs != counts.get("pairs_scored")
+                or (m.get("scorer") or {}).get("fingerprint") != fingerprint
+                or bool(plan.get("biencoder_items")) != bi):
+            continue
+        return HistoryRate(version, pairs / seconds, int(plan["slots"]))
+    return None
+
+
+def needs_biencoder(cfg: BuildConfig) -> bool:
+    return any(m in ("bi-seeded", "bi-rerank") for m in cfg.index.methods)
 
 
 def task_slots(cfg: BuildConfig) -> int:
@@ -157,27 +204,37 @@ def sample_seconds(cfg: BuildConfig, *, n_q: int, bi: bool) -> tuple[float, floa
     from curindex.scoring.base import build_scorer, fingerprint_for, prepare_queries
 
     items = sample_texts(cfg.items, role="items", n=SAMPLE_ITEMS)
-    queries = sample_texts(cfg.queries, role="queries", n=max(SAMPLE_QUERIES))
+    queries = sample_texts(cfg.queries, role="queries", n=min(n_q, MAX_SAMPLE_QUERIES))
+    queries = (queries * n_q)[:min(n_q, MAX_SAMPLE_QUERIES)]
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         t0 = time.perf_counter()
         fp = fingerprint_for(cfg.scorer)
-        scorer = build_scorer(cfg.scorer, fp)
+        scorer = build_scorer(dataclasses.replace(
+            cfg.scorer, batch_size=sample_batch(cfg.scorer.batch_size, len(items), cfg)), fp)
         fixed = WORKER_START_S + time.perf_counter() - t0
         prepared = prepare_queries(cfg.scorer, fp, queries)
         if prepared is not None:  # queries encoded once on the driver: part of the start
             scorer.load_queries(queries, prepared)  # type: ignore[attr-defined]
-        times = []
-        for q in SAMPLE_QUERIES:
-            qs = (queries * q)[:q]
-            scorer.score_block(qs[:1], items[:2])  # warm
+
+        def timed(q: int) -> float:
             t0 = time.perf_counter()
-            scorer.score_block(qs, items)
-            times.append(time.perf_counter() - t0)
-        per_pair = max(0.0, (times[1] - times[0]) / (len(items) * np.diff(SAMPLE_QUERIES)[0]))
-        per_item = max(0.0, times[0] / len(items) - SAMPLE_QUERIES[0] * per_pair)
-        item_s = per_item + n_q * per_pair
+            scorer.score_block(queries[:q], items)
+            return time.perf_counter() - t0
+
+        scorer.score_block(queries[:1], items[:2])  # warm
+        n = len(items)
+        one, four = timed(1), timed(min(4, len(queries)))
+        # The large sample: as many queries as SAMPLE_BUDGET_S allows at the rough pair cost
+        # (all n_q of them when pairs are cheap, so nothing is extrapolated).
+        rough = max(0.0, (four - one) / (n * 3))
+        q = len(queries) if rough == 0 else int(np.clip(
+            (SAMPLE_BUDGET_S - one) / (n * rough), 4, len(queries)))
+        big = timed(q) if q > 4 else four
+        per_pair = max(0.0, (big - one) / (n * (q - 1))) if q > 1 else 0.0
+        per_item = max(0.0, one / n - per_pair)
+        item_s = big / n if q == n_q else per_item + n_q * per_pair
         item_s += write_seconds(items, n_q)
         if prepared is not None:
             t0 = time.perf_counter()
@@ -188,12 +245,24 @@ def sample_seconds(cfg: BuildConfig, *, n_q: int, bi: bool) -> tuple[float, floa
 
             encoder = get_biencoder()
             encoder.encode(items[:2])
-            t0 = time.perf_counter()
-            encoder.encode(items)
-            item_s += (time.perf_counter() - t0) / len(items)
+            batch, encoder.batch_size = encoder.batch_size, sample_batch(
+                encoder.batch_size, len(items), cfg)
+            try:
+                t0 = time.perf_counter()
+                encoder.encode(items)
+                item_s += (time.perf_counter() - t0) / len(items)
+            finally:
+                encoder.batch_size = batch
     finally:
         torch.set_num_threads(before)
     return item_s, fixed
+
+
+def sample_batch(batch_size: int, n_sample: int, cfg: BuildConfig) -> int:
+    """The batch size that pads a sample as a task pads a block: a task sorts a block of
+    `block_items` texts by length, so a batch holds texts of nearly one length; batches of
+    the same share of the sorted sample span the same share of the lengths."""
+    return max(1, min(batch_size, round(batch_size * n_sample / cfg.spark.block_items)))
 
 
 def write_seconds(texts: list[str], n_q: int, *, rows: int = 2048) -> float:
@@ -241,11 +310,15 @@ def count_rows(cfg: InputConfig, *, role: str) -> int:
 
 
 def sample_texts(cfg: InputConfig, *, role: str, n: int) -> list[str]:
-    """The first `n` texts of a source (its text columns joined as the build joins them)."""
+    """`n` texts spread over a source (its text columns joined as the build joins them): rows
+    evenly spaced over a Parquet dataset or the built-in corpus, every k-th of the first
+    `JSONL_SCAN` x n lines of a JSON lines file. A source's first rows are often not typical
+    (sorted by source, or by length), and the plan's time scales with their length."""
     if cfg.path.startswith(BUILTIN_PREFIX):
         from curindex import demo
 
-        return (demo.items_table() if role == "items" else demo.queries_table())[1][:n]
+        texts = (demo.items_table() if role == "items" else demo.queries_table())[1]
+        return [texts[i] for i in _spread(len(texts), n)]
     path = _source_path(cfg, role)
     beir = (cfg.format == "beir" or path.name in ("corpus.jsonl", "queries.jsonl"))
     columns = (["title", "text"] if role == "items" else ["text"]) if beir else \
@@ -256,19 +329,26 @@ def sample_texts(cfg: InputConfig, *, role: str, n: int) -> list[str]:
             for line in f:
                 if line.strip():
                     rows.append(json.loads(line))
-                if len(rows) >= n:
+                if len(rows) >= JSONL_SCAN * n:
                     break
+        rows = [rows[i] for i in _spread(len(rows), n)]
     else:
         import pyarrow.dataset as ds
 
-        table = ds.dataset(str(path), format="parquet").head(
-            n, columns=[c for c in columns if c in ds.dataset(str(path)).schema.names])
-        rows = table.to_pylist()
+        dataset = ds.dataset(str(path), format="parquet")
+        wanted = [c for c in columns if c in dataset.schema.names]
+        rows = dataset.take(_spread(dataset.count_rows(), n), columns=wanted).to_pylist()
     texts = [cfg.text_separator.join(str(r[c]) for c in columns if r.get(c)) for r in rows]
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise InputError(f"{role} {str(path)!r}: no text to sample")
     return texts
+
+
+def _spread(total: int, n: int) -> list[int]:
+    """Up to `n` distinct row numbers evenly spaced over `total` rows."""
+    return sorted(set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist())) \
+        if total else []
 
 
 def _source_path(cfg: InputConfig, role: str) -> Path:

@@ -22,8 +22,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from curindex.plan import plan_build, plan_dict
 
     cfg = load_config(args.conf)
-    with timed("measuring a scoring sample" if not args.rate else "counting the inputs"):
-        plan = plan_build(cfg, rate=args.rate, slots=args.slots)
+    history = None if args.rate or args.sample else _history(cfg)
+    with timed("counting the inputs" if args.rate or history else "measuring a scoring sample"):
+        plan = plan_build(cfg, rate=args.rate, slots=args.slots, history=history)
     if args.output == "json":
         emit_json(plan_dict(plan))
     else:
@@ -31,12 +32,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(cfg):
+    """The rate of the config's store's newest full build with the same scorer, if any."""
+    from curindex.errors import StoreNotFoundError
+    from curindex.plan import needs_biencoder, rate_from_history
+    from curindex.scoring.base import fingerprint_for
+    from curindex.store import Store
+
+    try:
+        store = Store.open(cfg.store.uri)
+    except StoreNotFoundError:
+        return None
+    return rate_from_history(store.versions_listing()[0], fingerprint=fingerprint_for(cfg.scorer),
+                             bi=needs_biencoder(cfg))
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     text = "print what a build of a config will score, write and take"
     p = sub.add_parser("plan", help=text, description=text)
     p.add_argument("--conf", required=True, metavar="FILE", help="the build config (TOML)")
     p.add_argument("--rate", type=float, default=None, metavar="PAIRS_PER_S",
-                   help="the score stage's pairs per second (default: measured on a sample)")
+                   help="the score stage's pairs per second (default: the store's last "
+                   "full build with this scorer, else measured on a sample)")
+    p.add_argument("--sample", action="store_true",
+                   help="measure a scoring sample even when the store has an earlier build")
     p.add_argument("--slots", type=positive_int, default=None, metavar="N",
                    help="tasks that run at once (default: the config's master or executors)")
     add_output(p)

@@ -14,7 +14,7 @@ from curindex.pipeline.anchors import Anchors, choose_anchors
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.corpus import check_texts, read_texts
 from curindex.pipeline.files import parquet_bytes, remove_work
-from curindex.plan import plan_build, plan_dict
+from curindex.plan import needs_biencoder, plan_build, plan_dict, rate_from_history
 from curindex.scoring.base import fingerprint_for
 from curindex.shardindex import empty_index
 from curindex.store import FileEntry, Store
@@ -46,7 +46,10 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     item_stats = check_texts(items, role="items", source=cfg.items.path)
     query_stats = check_texts(queries, role="queries", source=cfg.queries.path)
     plan = plan_build(cfg, n_items=item_stats.rows,
-                      slots=ctx.spark.sparkContext.defaultParallelism)
+                      slots=ctx.spark.sparkContext.defaultParallelism,
+                      history=rate_from_history(store.versions_listing()[0],
+                                                fingerprint=fingerprint,
+                                                bi=needs_biencoder(cfg)))
     for line in plan.lines():
         log.info("%s", line)
     state = {"fingerprint": fingerprint, "items": item_stats.rows, "plan": plan_dict(plan),
