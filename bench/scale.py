@@ -322,7 +322,8 @@ def build_one(spark, sampler_roots, n_items: int, args, tmp: Path) -> dict:
     if manifest.get("plan"):
         estimate, measured = manifest["plan"]["score_seconds"], manifest["timings_s"]["score"]
         out["plan"] = {"score_s_estimated": estimate, "score_s_measured": measured,
-                       "estimate_over_measured": round(estimate / measured, 3)}
+                       "estimate_over_measured": round(estimate / measured, 3)
+                       if measured else None}
     if args.score_rate:
         score_s = n_items * out["n_queries_scored"] / args.score_rate
         other = sum(v for k, v in manifest["timings_s"].items() if k not in ("prepare", "score"))

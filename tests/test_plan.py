@@ -36,28 +36,35 @@ def test_the_plans_pairs_and_bytes_equal_what_the_build_records(spark, tiny_corp
     from curindex.store import Store
 
     listing = Store.open(cfg.store.uri).versions_listing()[0]
-    history = rate_from_history(listing, fingerprint=m.scorer.fingerprint, bi=True)
+    history = rate_from_history(listing, fingerprint=m.scorer.fingerprint, bi=True, n_q=50)
     assert history is not None and history.version == "p" and history.slots == 2
     assert history.pairs_per_s == pytest.approx(300 * 50 / m.timings_s["score"])
     again = plan_build(cfg, slots=4, history=history)
     assert again.source == "version p"
     assert again.score_seconds == pytest.approx(m.timings_s["score"] / 2, abs=0.06)
-    assert rate_from_history(listing, fingerprint="other", bi=True) is None
-    assert rate_from_history(listing, fingerprint=m.scorer.fingerprint, bi=False) is None
+    assert rate_from_history(listing, fingerprint="other", bi=True, n_q=50) is None
+    assert rate_from_history(listing, fingerprint=m.scorer.fingerprint, bi=False, n_q=50) is None
+    assert rate_from_history(listing, fingerprint=m.scorer.fingerprint, bi=True, n_q=60) is None
 
 
 def test_history_skips_incremental_resumed_and_other_builds():
-    def manifest(fp, *, this_run=1000, total=1000, bi=0, score=10.0):
+    def manifest(fp, *, this_run=1000, total=1000, full=1000, bi=0, n_q=10, score=10.0):
         return {"scorer": {"fingerprint": fp}, "timings_s": {"score": score},
                 "counts": {"pairs_scored": total, "pairs_scored_this_run": this_run},
-                "plan": {"slots": 2, "biencoder_items": bi}}
+                "plan": {"slots": 2, "biencoder_items": bi, "pairs": {"total": full},
+                         "anchor_queries": n_q - 2, "test_queries": 2}}
 
-    listing = [("v1", manifest("a", score=4.0)), ("v2", manifest("a", this_run=10)),
-               ("v3", manifest("b")), ("v4", manifest("a", bi=5)), ("v5", {"scorer": {}})]
-    got = rate_from_history(listing, fingerprint="a", bi=False)
+    listing = [("v1", manifest("a", score=4.0)),
+               ("resumed", manifest("a", this_run=10)),
+               ("incremental", manifest("a", this_run=10, total=10)),
+               ("other scorer", manifest("b")), ("other queries", manifest("a", n_q=12)),
+               ("bi", manifest("a", bi=5)), ("no plan", {"scorer": {"fingerprint": "a"}})]
+    got = rate_from_history(listing, fingerprint="a", bi=False, n_q=10)
     assert (got.version, got.pairs_per_s, got.slots) == ("v1", 250.0, 2)
-    assert rate_from_history(listing, fingerprint="a", bi=True).version == "v4"
-    assert rate_from_history(listing[1:3], fingerprint="a", bi=False) is None
+    assert rate_from_history(listing, fingerprint="a", bi=True, n_q=10).version == "bi"
+    assert rate_from_history(listing, fingerprint="a", bi=False, n_q=12).version == \
+        "other queries"
+    assert rate_from_history(listing[1:], fingerprint="a", bi=False, n_q=10) is None
 
 
 def test_the_plan_from_a_rate_and_the_cli(tiny_corpus, tmp_path):

@@ -94,7 +94,7 @@ def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None
     pairs = {"anchor": n * k_q, "test": n * n_test, "total": n * n_q}
     if rate:
         item_s, fixed, source = n_q / rate * slots, 0.0, "rate"
-    elif history is not None:
+    elif history is not None:  # rate_from_history checked it scored n_q queries per item
         pairs_per_s = history.pairs_per_s * slots / history.slots
         item_s, fixed, source = n_q / pairs_per_s * slots, 0.0, f"version {history.version}"
     else:
@@ -117,16 +117,19 @@ class HistoryRate:
 
 
 def rate_from_history(versions: list[tuple[str, dict[str, Any]]], *, fingerprint: str,
-                      bi: bool) -> HistoryRate | None:
-    """The newest of `versions` (id and manifest, oldest first) that scored every item in one
-    run (not incremental, not resumed) with the same scorer (`fingerprint`) and the same
-    bi-encoder pass, with a recorded plan: its whole stage (start included) in pairs per
-    second. A scheduled rebuild so plans from what the cluster did last time."""
+                      bi: bool, n_q: int) -> HistoryRate | None:
+    """The newest of `versions` (id and manifest, oldest first) that scored every item of its
+    corpus in one run (not incremental, not resumed) with the same scorer (`fingerprint`),
+    the same bi-encoder pass and the same `n_q` queries per item, with a recorded plan: its
+    whole stage (start included) in pairs per second. A scheduled rebuild so plans from what
+    the cluster did last time."""
     for version, m in reversed(versions):
         plan, counts = m.get("plan") or {}, m.get("counts") or {}
         seconds = (m.get("timings_s") or {}).get("score")
         pairs = counts.get("pairs_scored_this_run")
         if (not plan or not seconds or not pairs or pairs != counts.get("pairs_scored")
+                or pairs != (plan.get("pairs") or {}).get("total")  # incremental: fewer
+                or plan.get("anchor_queries", 0) + plan.get("test_queries", 0) != n_q
                 or (m.get("scorer") or {}).get("fingerprint") != fingerprint
                 or bool(plan.get("biencoder_items")) != bi):
             continue
@@ -337,12 +340,29 @@ def sample_texts(cfg: InputConfig, *, role: str, n: int) -> list[str]:
 
         dataset = ds.dataset(str(path), format="parquet")
         wanted = [c for c in columns if c in dataset.schema.names]
-        rows = dataset.take(_spread(dataset.count_rows(), n), columns=wanted).to_pylist()
+        rows = _parquet_rows(dataset, _spread(dataset.count_rows(), n), wanted)
     texts = [cfg.text_separator.join(str(r[c]) for c in columns if r.get(c)) for r in rows]
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise InputError(f"{role} {str(path)!r}: no text to sample")
     return texts
+
+
+def _parquet_rows(dataset: Any, picks: list[int], columns: list[str]) -> list[dict[str, Any]]:
+    """Rows `picks` (sorted) of a Parquet dataset, reading only the row groups that hold
+    them (a dataset's `take` reads every batch up to the last row asked for)."""
+    rows: list[dict[str, Any]] = []
+    start, todo = 0, list(picks)
+    for fragment in dataset.get_fragments():
+        fragment.ensure_complete_metadata()
+        for group in fragment.row_groups:
+            end = start + group.num_rows
+            inside = [i - start for i in todo if start <= i < end]
+            if inside:
+                table = fragment.subset(row_group_ids=[group.id]).to_table(columns=columns)
+                rows += table.take(inside).to_pylist()
+            start = end
+    return rows
 
 
 def _spread(total: int, n: int) -> list[int]:

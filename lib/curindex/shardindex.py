@@ -148,10 +148,13 @@ def drop_id_maps(indexes: list[faiss.Index], numbers: list[int]) -> list[faiss.I
     (`shard_labels`), with the id maps freed (8 bytes per item each, read into RAM even when
     the vectors are memory-mapped), for `RowLabels` to search; None (nothing changed) unless
     every shard is such. The IDMaps still own their inner indexes, so they must be kept
-    alive (`RowLabels` keeps them), and must not be searched: their id maps are empty."""
+    alive (`RowLabels` keeps them), and must not be searched or given here again: their id
+    maps are empty (this consumes them)."""
     if not all(isinstance(i, faiss.IndexIDMap) and not _is_ivf(i) for i in indexes):
         return None
     for index, number in zip(indexes, numbers, strict=True):
+        if index.id_map.size() != index.ntotal:  # given to drop_id_maps before: consumed
+            raise ValueError(f"shard {number}: its IDMap's ids were dropped already")
         if not np.array_equal(faiss.vector_to_array(index.id_map),
                               shard_labels(number, index.ntotal)):
             return None

@@ -1,20 +1,24 @@
 """`curindex plan`: what a build of a config will score, write and take, before it runs.
 
-    curindex plan --conf FILE [--rate PAIRS_PER_S] [--slots N] [-o json]
+    curindex plan --conf FILE [--rate PAIRS_PER_S | --sample] [--slots N] [-o json]
 
 The exact-model pairs (anchor and test queries against every item), the bytes of the index
-files and score rows, and the score stage's time: measured on a short scoring sample here, on
-one thread per task slot, or from ``--rate`` (the score stage's pairs per second, e.g. an
-earlier build's). Every build logs the same lines at its start and records the plan in its
-manifest beside what it then counted and timed.
+files and score rows, and the score stage's time: from ``--rate`` (the score stage's pairs per
+second), else from the config's store's last full build with the same scorer, else measured
+on a short scoring sample here, on one thread per task slot. Every build logs the same lines
+at its start and records the plan in its manifest beside what it then counted and timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+from typing import Any
 
 from curindex.cli.options import add_output, positive_int
 from curindex.cli.output import emit_json, timed
+
+log = logging.getLogger("curindex.cli")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -32,19 +36,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _history(cfg):
+def _history(cfg: Any) -> Any:
     """The rate of the config's store's newest full build with the same scorer, if any."""
-    from curindex.errors import StoreNotFoundError
+    from curindex.errors import StoreError
     from curindex.plan import needs_biencoder, rate_from_history
     from curindex.scoring.base import fingerprint_for
     from curindex.store import Store
 
     try:
-        store = Store.open(cfg.store.uri)
-    except StoreNotFoundError:
+        listing = Store.open(cfg.store.uri).versions_listing()[0]
+    except StoreError as e:  # missing or unreadable: the plan measures a sample instead
+        log.info("store %s: %s; measuring a sample", cfg.store.uri, e)
         return None
-    return rate_from_history(store.versions_listing()[0], fingerprint=fingerprint_for(cfg.scorer),
-                             bi=needs_biencoder(cfg))
+    return rate_from_history(listing, fingerprint=fingerprint_for(cfg.scorer),
+                             bi=needs_biencoder(cfg),
+                             n_q=cfg.anchors.n_queries + cfg.anchors.n_test)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

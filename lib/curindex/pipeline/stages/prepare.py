@@ -49,7 +49,8 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
                       slots=ctx.spark.sparkContext.defaultParallelism,
                       history=rate_from_history(store.versions_listing()[0],
                                                 fingerprint=fingerprint,
-                                                bi=needs_biencoder(cfg)))
+                                                bi=needs_biencoder(cfg),
+                                                n_q=cfg.anchors.n_queries + cfg.anchors.n_test))
     for line in plan.lines():
         log.info("%s", line)
     state = {"fingerprint": fingerprint, "items": item_stats.rows, "plan": plan_dict(plan),
