@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from support import make_texts, write_jsonl
+from support import make_texts, write_corpus
 
 TESTS = Path(__file__).resolve().parent
 # Spark's Python workers must run this interpreter and import test scorers from tests/.
@@ -46,14 +46,8 @@ def spark():
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> dict:
     """A generated BEIR-style corpus: 300 items, 120 queries, as JSONL files."""
-    items = make_texts(300, seed=1, prefix="doc")
-    queries = make_texts(120, seed=2, prefix="q", min_words=2, max_words=5)
-    items_path = write_jsonl(tmp_path / "items.jsonl",
-                             [{"_id": i, "title": "", "text": t} for i, t in items])
-    queries_path = write_jsonl(tmp_path / "queries.jsonl", [{"_id": i, "text": t}
-                                                           for i, t in queries])
-    return {"items": items, "queries": queries, "items_path": items_path,
-            "queries_path": queries_path, "root": tmp_path}
+    return write_corpus(tmp_path, make_texts(300, seed=1, prefix="doc"),
+                        make_texts(120, seed=2, prefix="q", min_words=2, max_words=5))
 
 
 @pytest.fixture

@@ -17,6 +17,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def write_corpus(root: Path, items: list[tuple[str, str]],
+                 queries: list[tuple[str, str]]) -> dict:
+    """(id, text) items and queries written as BEIR-style JSON lines under `root`: the corpus
+    dict `tiny_config` reads (with the pairs themselves)."""
+    return {"items": items, "queries": queries, "root": root,
+            "items_path": write_jsonl(root / "items.jsonl",
+                                      [{"_id": i, "title": "", "text": t} for i, t in items]),
+            "queries_path": write_jsonl(root / "queries.jsonl",
+                                        [{"_id": i, "text": t} for i, t in queries])}
+
+
 WORDS = (
     "river mountain cloud data index search model query vector matrix forest ocean signal "
     "engine planet orbit carbon climate energy solar wind storm rain city market price "

@@ -12,7 +12,7 @@ from curindex.methods import Plan, SearchSpec, query_weights, round_sizes, run_p
 from curindex.pipeline import run_build
 from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
-from support import make_texts, tiny_config, write_jsonl
+from support import make_texts, tiny_config, write_corpus
 
 
 @pytest.mark.parametrize("n", range(0, 13))
@@ -122,11 +122,7 @@ def test_more_rounds_recall_at_least_one_round(seed):
 def test_searcher_adaptive_rounds(spark, tmp_path):
     items = make_texts(300, seed=1, prefix="doc")
     queries = make_texts(120, seed=2, prefix="q", min_words=2, max_words=5)
-    corpus = {"root": tmp_path,
-              "items_path": write_jsonl(tmp_path / "items.jsonl",
-                                        [{"_id": i, "title": "", "text": t} for i, t in items]),
-              "queries_path": write_jsonl(tmp_path / "queries.jsonl",
-                                          [{"_id": i, "text": t} for i, t in queries])}
+    corpus = write_corpus(tmp_path, items, queries)
     raw = tiny_config(corpus, scorer={"kind": "toy", "options": {"dim": "32"}},
                       index={"num_shards": 3,
                              "methods": ["cur", "adaptive", "bi-seeded", "bi-rerank"]})

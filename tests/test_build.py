@@ -17,7 +17,7 @@ from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
 from curindex.shardindex import split_labels
 from curindex.store import Store
-from support import make_texts, read_version_vectors, tiny_config, write_jsonl
+from support import make_texts, read_version_vectors, tiny_config, write_corpus, write_jsonl
 
 pytestmark = pytest.mark.spark
 
@@ -28,13 +28,7 @@ def built(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("built")
     items = make_texts(300, seed=1, prefix="doc")
     queries = make_texts(120, seed=2, prefix="q", min_words=2, max_words=5)
-    corpus = {
-        "items": items, "queries": queries, "root": root,
-        "items_path": write_jsonl(root / "items.jsonl",
-                                  [{"_id": i, "title": "", "text": t} for i, t in items]),
-        "queries_path": write_jsonl(root / "queries.jsonl",
-                                    [{"_id": i, "text": t} for i, t in queries]),
-    }
+    corpus = write_corpus(root, items, queries)
     raw = tiny_config(corpus, scorer={"kind": "toy", "options": {"dim": "32"}},
                       validate={"budgets": [100, 200, 500]})
     cfg = config_from_dict(raw)

@@ -25,7 +25,7 @@ from curindex.manifest import read_manifest
 from curindex.pipeline import run_build
 from curindex.search import Searcher
 from curindex.store import Store
-from support import make_texts, tiny_config, to_toml, write_jsonl
+from support import make_texts, tiny_config, to_toml, write_corpus
 from test_store import rewrite
 
 pytestmark = pytest.mark.spark
@@ -44,11 +44,7 @@ def built(spark, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("cli")
     items = [*make_texts(300, seed=1, prefix="doc"), (EVIL_ID, EVIL_TEXT)]
     queries = make_texts(120, seed=2, prefix="q", min_words=2, max_words=5)
-    corpus = {"root": root,
-              "items_path": write_jsonl(root / "items.jsonl",
-                                        [{"_id": i, "title": "", "text": t} for i, t in items]),
-              "queries_path": write_jsonl(root / "queries.jsonl",
-                                          [{"_id": i, "text": t} for i, t in queries])}
+    corpus = write_corpus(root, items, queries)
     raw = tiny_config(corpus, anchors={"n_test": 20}, index={"methods": ["cur", "adaptive"]},
                       validate={"ks": [1, 10], "budgets": [20, 40], "rounds": [2]})
     cfg = config_from_dict(raw)

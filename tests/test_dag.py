@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from support import make_texts, tiny_config, write_jsonl
+from support import make_texts, tiny_config, write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_FILE = ROOT / "dags" / "curindex_rebuild.py"
@@ -60,13 +60,7 @@ def airflow_home(tmp_path_factory):
     root = tmp_path_factory.mktemp("airflow")
     items = make_texts(300, seed=1, prefix="doc")
     queries = make_texts(120, seed=2, prefix="q", min_words=2, max_words=5)
-    corpus = {
-        "root": root,
-        "items_path": write_jsonl(root / "items.jsonl",
-                                  [{"_id": i, "title": "", "text": t} for i, t in items]),
-        "queries_path": write_jsonl(root / "queries.jsonl",
-                                    [{"_id": i, "text": t} for i, t in queries]),
-    }
+    corpus = write_corpus(root, items, queries)
     configs = {}
     for name, floor in (("good", 0.5), ("weak", 1.0)):  # Top-10-Recall@20 is 0.87 here
         cfg = tiny_config(corpus, store=root / f"store-{name}",

@@ -29,16 +29,11 @@ def make(cfg):
 @pytest.fixture(scope="module")
 def published(spark, tmp_path_factory):
     """A published build of the tiny corpus with the counting scorer (a callable)."""
-    from support import make_texts, write_jsonl
+    from support import make_texts, write_corpus
 
     root = tmp_path_factory.mktemp("hardening")
-    corpus = {
-        "root": root,
-        "items_path": write_jsonl(root / "items.jsonl", [
-            {"_id": i, "title": "", "text": t} for i, t in make_texts(200, seed=1, prefix="doc")]),
-        "queries_path": write_jsonl(root / "queries.jsonl", [
-            {"_id": i, "text": t} for i, t in make_texts(80, seed=2, prefix="q")]),
-    }
+    corpus = write_corpus(root, make_texts(200, seed=1, prefix="doc"),
+                          make_texts(80, seed=2, prefix="q"))
     log_dir = root / "log"
     log_dir.mkdir()
     raw = tiny_config(corpus, scorer={"kind": "callable", "target": "scorers:counting",

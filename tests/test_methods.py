@@ -20,7 +20,7 @@ from curindex.pipeline.stages.validate import searches
 from curindex.search import Searcher
 from curindex.store import Store
 from curindex.validation import candidates, returned
-from support import make_texts, tiny_config, write_jsonl
+from support import make_texts, tiny_config, write_corpus
 
 pytestmark = pytest.mark.spark
 
@@ -38,11 +38,7 @@ def corpus(root: Path) -> dict:
             seen.add(t)
             unique.append((i, t))
     queries = make_texts(90, seed=12, prefix="q", min_words=2, max_words=5)
-    return {"items": unique, "root": root,
-            "items_path": write_jsonl(root / "items.jsonl",
-                                      [{"_id": i, "title": "", "text": t} for i, t in unique]),
-            "queries_path": write_jsonl(root / "queries.jsonl",
-                                        [{"_id": i, "text": t} for i, t in queries])}
+    return write_corpus(root, unique, queries)
 
 
 @pytest.mark.parametrize("encoding", ["float16", "sq8"])

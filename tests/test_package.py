@@ -26,7 +26,7 @@ import pytest
 from curindex.config import ScorerConfig, load_config
 from curindex.errors import ConfigError, ScorerError
 from curindex.scoring.base import build_scorer, fingerprint_for, model_dir
-from support import make_texts, tiny_config, to_toml, write_jsonl
+from support import make_texts, tiny_config, to_toml, write_corpus, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "faiss", "pyspark", "transformers")
@@ -333,11 +333,7 @@ def test_the_dag_file_alone_runs_from_the_installed_package(installed):
     shutil.copy(ROOT / "dags" / "curindex_rebuild.py", dags / "curindex_rebuild.py")
     items = make_texts(300, seed=1, prefix="doc")
     queries = make_texts(120, seed=2, prefix="q", min_words=2, max_words=5)
-    corpus = {"root": root,
-              "items_path": write_jsonl(root / "items.jsonl",
-                                        [{"_id": i, "title": "", "text": t} for i, t in items]),
-              "queries_path": write_jsonl(root / "queries.jsonl",
-                                          [{"_id": i, "text": t} for i, t in queries])}
+    corpus = write_corpus(root, items, queries)
     cfg = tiny_config(corpus, store=root / "store", validate={"ks": [10], "budgets": [20]},
                       spark={"conf": {"spark.driver.host": "127.0.0.1",
                                       "spark.ui.enabled": "false",

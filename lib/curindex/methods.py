@@ -43,6 +43,12 @@ METHODS = ("bi-rerank", "cur", "adaptive", "bi-seeded")  # simplest first
 NEEDS = {"cur": (), "adaptive": ("h",), "bi-seeded": ("h", "bi"), "bi-rerank": ("bi",)}
 SEEDS = ("anchors", "bi-encoder")
 
+
+def needed_extras(methods: Sequence[str]) -> tuple[str, ...]:
+    """The extra indexes ("h", then "bi") that a version serving `methods` needs."""
+    need = {n for m in methods for n in NEEDS[m]}
+    return tuple(n for n in ("h", "bi") if n in need)
+
 Key = Hashable
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from curindex.config import BUILTIN_PREFIX, BuildConfig, InputConfig
 from curindex.errors import InputError
+from curindex.methods import needed_extras
 
 SAMPLE_ITEMS = 64
 MAX_SAMPLE_QUERIES = 256  # the sample scores up to this many queries (n_q when fewer)...
@@ -138,7 +139,8 @@ def rate_from_history(versions: list[tuple[str, dict[str, Any]]], *, fingerprint
 
 
 def needs_biencoder(cfg: BuildConfig) -> bool:
-    return any(m in ("bi-seeded", "bi-rerank") for m in cfg.index.methods)
+    """Whether the build embeds every item with the bi-encoder (its methods need "bi")."""
+    return "bi" in needed_extras(cfg.index.methods)
 
 
 def task_slots(cfg: BuildConfig) -> int:
@@ -157,12 +159,11 @@ def plan_bytes(cfg: BuildConfig, n: int) -> dict[str, int]:
     """What the build writes: the item-vector and extra index files (exact for flat index
     types: faiss's header per shard plus a fixed size per vector) and the score rows."""
     from curindex.baseline import BI_DIM
-    from curindex.methods import NEEDS
 
     k_q, n_q = cfg.anchors.n_queries, cfg.anchors.n_queries + cfg.anchors.n_test
     shards = cfg.index.num_shards
     out = {"vectors": _index_bytes(cfg.index.factory, cfg.anchors.n_items, n, shards)}
-    need = {x for m in cfg.index.methods for x in NEEDS[m]}
+    need = needed_extras(cfg.index.methods)
     width = (k_q if "h" in need else 0) + (BI_DIM if "bi" in need else 0)
     from curindex.shardindex import extra_factory
 

@@ -7,19 +7,18 @@ from curindex.baseline import BI_DIM
 from curindex.config import BuildConfig
 from curindex.errors import CurIndexError
 from curindex.manifest import read_manifest
-from curindex.methods import NEEDS
+from curindex.methods import needed_extras
 from curindex.pipeline import incremental
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.shards import write_shards
-from curindex.shardindex import EXTRA_TRAINED, EXTRAS, TRAINED_FILE
+from curindex.shardindex import EXTRA_TRAINED, TRAINED_FILE
 from curindex.store import FileEntry
 
 
 def extras(cfg: BuildConfig) -> tuple[str, ...]:
     """The extra indexes each shard carries (``curindex.shardindex.EXTRAS``): what the
     config's search methods need."""
-    need = {n for m in cfg.index.methods for n in NEEDS[m]}
-    return tuple(n for n in EXTRAS if n in need)
+    return needed_extras(cfg.index.methods)
 
 
 def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
