@@ -114,3 +114,25 @@ def spark_submit(conf: Path, *args: str, master: str = "local[2]", wait: bool = 
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def save_bert_classifier(d: Path, *, hidden: int, layers: int, heads: int, ffn: int,
+                         seed: int = 0, **settings) -> Path:
+    """A random (`seed`) 1-label BertForSequenceClassification saved to `d`, with the MiniLM
+    (BERT uncased) tokenizer; `settings` go to its BertConfig."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from curindex.scoring.models import default_minilm_path
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=ffn, num_labels=1,
+                        **settings)
+    BertForSequenceClassification(config).eval().save_pretrained(d)
+    src = default_minilm_path()
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / f, d / f)
+    return d

@@ -16,7 +16,7 @@ from curindex.errors import ScorerError
 from curindex.scoring import bert
 from curindex.scoring.base import build_scorer, checked_scores, fingerprint_for, get_scorer
 from curindex.scoring.models import default_minilm_path
-from support import make_texts
+from support import make_texts, save_bert_classifier
 
 QUERIES = ["how to open a file", "sort a list of numbers", "x"]
 ITEMS = [
@@ -72,23 +72,6 @@ def test_maxsim_equals_per_pair_definition(minilm, loader, monkeypatch):
 def test_maxsim_reports_truncation():
     s = build_scorer(ScorerConfig(kind="maxsim-minilm", max_item_tokens=24))
     assert s.truncated(ITEMS, role="item").tolist() == [False, False, True, False]
-
-
-def save_bert_classifier(d: Path, *, hidden: int, layers: int, heads: int, ffn: int,
-                         **settings) -> Path:
-    """A random (seed 0) 1-label BertForSequenceClassification saved to `d`, with the MiniLM
-    (BERT uncased) tokenizer; `settings` go to its BertConfig."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=ffn, num_labels=1,
-                        **settings)
-    BertForSequenceClassification(config).eval().save_pretrained(d)
-    src = default_minilm_path()
-    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(src / f, d / f)
-    return d
 
 
 @pytest.fixture(scope="module")

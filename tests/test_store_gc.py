@@ -61,6 +61,11 @@ def make_work(store: Store, version: str, *, recorded: bool) -> tuple[str, str]:
     return shown, f"{folder}/scores/part-0.parquet"
 
 
+def roots(store: Store) -> list[str]:
+    """The work root `make_work` records folders under, as a build config's work_dir."""
+    return [f"file:{store.root}-work" if is_local(store) else f"s3a://{store.root}-work"]
+
+
 def exists(store: Store, path: str) -> bool:
     return store.fs.get_file_info(path).type != pafs.FileType.NotFound
 
@@ -84,7 +89,7 @@ def test_prune_refuses_when_current_names_a_missing_version(store: Store) -> Non
     for dry_run in (True, False):
         with pytest.raises(IntegrityError, match="CURRENT names version v3, which does not "
                            "exist") as err:
-            store.prune(keep=1, dry_run=dry_run)
+            store.prune(work_roots=roots(store), keep=1, dry_run=dry_run)
         assert "nothing was deleted" in str(err.value)
     assert snapshot(store) == before
     assert store.list_versions() == ["v0", "v1", "v2"]
@@ -104,7 +109,7 @@ def test_a_bad_old_manifest_is_listed_apart_and_stops_prune(
     assert store.list_versions() == ["v2", "v3"]
     before = snapshot(store)
     with pytest.raises(IntegrityError, match="the manifest of version v1 cannot be read"):
-        store.prune(keep=0)
+        store.prune(work_roots=roots(store), keep=0)
     assert snapshot(store) == before
 
     assert main(["versions", "--store", store.uri]) == 0
@@ -139,7 +144,7 @@ def test_prune_removes_build_state_and_work_with_the_version(store: Store) -> No
         work[v] = make_work(store, v, recorded=i % 2 == 0)
     store.set_current("v2")
     store.set_current("v3")
-    result = store.prune(keep=0)
+    result = store.prune(work_roots=roots(store), keep=0)
     assert result.versions == ["v0", "v1"]
     assert result.build_states == ["v0", "v1"]
     assert result.work_dirs == [work["v0"][0], work["v1"][0]]
@@ -165,7 +170,7 @@ def test_prune_keeps_a_live_build_and_removes_it_once_abandoned(
     monkeypatch.setattr(store_gc, "STALE_AFTER_S", -5.0)  # every folder counts as old
     lock = store.build_lock("wip", ttl_s=30.0).acquire()
     try:
-        result = store.prune(keep=0, build_retention_s=0.0)
+        result = store.prune(work_roots=roots(store), keep=0, build_retention_s=0.0)
         assert result.versions == [] and result.build_states == [] and result.work_dirs == []
         assert [what for what, _ in result.skipped] == ["build of version wip"]
         assert "its lock is held by" in result.skipped[0][1]
@@ -175,7 +180,7 @@ def test_prune_keeps_a_live_build_and_removes_it_once_abandoned(
         lock.check()  # prune did not take it over
     finally:
         lock.release()
-    result = store.prune(keep=0, build_retention_s=0.0)
+    result = store.prune(work_roots=roots(store), keep=0, build_retention_s=0.0)
     assert result.versions == ["wip"]
     assert result.build_states == ["wip"]
     assert result.work_dirs == [shown]
@@ -189,10 +194,11 @@ def test_prune_keeps_a_live_build_and_removes_it_once_abandoned(
 def test_failed_builds_go_after_their_retention(store: Store) -> None:
     store.save_build_state("failed", "prepare", {"items": 3})
     shown, work_file = make_work(store, "failed", recorded=False)
-    young = store.prune(keep=0)  # a day's retention: it may still be resumed
+    # a day's retention: it may still be resumed
+    young = store.prune(work_roots=roots(store), keep=0)
     assert young.build_states == [] and young.work_dirs == []
     assert store.load_build_state("failed", "prepare") == {"items": 3}
-    old = store.prune(keep=0, build_retention_s=0.0)
+    old = store.prune(work_roots=roots(store), keep=0, build_retention_s=0.0)
     assert old.build_states == ["failed"]
     assert old.work_dirs == [shown]
     assert old.versions == []
@@ -214,12 +220,12 @@ def test_dry_run_deletes_nothing_and_names_what_prune_deletes(
     store.save_build_state("failed", "prepare", {})
     monkeypatch.setattr(store_gc, "STALE_AFTER_S", -5.0)
     before = snapshot(store)
-    dry = store.prune(keep=0, dry_run=True, build_retention_s=0.0)
+    dry = store.prune(work_roots=roots(store), keep=0, dry_run=True, build_retention_s=0.0)
     assert snapshot(store) == before
     assert dry.dry_run
     assert dry.versions == ["v0", "v1", "wip"]
     assert dry.build_states == ["failed", "v0", "v1"]
-    real = store.prune(keep=0, build_retention_s=0.0)
+    real = store.prune(work_roots=roots(store), keep=0, build_retention_s=0.0)
     assert (real.versions, real.build_states, real.work_dirs) == (
         dry.versions, dry.build_states, dry.work_dirs)
     assert len(real.work_dirs) == 2
@@ -239,7 +245,7 @@ def test_history_entries_of_dead_publishes_are_pruned(store: Store) -> None:
     reopen(store.uri).set_current("b")  # waits out the dead lock; seq 2 is taken, so seq 3
     assert published(store) == ["a", "b"]
     assert [e["seq"] for e in store.history()] == [1, 3]
-    result = store.prune(keep=5)
+    result = store.prune(work_roots=roots(store), keep=5)
     assert result.history_entries == ["000000000002.json"]
     assert not exists(store, f"{store.root}/history/000000000002.json")
     assert published(store) == ["a", "b"]
@@ -258,7 +264,7 @@ def test_history_entries_of_dead_publishes_are_pruned(store: Store) -> None:
 def test_work_records_cannot_point_prune_elsewhere(store: Store, recorded: str, why: str) -> None:
     store.save_build_state("x1", "prepare", {})
     store.record_build("x1", recorded)
-    result = store.prune(keep=0, build_retention_s=0.0)
+    result = store.prune(work_roots=roots(store), keep=0, build_retention_s=0.0)
     assert result.work_dirs == []
     assert result.skipped == [(f"work folder {recorded} of version x1", f"it {why}, as a "
                                "build's work folder does")]
@@ -272,11 +278,71 @@ def test_a_work_record_naming_the_store_is_refused(tmp_path: Path) -> None:
     store.set_current("v0")
     store.save_build_state("x1", "prepare", {})
     store.record_build("x1", f"file:{store.root}")
-    result = store.prune(keep=0, build_retention_s=0.0)
+    result = store.prune(work_roots=roots(store), keep=0, build_retention_s=0.0)
     assert result.work_dirs == []
     assert result.skipped == [(f"work folder file:{store.root} of version x1", "it holds the "
                                "store")]
     assert store.list_versions() == ["v0"]
+
+
+@pytest.mark.parametrize("form", ["path", "file-uri", "dotdot", "symlink"])
+def test_a_work_record_outside_every_work_root_is_never_deleted(store: Store, tmp_path: Path,
+                                                                form: str) -> None:
+    """A build record is data: one naming any folder that ends in /<version> (directly, by a
+    file: URI with '..', or by a link planted under _work/) makes prune delete nothing there."""
+    victim = tmp_path / "elsewhere" / "x1"
+    victim.mkdir(parents=True)
+    (victim / "precious.txt").write_text("keep me")
+    store.save_build_state("x1", "prepare", {})
+    if form == "symlink":  # _work/x1 is a link to a folder outside the store
+        os.makedirs(f"{store.root}/_work", exist_ok=True)
+        os.symlink(victim, f"{store.root}/_work/x1")
+    else:
+        recorded = {"path": str(victim),
+                    "file-uri": f"file://{victim}",
+                    "dotdot": f"file://{store.root}/_work/../../elsewhere/x1"}[form]
+        store.record_build("x1", recorded)
+    result = store.prune(keep=0, build_retention_s=0.0)
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert result.work_dirs == []
+    assert len(result.skipped) == 1 and "x1" in result.skipped[0][0]
+    assert result.build_states == ["x1"]  # the build's own state, inside the store, goes
+    if form == "symlink":
+        assert os.path.islink(f"{store.root}/_work/x1")  # not followed, not removed either
+
+
+def test_a_configured_work_dir_is_where_recorded_folders_may_go(store: Store,
+                                                               tmp_path: Path) -> None:
+    work = tmp_path / "spark-work"
+    (work / "x1" / "scores").mkdir(parents=True)
+    store.save_build_state("x1", "prepare", {})
+    store.record_build("x1", f"file:{work}/x1")
+    kept = store.prune(keep=0, build_retention_s=0.0)
+    assert kept.work_dirs == [] and (work / "x1").is_dir()
+    # the record stays, so that a prune that knows the work_dir can still remove it
+    gone = store.prune(keep=0, build_retention_s=0.0, work_roots=[f"file:{work}"])
+    assert gone.work_dirs == [f"file:{work}/x1"] and not (work / "x1").exists()
+
+
+def test_a_symlinked_version_folder_is_neither_read_nor_pruned(tmp_path: Path) -> None:
+    other = reopen(str(tmp_path / "other"))
+    make_version(other, "v9")
+    other.set_current("v9")
+    store = reopen(str(tmp_path / "mine"))
+    for v in ("v0", "v1"):
+        make_version(store, v)
+    store.set_current("v1")
+    os.symlink(f"{other.root}/versions/v9", f"{store.root}/versions/v9")
+    assert store.list_versions() == ["v0", "v1"]
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.read_manifest("v9")
+    result = store.prune(keep=0, build_retention_s=0.0)
+    assert result.versions == ["v0"]
+    assert ("version folder v9", f"it is a symbolic link (to {other.root}/versions/v9)") \
+        in result.skipped
+    assert os.path.isfile(f"{other.root}/versions/v9/manifest.json")
+    assert other.list_versions() == ["v9"]
+    assert os.path.islink(f"{store.root}/versions/v9")
 
 
 @pytest.mark.parametrize(
@@ -324,7 +390,7 @@ def test_a_broken_history_is_reported_and_prune_goes_on(store: Store) -> None:
     os.unlink(f"{store.root}/history/000000000002.json")
     with pytest.raises(IntegrityError, match=r"000000000002\.json is missing from the history"):
         store.history()
-    result = store.prune(keep=0)
+    result = store.prune(work_roots=roots(store), keep=0)
     assert result.versions == ["a"]
     assert result.history_entries == []
     assert [what for what, _ in result.skipped] == ["history entries"]

@@ -83,8 +83,9 @@ def prune_versions(config_path: str, keep: int) -> list[str]:
     from curindex.config import load_config
     from curindex.store import Store
 
-    store = Store.open(load_config(config_path).store.uri)
-    result = store.prune(keep=keep)
+    cfg = load_config(config_path)
+    store = Store.open(cfg.store.uri)
+    result = store.prune(keep=keep, work_roots=[cfg.store.work_dir])
     log.info("pruned %d version(s), %d build state(s) and %d work folder(s) from %s: %s",
              len(result.versions), len(result.build_states), len(result.work_dirs), store.uri,
              result.versions)

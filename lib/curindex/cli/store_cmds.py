@@ -3,7 +3,7 @@
     curindex versions [--store URI] [-o json]
     curindex publish  [--store URI] --version V  [-o json]    (or: publish V)
     curindex rollback [--store URI] [--to V]     [-o json]
-    curindex prune    [--store URI] --keep N [--dry-run] [-o json]
+    curindex prune    [--store URI] --keep N [--dry-run] [--work-dir URI] [-o json]
     curindex verify   [--store URI] [--version V] [-o json]   (or: verify V)
 
 Every command opens the store without creating it: a store that does not exist is an error
@@ -81,7 +81,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     store = _open(args)
-    result = store.prune(keep=args.keep, dry_run=args.dry_run)
+    result = store.prune(keep=args.keep, dry_run=args.dry_run, work_roots=args.work_dir or [])
     if args.output == "json":
         emit_json({"store": store.uri, "keep": args.keep, "dry_run": args.dry_run,
                    "versions": result.versions, "build_states": result.build_states,
@@ -137,5 +137,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", type=int, required=True, metavar="N", help="newest versions kept")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be deleted, delete nothing")
+    p.add_argument("--work-dir", action="append", metavar="URI",
+                   help="a [store] work_dir the builds used (repeatable): work folders under it "
+                        "may be deleted; others outside the store's _work/ are kept")
     p = add("verify", cmd_verify, "check every file of a version against its manifest")
     add_version(p, positional=True)

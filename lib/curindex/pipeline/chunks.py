@@ -56,15 +56,16 @@ class ChunkWriter:
     committed one with the same content."""
 
     def __init__(self, fs: pafs.FileSystem, directory: str, chunk: int, *,
-                 bi: bool = False) -> None:
+                 bi: bool = False, stamp: dict[str, str] | None = None) -> None:
         self.fs, self.chunk, self.rows = fs, chunk, 0
         self.path = f"{directory}/{chunk_name(chunk)}"
         tmp_dir = f"{directory}/{TMP_DIR}"
         fs.create_dir(tmp_dir, recursive=True)
         self.tmp = f"{tmp_dir}/chunk-{chunk:05d}.{_attempt_id()}-{secrets.token_hex(4)}.parquet"
         self._out = fs.open_output_stream(self.tmp)
+        schema = scorerows.arrow_schema(bi=bi)
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self._out, scorerows.arrow_schema(bi=bi))
+            self._out, schema.with_metadata(stamp_metadata(stamp)) if stamp else schema)
 
     def write(self, batch: pa.RecordBatch) -> None:
         assert self._writer is not None, "chunk already committed or aborted"
@@ -96,6 +97,36 @@ def _attempt_id() -> int:
 
     ctx = TaskContext.get()
     return int(ctx.taskAttemptId()) if ctx is not None else 0
+
+
+STAMP_KEY = b"curindex.stamp"  # a chunk's Parquet metadata: what it was scored with
+
+
+def stamp_metadata(stamp: dict[str, str]) -> dict[bytes, bytes]:
+    return {STAMP_KEY: json.dumps(stamp, sort_keys=True).encode()}
+
+
+def chunk_stamp(fs: pafs.FileSystem, path: str) -> dict[str, str] | None:
+    """What a committed chunk says it was scored with (None: it says nothing)."""
+    with fs.open_input_file(path) as f:
+        meta = pq.ParquetFile(f).schema_arrow.metadata or {}
+    try:
+        return json.loads(meta[STAMP_KEY])
+    except (KeyError, ValueError):
+        return None
+
+
+def stale_chunks(fs: pafs.FileSystem, directory: str, stamp: dict[str, str]
+                 ) -> dict[int, list[str]]:
+    """chunk number -> the keys of `stamp` its file differs in, for every committed chunk
+    that was not scored with `stamp` (a footer read per chunk)."""
+    out = {}
+    for chunk, path in committed_chunks(fs, directory).items():
+        got = chunk_stamp(fs, path) or {}
+        changed = sorted(k for k in stamp if got.get(k) != stamp[k])
+        if changed:
+            out[chunk] = changed
+    return out
 
 
 def committed_chunks(fs: pafs.FileSystem, directory: str) -> dict[int, str]:

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 
 import numpy as np
 import pyarrow as pa
@@ -25,8 +26,12 @@ from curindex.errors import ConfigError, CurIndexError, StoreError
 from curindex.manifest import Manifest, read_manifest
 from curindex.pipeline import incremental
 from curindex.pipeline.anchors import Anchors
-from curindex.pipeline.corpus import read_texts
+from curindex.pipeline.chunks import chunk_name, open_dir, stale_chunks
+from curindex.pipeline.corpus import input_digest, read_texts
+from curindex.scoring.base import fingerprint_for
 from curindex.store import FileEntry, Store, validate_version_id
+
+log = logging.getLogger("curindex.pipeline")
 
 
 def work_dir(cfg: BuildConfig, store: Store, version: str) -> str:
@@ -41,10 +46,14 @@ def work_dir(cfg: BuildConfig, store: Store, version: str) -> str:
     return store.default_work_dir(version)
 
 
-def config_digest(cfg: BuildConfig, *, base: str | None = None) -> str:
-    """sha256 of the config's settings (what the manifest records as ``config``) and of the
-    base version of an incremental build."""
+def config_digest(cfg: BuildConfig, *, base: str | None = None,
+                  inputs: dict[str, str] | None = None) -> str:
+    """sha256 of the config's settings (what the manifest records as ``config``), of the base
+    version of an incremental build, and of `inputs` (what the stages read besides the
+    config: the scorer's fingerprint, the input sources' digests)."""
     doc = cfg.to_dict() if base is None else {**cfg.to_dict(), "_base": base}
+    if inputs:
+        doc["_inputs"] = dict(inputs)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -59,12 +68,18 @@ class BuildContext:
         self.k_q = cfg.anchors.n_queries
         # The base is resolved once, here (prepare records it; later stages read it there).
         self.base_arg = self.store.resolve(base) if base else None
-        self.config_digest = config_digest(cfg, base=self.base_arg)
+        # What a stage's output depends on besides the config: a stage completed, or a score
+        # chunk committed, with another scorer (its code or weights changed) or from other
+        # input files is not reused (`completed`, `pipeline.score`).
+        self.inputs = {"scorer": fingerprint_for(cfg.scorer),
+                       "items": input_digest(cfg.items, role="items"),
+                       "queries": input_digest(cfg.queries, role="queries")}
+        self.config_digest = config_digest(cfg, base=self.base_arg, inputs=self.inputs)
 
     # -- stage state --
     def save(self, stage: str, state: dict, files: list[FileEntry]) -> None:
         self.store.save_build_state(self.version, stage, {
-            **state, "config_digest": self.config_digest,
+            **state, "config_digest": self.config_digest, "inputs": self.inputs,
             "files": [dataclasses.asdict(f) for f in files]})
 
     def load(self, stage: str) -> dict:
@@ -75,10 +90,17 @@ class BuildContext:
         return doc
 
     def completed(self, stage: str) -> bool:
-        """Whether an earlier attempt completed `stage` of this version with this config and
-        its files are still there (a pruned version's stale state does not count)."""
+        """Whether an earlier attempt completed `stage` of this version with this config, this
+        scorer and these inputs, and its files are still there (a pruned version's stale state
+        does not count)."""
         doc = self.store.load_build_state(self.version, stage)
-        if doc is None or doc.get("config_digest") != self.config_digest:
+        if doc is None:
+            return False
+        if doc.get("config_digest") != self.config_digest:
+            changed = [k for k, v in self.inputs.items() if doc.get("inputs", {}).get(k) != v]
+            log.info("version %s: stage %s: an earlier attempt ran with %s; running it again",
+                     self.version, stage, "another " + " and ".join(changed) if changed
+                     and doc.get("inputs") else "another config")
             return False
         return all(self.store.has_file(self.version, f["path"], f["size"])
                    for f in doc.get("files", []))
@@ -108,6 +130,29 @@ class BuildContext:
         inversion, never reported: ``tune_fraction`` of them (none with fewer than two)."""
         n = self.cfg.anchors.n_test
         return int(n * self.cfg.factorize.tune_fraction) if n >= 2 else 0
+
+    def stale_chunks(self) -> dict[int, list[str]]:
+        """Committed score chunks not scored with this build's scorer and inputs (chunk ->
+        what differs)."""
+        fs, root = open_dir(f"{self.work}/scores")
+        return stale_chunks(fs, root, self.inputs)
+
+    def drop_chunks(self, chunks: dict[int, list[str]]) -> None:
+        fs, root = open_dir(f"{self.work}/scores")
+        for chunk in chunks:
+            fs.delete_file(f"{root}/{chunk_name(chunk)}")
+
+    def check_chunks(self) -> None:
+        """Raise unless every committed score chunk was scored with this build's scorer and
+        inputs (checked before the scores are used: a chunk of another scorer would make a
+        version whose searches fail)."""
+        stale = self.stale_chunks()
+        if stale:
+            chunk, what = next(iter(sorted(stale.items())))
+            raise CurIndexError(
+                f"version {self.version}: {len(stale)} score chunks in {self.work}/scores were "
+                f"scored with another {' and '.join(what)} (chunk {chunk_name(chunk)}); run "
+                "the score stage again")
 
     def scores(self) -> DataFrame:
         """The committed score chunks: Spark skips `_meta.json` and `_temporary/` (names that

@@ -14,11 +14,15 @@ silently.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import pyarrow.fs as pafs
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
@@ -79,6 +83,33 @@ def read_texts(spark: SparkSession, cfg: InputConfig, *, role: str) -> DataFrame
              for c in text_cols]
     text = F.concat_ws(cfg.text_separator, *parts) if len(parts) > 1 else parts[0]
     return df.select(F.col(id_col).cast(StringType()).alias("id"), text.alias("text"))
+
+
+def input_digest(cfg: InputConfig, *, role: str) -> str:
+    """A digest of what a source holds now, without reading its rows: for every file of it
+    (a folder is walked), the path, size and modification time; for the builtin corpus, its
+    texts. A resumed build compares it with the digest its earlier stages ran with, so a
+    corpus changed in between starts the build over instead of mixing old and new items."""
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    if cfg.path.startswith(BUILTIN_PREFIX):
+        from curindex import demo
+
+        ids, texts = demo.items_table() if role == "items" else demo.queries_table()
+        h.update(json.dumps([ids, texts]).encode())
+        return h.hexdigest()
+    _, path, _, _ = _resolve(cfg, role)
+    from curindex.pipeline.chunks import open_dir
+
+    try:
+        fs, root = open_dir(path)
+        info = fs.get_file_info(root)
+        infos = [info] if info.type != pafs.FileType.Directory else sorted(
+            fs.get_file_info(pafs.FileSelector(root, recursive=True)), key=lambda i: i.path)
+    except OSError as e:
+        raise InputError(f"{role} {path!r}: cannot look at it: {e}") from e
+    for i in infos:
+        h.update(json.dumps([i.path, int(i.type), i.size, i.mtime_ns]).encode())
+    return h.hexdigest()
 
 
 @contextmanager

@@ -82,6 +82,7 @@ def score_fn(
     prepared: Broadcast | None = None,
     items_done: Accumulator | None = None,
     biencoder: bool = False,
+    stamp: dict[str, str] | None = None,
 ) -> ArrowMapFn:
     """The mapInArrow function of the score stage (a closure over small, picklable values).
 
@@ -90,7 +91,8 @@ def score_fn(
     `prepared`: a broadcast of `prepare_queries(...)` for the scorer's `load_queries`;
     `items_done`: an accumulator that counts the items scored (for progress); `biencoder`:
     each row also gets the item's bi-encoder embedding (column ``bi``), embedded by the same
-    task (the bi-encoder loaded once per Python worker).
+    task (the bi-encoder loaded once per Python worker); `stamp`: what the chunks are scored
+    with, written into each chunk file's metadata (``chunks.stale_chunks`` checks it).
     """
     n_q = len(queries)
 
@@ -120,7 +122,7 @@ def score_fn(
                     )
                     continue
                 if writer is None:
-                    writer = ChunkWriter(fs, root, chunk, bi=biencoder)
+                    writer = ChunkWriter(fs, root, chunk, bi=biencoder, stamp=stamp)
                 ids = block.column("id").combine_chunks()
                 texts = block.column("text").to_pylist()
                 where = f"items {ids[0].as_py()!r}..{ids[-1].as_py()!r}"
@@ -192,6 +194,7 @@ def score_items(
     resume: bool = True,
     progress_every_s: float = 30.0,
     biencoder: str | None = None,
+    stamp: dict[str, str] | None = None,
 ) -> ScoreResult:
     """Score every item against `queries` into chunk files under `out_path` (``partitions``
     chunks; see the module docstring).
@@ -200,7 +203,9 @@ def score_items(
     count, shard count and block size are kept and only the other items are scored; without
     it the folder starts over. `n_items` (the row count of `items`, when the caller knows it)
     lets the progress lines give a percentage and an ETA. `biencoder` (the bi-encoder's
-    fingerprint): each row also carries the item's bi-encoder embedding.
+    fingerprint): each row also carries the item's bi-encoder embedding. `stamp` (the
+    scorer's fingerprint and the inputs' digests) goes into the folder's record and every
+    chunk's metadata: chunks scored with another stamp are never kept.
     """
     from curindex.scoring.base import prepare_queries
 
@@ -209,7 +214,7 @@ def score_items(
     meta = {"format": META_FORMAT, "n_chunks": n_chunks, "fingerprint": fingerprint,
             "queries_sha256": queries_digest(queries), "n_queries": len(queries),
             "num_shards": num_shards, "block_items": block_items, "n_items": n_items,
-            "biencoder": biencoder}
+            "biencoder": biencoder, "stamp": stamp}
     kept = start_output(fs, root, meta, resume=resume)
     items_resumed = rows_in(fs, kept.values())
     if kept:
@@ -248,7 +253,7 @@ def score_items(
                     score_fn(
                         scorer_cfg, fingerprint, queries, out_dir=out_path,
                         block_items=block_items, prepared=prepared, items_done=items_done,
-                        biencoder=biencoder is not None,
+                        biencoder=biencoder is not None, stamp=stamp,
                     ),
                     CHUNK_ROWS_SCHEMA,
                 )

@@ -82,6 +82,9 @@ class Builds:
                                  "recorded_at": now_iso(), "host": socket.gethostname(),
                                  "pid": os.getpid()}))
 
+    def record_path(self, version: str) -> str:
+        return self._path(self.layout.build_record, version)
+
     def recorded_work_uri(self, version: str) -> str | None:
         doc = self.io.read_json(self._path(self.layout.build_record, version))
         if doc is None:

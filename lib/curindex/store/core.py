@@ -242,8 +242,13 @@ class Store:
         ``renew()`` itself."""
         return self._builds.lock(version, ttl_s=ttl_s, heartbeat=heartbeat)
 
-    def prune(self, *, keep: int, dry_run: bool = False,
-              build_retention_s: float = 86400.0) -> PruneResult:
+    def prune(self, *, keep: int, dry_run: bool = False, build_retention_s: float = 86400.0,
+              work_roots: tuple[str, ...] | list[str] = ()) -> PruneResult:
         """Delete old versions and builds' leftovers (the rules: :mod:`curindex.store.gc`);
-        with ``dry_run``, only say what would go."""
-        return self._gc.prune(keep=keep, dry_run=dry_run, build_retention_s=build_retention_s)
+        with ``dry_run``, only say what would go. A build's work folder is deleted only when
+        it lies under the store's ``_work/`` or under one of ``work_roots`` (the builds'
+        ``[store] work_dir``); any other recorded folder is reported and kept."""
+        if isinstance(work_roots, str):
+            raise TypeError("work_roots must be a sequence of URIs, not one string")
+        return self._gc.prune(keep=keep, dry_run=dry_run, build_retention_s=build_retention_s,
+                              work_roots=tuple(r for r in work_roots if r))

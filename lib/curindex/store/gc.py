@@ -58,6 +58,9 @@ class _Plan:
     states: list[str]
     orphans: list[str]
     skipped: list[tuple[str, str]]
+    # builds whose recorded work folder was refused: their record stays, so that a prune
+    # given the right work_dir can still find the folder
+    keep_record: set[str] = field(default_factory=set)
 
 
 def _map_work_uri(uri: str) -> str:
@@ -78,7 +81,8 @@ class Collector:
         self.io, self.layout, self.versions = io, layout, versions
         self.pointer, self.builds = pointer, builds
 
-    def prune(self, *, keep: int, dry_run: bool, build_retention_s: float) -> PruneResult:
+    def prune(self, *, keep: int, dry_run: bool, build_retention_s: float,
+              work_roots: tuple[str, ...] = ()) -> PruneResult:
         if type(keep) is not int or keep < 0:
             raise self.io.err(f"prune: keep must be an int >= 0, not {keep!r}")
         if not isinstance(build_retention_s, int | float) or build_retention_s < 0:
@@ -86,7 +90,7 @@ class Collector:
                               f"{build_retention_s!r}")
         lock = None if dry_run else self.pointer.lock().acquire(wait_s=self.pointer.lock_wait_s)
         try:
-            plan = self._plan(keep, float(build_retention_s))
+            plan = self._plan(keep, float(build_retention_s), tuple(work_roots))
             if lock is not None:
                 lock.check()
                 for v in plan.doomed:  # removing the manifest first hides the version at once
@@ -120,7 +124,7 @@ class Collector:
             history_entries=[p.rsplit("/", 1)[-1] for p in plan.orphans],
             skipped=skipped, dry_run=dry_run)
 
-    def _plan(self, keep: int, retention_s: float) -> _Plan:
+    def _plan(self, keep: int, retention_s: float, work_roots: tuple[str, ...]) -> _Plan:
         pointer = self.pointer.read()
         if pointer is not None and not self.versions.is_committed(pointer["version"]):
             raise self.io.err(
@@ -155,35 +159,43 @@ class Collector:
                                     f"its lock is held by {holder.describe()}"))
             return holders[v]
 
+        # Entries of versions/ that are not the store's own folders (symbolic links) are
+        # named and left alone: what they point at is not this store's to open or delete.
+        refused = dict(self.versions.outside_folders())
+        skipped += [(f"version folder {v}", why) for v, why in refused.items()]
         stale = []
         for info in self.io.listdir(self.layout.versions_dir()):
             v = info.base_name
-            if info.type != pafs.FileType.Directory or v in ids or not is_version_id(v):
+            if (info.type != pafs.FileType.Directory or v in ids or not is_version_id(v)
+                    or v in refused):
                 continue
             newest = self.io.newest_mtime_ns(info.path)
             if newest is not None and newest < now_ns - STALE_AFTER_S * 1e9 and not live(v):
                 stale.append(v)
         candidates = (set(self.builds.state_ids()) | set(self.builds.local_work_ids())
-                      | set(doomed) | set(stale) | set(self._lock_ids())) - kept
-        builds, states, work = [], [], {}
+                      | set(doomed) | set(stale) | set(self._lock_ids())) - kept - set(refused)
+        builds, states, work, keep_record = [], [], {}, set()
         for v in sorted(candidates):
-            location = self._work_location(v, skipped)
+            location = self._work_location(v, skipped, work_roots)
             if v not in doomed and self._touched_since(v, location, now_ns - retention_s * 1e9):
                 continue
             if live(v):
                 continue
             builds.append(v)
-            if self.io.info(self.builds.state_dir(v)).type != pafs.FileType.NotFound:
+            record = self.builds.record_path(v)
+            if any(i.path != record for i in self.io.listdir(self.builds.state_dir(v))):
                 states.append(v)
             if location is not None and _exists(location[0], location[1]):
                 work[v] = location
+            elif location is None and self.builds.recorded_work_uri(v) is not None:
+                keep_record.add(v)
         try:
             orphans = self.pointer.orphans()
         except IntegrityError as e:
             # A broken history is reported, not repaired: which entries are dead is unknown.
             orphans = []
             skipped.append(("history entries", str(e)))
-        return _Plan(doomed, sorted(stale), builds, work, states, orphans, skipped)
+        return _Plan(doomed, sorted(stale), builds, work, states, orphans, skipped, keep_record)
 
     def _lock_ids(self) -> list[str]:
         out = []
@@ -209,45 +221,72 @@ class Collector:
         known = [t for t in times if t is not None]
         return bool(known) and max(known) >= cutoff_ns
 
-    def _work_location(self, v: str, skipped: list[tuple[str, str]]
+    def _work_location(self, v: str, skipped: list[tuple[str, str]], work_roots: tuple[str, ...]
                        ) -> tuple[pafs.FileSystem, str, str] | None:
         """(filesystem, path, shown name) of the work folder of ``v``'s build, None if none is
         known or it may not be touched (recorded in ``skipped``)."""
         uri = self.builds.recorded_work_uri(v)
-        if uri is None:
-            return (self.io.fs, self.layout.work_dir(v), self.layout.work_dir(v)) \
-                if self.io.local else None
-        mapped = _map_work_uri(uri)
-        try:
-            if mapped.startswith("/"):
-                fs, path = pafs.LocalFileSystem(), os.path.normpath(mapped)
-            elif mapped.startswith("s3://") and not self.io.local and \
-                    self.io.uri.startswith("s3://"):
-                # The same S3 service as the store (a Hadoop URI carries no endpoint).
-                fs, path = self.io.fs, mapped[len("s3://"):].rstrip("/")
-            else:
-                fs, path = pafs.FileSystem.from_uri(mapped)
-        except (ValueError, OSError) as e:
-            skipped.append((f"work folder {uri} of version {v}", f"pyarrow cannot open it: {e}"))
+        if uri is None and not self.io.local:
             return None
-        why = self._unsafe(v, fs, path.rstrip("/"))
+        located = (self.io.fs, self.layout.work_dir(v)) if uri is None else \
+            self._open_work_uri(uri)
+        uri = uri or self.layout.work_dir(v)
+        if isinstance(located, str):
+            skipped.append((f"work folder {uri} of version {v}", located))
+            return None
+        fs, path = located
+        why = self._unsafe(v, fs, path, work_roots)
         if why:
             skipped.append((f"work folder {uri} of version {v}", why))
             return None
-        return fs, path.rstrip("/"), uri
+        return fs, path, uri
 
-    def _unsafe(self, v: str, fs: pafs.FileSystem, path: str) -> str | None:
-        """Why a recorded work folder must not be deleted (a build record is data, not a
-        command: it may not make prune delete the store or anything outside a work folder)."""
+    def _open_work_uri(self, uri: str) -> tuple[pafs.FileSystem, str] | str:
+        """(filesystem, path) of a work folder URI (a Hadoop URI or a local path), or why
+        pyarrow cannot open it."""
+        mapped = _map_work_uri(uri)
+        try:
+            if mapped.startswith("/"):
+                return pafs.LocalFileSystem(), os.path.normpath(mapped)
+            if mapped.startswith("s3://") and not self.io.local and \
+                    self.io.uri.startswith("s3://"):
+                # The same S3 service as the store (a Hadoop URI carries no endpoint).
+                return self.io.fs, mapped[len("s3://"):].rstrip("/")
+            fs, path = pafs.FileSystem.from_uri(mapped)
+            return fs, path.rstrip("/")
+        except (ValueError, OSError) as e:
+            return f"pyarrow cannot open it: {e}"
+
+    def _unsafe(self, v: str, fs: pafs.FileSystem, path: str, work_roots: tuple[str, ...]
+                ) -> str | None:
+        """Why a recorded work folder must not be deleted. A build record is data anyone who
+        can write the store can edit, not a command: the folder must be ``<root>/<v>`` for a
+        root prune was given (the store's own ``_work/``, or a configured ``[store]
+        work_dir``), resolved with its symbolic links, and not itself a link."""
+        path = path.rstrip("/")
         if path.rsplit("/", 1)[-1] != v:
             return f"it does not end in /{v}, as a build's work folder does"
-        if type(fs) is type(self.io.fs):
-            root = self.layout.root.rstrip("/")
-            if root == path or root.startswith(path + "/"):
+        roots: list[tuple[pafs.FileSystem, str]] = []
+        if self.io.local:
+            roots.append((self.io.fs, self.layout.work_root()))
+        for root in work_roots:
+            located = self._open_work_uri(root)
+            if not isinstance(located, str):
+                roots.append(located)
+        for fs_root, root in roots:
+            if type(fs_root) is not type(fs):
+                continue
+            io = StoreIO(self.io.uri, fs)
+            if io.local and os.path.realpath(path) == os.path.realpath(self.layout.root):
                 return "it holds the store"
-            if path.startswith(root + "/") and not path.startswith(self.layout.work_root() + "/"):
-                return "it is inside the store but not under _work/"
-        return None
+            why = io.outside(path, root)
+            if why is None:
+                return None
+            if io.local and os.path.islink(path):
+                return why
+        shown = ", ".join(r for _, r in roots) or "none"
+        return (f"it is not under the store's _work/ nor a configured work_dir (work roots: "
+                f"{shown}); pass the build's [store] work_dir to prune to remove it")
 
     def _delete_build(self, v: str, plan: _Plan) -> bool:
         try:
@@ -255,7 +294,10 @@ class Collector:
         except ConflictError:
             return False
         try:
-            self.io.delete_dir(self.builds.state_dir(v))
+            if v in plan.keep_record:
+                self.builds.clear(v)
+            else:
+                self.io.delete_dir(self.builds.state_dir(v))
             if v in plan.work:
                 fs, path, shown = plan.work[v]
                 try:

@@ -143,6 +143,24 @@ class StoreIO:
         times = [i.mtime_ns for i in infos if i.mtime_ns is not None]
         return max(times) if times else None
 
+    def outside(self, path: str, root: str) -> str | None:
+        """Why ``path`` may not be opened or deleted as part of the folder ``root``, or None.
+
+        On a local filesystem a path read from the store (a version folder, a work folder a
+        build record names) is resolved, symbolic links included, and must lie under ``root``
+        resolved the same way; other filesystems have no links and paths are compared as
+        given. A path that is itself a symbolic link is refused too: deleting through it
+        would reach what it points at."""
+        if not self.local:
+            inside = path.rstrip("/").startswith(root.rstrip("/") + "/")
+            return None if inside else f"it is not under {root}"
+        if os.path.islink(path):
+            return f"it is a symbolic link (to {os.readlink(path)})"
+        real, top = os.path.realpath(path), os.path.realpath(root)
+        if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
+            return f"it resolves to {real}, which is not under {top}"
+        return None
+
     def delete_dir(self, path: str) -> None:
         try:
             if self.info(path).type != pafs.FileType.NotFound:

@@ -112,6 +112,28 @@ class Versions:
         except StoreError as e:
             raise self.io.err(str(e)) from None
 
+    def folder(self, version: str) -> str:
+        """The folder of ``version`` to read or delete: on a local store it must be a real
+        folder under ``versions/`` (not a symbolic link, not resolving elsewhere), else
+        StoreError: what a link points at is not this store's to open or delete."""
+        vdir = self.vdir(version)
+        why = self.io.outside(vdir, self.layout.versions_dir()) if self.io.local else None
+        if why is not None:
+            raise self.io.err(f"version folder {vdir} is refused: {why}")
+        return vdir
+
+    def outside_folders(self) -> list[tuple[str, str]]:
+        """(version folder name, why) of the entries of ``versions/`` that are not this store's
+        own folders (local stores: symbolic links); listing, pruning and reading skip them."""
+        if not self.io.local:
+            return []
+        out = []
+        for info in self.io.listdir(self.layout.versions_dir()):
+            why = self.io.outside(info.path, self.layout.versions_dir())
+            if why is not None:
+                out.append((info.base_name, why))
+        return sorted(out)
+
     def _rel(self, version: str, rel: str) -> str:
         try:
             return validate_relpath(rel)
@@ -211,7 +233,7 @@ class Versions:
 
     def manifest(self, version: str) -> dict[str, Any] | None:
         """The checked manifest, None when the version is not committed."""
-        vdir = self.vdir(version)
+        vdir = self.folder(version)
         data = self.io.read(f"{vdir}/{MANIFEST}")
         if data is None:
             return None
@@ -248,9 +270,11 @@ class Versions:
         """Complete versions with their manifests, oldest first, and the versions whose
         manifest exists but cannot be read, with the reason."""
         found, bad = [], []
+        refused = {name for name, _ in self.outside_folders()}
         for info in self.io.listdir(self.layout.versions_dir()):
             name = info.base_name
-            if info.type != pafs.FileType.Directory or not is_version_id(name):
+            if (info.type != pafs.FileType.Directory or not is_version_id(name)
+                    or name in refused):
                 continue
             try:
                 doc = self.manifest(name)
@@ -278,7 +302,7 @@ class Versions:
 
     def read_bytes(self, version: str, rel: str) -> bytes:
         holder = self.holder(version, rel)
-        data = self.io.read(f"{self.vdir(holder)}/{self._rel(holder, rel)}")
+        data = self.io.read(f"{self.folder(holder)}/{self._rel(holder, rel)}")
         if data is None:
             raise self._missing(holder, rel)
         return data
@@ -286,7 +310,7 @@ class Versions:
     def open_input(self, version: str, rel: str) -> Any:
         holder = self.holder(version, rel)
         try:
-            return self.io.fs.open_input_file(f"{self.vdir(holder)}/{self._rel(holder, rel)}")
+            return self.io.fs.open_input_file(f"{self.folder(holder)}/{self._rel(holder, rel)}")
         except FileNotFoundError:
             raise self._missing(holder, rel) from None
         except OSError as e:
@@ -294,7 +318,7 @@ class Versions:
 
     def local_path(self, version: str, rel: str, cache_dir: str | None) -> str:
         holder = self.holder(version, rel)
-        path = f"{self.vdir(holder)}/{self._rel(holder, rel)}"
+        path = f"{self.folder(holder)}/{self._rel(holder, rel)}"
         if self.io.local:
             if not os.path.isfile(path):
                 raise self._missing(holder, rel)
@@ -318,7 +342,7 @@ class Versions:
                                   f"{ref['version']}, which is gone", IntegrityError)
             wanted.append((ref["version"], rel, ref))
         try:
-            infos = self.io.fs.get_file_info([f"{self.vdir(v)}/{rel}" for v, rel, _ in wanted])
+            infos = self.io.fs.get_file_info([f"{self.folder(v)}/{rel}" for v, rel, _ in wanted])
         except OSError as e:
             raise self.io.err(f"version {version}: cannot look at its files: {e}") from e
         for (holder, rel, want), info in zip(wanted, infos, strict=True):

@@ -26,6 +26,7 @@ def run(ctx: BuildContext) -> mf.Manifest:
     states = {s: ctx.load(s) for s in STATE_STAGES}
     for st in states.values():
         st.pop("config_digest", None)
+        st.pop("inputs", None)
     # A file a later stage rewrote (the anchor table, with leverage anchors) counts once.
     files = list({f["path"]: FileEntry(**f)
                   for st in states.values() for f in st.pop("files")}.values())

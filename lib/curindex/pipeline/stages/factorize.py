@@ -25,6 +25,7 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     if base is not None:  # G, its diagnostics and anchor scores are the base's (prepare)
         fac = read_manifest(ctx.store, base).to_dict()["factorization"]
         return {**fac, "from_base": base}, []
+    ctx.check_chunks()
     cfg, anchors, files, selection = ctx.cfg, ctx.anchors(), [], {}
     if cfg.anchors.items == "leverage":  # anchor items from the scores, first
         t0 = time.perf_counter()

@@ -15,7 +15,6 @@ from curindex.pipeline.context import BuildContext
 from curindex.pipeline.corpus import check_texts, read_texts
 from curindex.pipeline.files import parquet_bytes, remove_work
 from curindex.plan import needs_biencoder, plan_build, plan_dict, rate_from_history
-from curindex.scoring.base import fingerprint_for
 from curindex.shardindex import empty_index
 from curindex.store import FileEntry, Store
 
@@ -29,7 +28,7 @@ DEFINING_FILES = ("anchors/items.parquet", "anchors/queries.parquet", "G.npy",
 def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     cfg, store = ctx.cfg, ctx.store
     empty_index(cfg.index.factory, cfg.anchors.n_items)  # a bad factory string fails first
-    fingerprint = fingerprint_for(cfg.scorer)
+    fingerprint = ctx.inputs["scorer"]
     base = ctx.base_arg
     if base is not None:  # a base this config cannot extend fails first
         manifest = read_manifest(store, base)

@@ -34,17 +34,29 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
                  changes["changed"], changes["deleted"], changes["unchanged"],
                  len(changes["touched_shards"]), cfg.index.num_shards)
         scored = changes["new"] + changes["changed"]
+    if prep["fingerprint"] != ctx.inputs["scorer"]:
+        raise CurIndexError(
+            f"version {ctx.version}: the scorer's fingerprint is {ctx.inputs['scorer']} now, "
+            f"{prep['fingerprint']} when the prepare stage ran: run prepare again (a whole "
+            "build does so by itself)")
     partitions = cfg.spark.score_partitions or 4 * spark.sparkContext.defaultParallelism
     n_q = len(anchors.scored_query_texts)
+    kwargs = dict(queries=anchors.scored_query_texts, scorer_cfg=cfg.scorer,
+                  fingerprint=prep["fingerprint"], num_shards=cfg.index.num_shards,
+                  partitions=partitions, block_items=cfg.spark.block_items,
+                  out_path=f"{ctx.work}/scores", n_items=scored, stamp=ctx.inputs,
+                  biencoder=biencoder_fingerprint() if "bi" in extras(cfg) else None)
     # Chunks an unfinished attempt committed are kept; a stage that completed before and
     # runs again (run_stage) starts over.
-    done = score_items(spark, items, queries=anchors.scored_query_texts,
-                       scorer_cfg=cfg.scorer, fingerprint=prep["fingerprint"],
-                       num_shards=cfg.index.num_shards, partitions=partitions,
-                       block_items=cfg.spark.block_items, out_path=f"{ctx.work}/scores",
-                       n_items=scored,
-                       resume=ctx.store.load_build_state(ctx.version, "score") is None,
-                       biencoder=biencoder_fingerprint() if "bi" in extras(cfg) else None)
+    done = score_items(spark, items, resume=ctx.store.load_build_state(ctx.version, "score")
+                       is None, **kwargs)
+    stale = ctx.stale_chunks()
+    if stale:  # committed by a task with another scorer or from other inputs: scored again
+        log.warning("score: %d chunks were scored with another %s; scoring them again",
+                    len(stale), " and ".join(sorted({k for v in stale.values() for k in v})))
+        ctx.drop_chunks(stale)
+        done = score_items(spark, items, resume=True, **kwargs)
+        ctx.check_chunks()
     # An incremental build checks the rows it scored; the base's are counted by changes().
     chunks = spark.read.schema(scorerows.SPARK_SCHEMA).parquet(f"{ctx.work}/scores")
     n = chunks.count()
