@@ -343,7 +343,7 @@ def reader_memory(store: Path) -> dict:
     """`bench/reader.py` on the version just built, in a fresh process (published first)."""
     import subprocess
 
-    from curindex.publish import publish_version
+    from curindex.ops.publish import publish_version
     from curindex.store import Store
 
     publish_version(Store.open(str(store)), "bench")

@@ -2,7 +2,7 @@
 
 Synthetic item vectors (float32, k_i = 128) are split over shards the way the build does
 (label = shard << 40 | row), written with faiss and read back memory-mapped as the Searcher
-reads them, and combined with ``curindex.shardindex.merge_shards``, as the Searcher combines
+reads them, and combined with ``curindex.search.shardindex.merge_shards``, as the Searcher combines
 them (IVF shards sharing one trained quantizer: ``faiss.IndexShardsIVF``, one coarse search per
 query, the shards' lists scanned in turn; Flat: threaded ``faiss.IndexShards``). The single
 index holds all vectors (IVF: the same trained quantizer as the shards). Queries are searched
@@ -35,7 +35,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from curindex.shardindex import empty_index, merge_shards, read_index, shard_labels
+from curindex.search.shardindex import empty_index, merge_shards, read_index, shard_labels
 
 K_I = 128
 RANK = 24  # latent dimension of the synthetic vectors

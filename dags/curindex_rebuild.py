@@ -149,7 +149,7 @@ is parsed to change any of them.
 
 def curindex_version(dag_run: Any) -> str:
     """The version id of a DAG run (a template macro: ``{{ curindex_version(dag_run) }}``)."""
-    from curindex.publish_task import version_for_run
+    from curindex.ops.dag_tasks import version_for_run
 
     return version_for_run(dag_run.logical_date, dag_run.run_id)
 
@@ -175,7 +175,7 @@ class BuildStage(SparkSubmitOperator):
         self.conn_id = conn_id
 
     def execute(self, context: Any) -> None:
-        from curindex.publish_task import is_committed, spark_conf
+        from curindex.ops.dag_tasks import is_committed, spark_conf
 
         params, version = context["params"], curindex_version(context["dag_run"])
         if is_committed(params["config"], version):
@@ -242,7 +242,7 @@ with DAG(
         """The quality gate, then the CURRENT pointer: a version under its thresholds fails the
         run (no retry) and stays unpublished."""
         from curindex.errors import QualityGateError
-        from curindex.publish_task import publish_version
+        from curindex.ops.dag_tasks import publish_version
 
         version = curindex_version(dag_run)
         try:
@@ -255,7 +255,7 @@ with DAG(
     @task(execution_timeout=TIMEOUTS["prune"])
     def prune(params: Any = None) -> list[str]:
         """Delete old versions of the store."""
-        from curindex.publish_task import prune_versions
+        from curindex.ops.dag_tasks import prune_versions
 
         return prune_versions(params["config"], params["keep_versions"])
 

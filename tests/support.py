@@ -8,7 +8,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from curindex.reader import read_id_map
+from curindex.search.reader import read_id_map
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from curindex.config import ScorerConfig, config_from_dict
-from curindex.cur import solve_g
-from curindex.methods import Plan, SearchSpec, query_weights, round_sizes, run_plans
+from curindex.kinds.cur import solve_g
 from curindex.pipeline import run_build
 from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
+from curindex.search.methods import Plan, SearchSpec, query_weights, round_sizes, run_plans
 from support import make_texts, tiny_config, write_corpus
 
 
@@ -154,7 +154,7 @@ def test_searcher_adaptive_rounds(spark, tmp_path):
     assert recall["three"] >= recall["one"], recall
     assert k_i < budget
     # Bi-encoder seeding, one round, the whole budget: bi-encoder retrieve-and-rerank.
-    from curindex.baseline import get_biencoder
+    from curindex.scoring.biencoder import get_biencoder
 
     sim = get_biencoder().encode(qs) @ get_biencoder().encode([texts[i] for i in ids]).T
     bi = searcher.search(qs, k=k, budget=budget, seed="bi-encoder", seed_size=budget)

@@ -8,13 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.linalg
 
-from curindex.anchor_select import (
+from curindex.config import ScorerConfig, config_from_dict
+from curindex.kinds.anchor_select import (
     kmeans_rows,
     leverage_projector,
     leverage_scores,
     pivoted_qr_columns,
 )
-from curindex.config import ScorerConfig, config_from_dict
 from curindex.pipeline import run_build
 from curindex.pipeline.leverage import POOL_FACTOR
 from curindex.scoring.base import build_scorer

@@ -12,10 +12,10 @@ import pytest
 
 from curindex.config import ScorerConfig, config_from_dict
 from curindex.pipeline import run_build
-from curindex.reader import read_id_map
 from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
-from curindex.shardindex import split_labels
+from curindex.search.reader import read_id_map
+from curindex.search.shardindex import split_labels
 from curindex.store import Store
 from support import make_texts, read_version_vectors, tiny_config, write_corpus, write_jsonl
 
@@ -145,8 +145,8 @@ def test_cli_search_prints_top_items(built, capsys):
 
 
 def test_distributed_recall_equals_numpy_on_the_same_matrix(built):
-    from curindex.evaluate import recall_brute_force
-    from curindex.figures import figure_grid
+    from curindex.quality.evaluate import recall_brute_force
+    from curindex.quality.figures import figure_grid
 
     cfg, store = built["cfg"], built["store"]
     manifest = store.read_manifest("v1")
@@ -176,7 +176,7 @@ def test_distributed_recall_equals_numpy_on_the_same_matrix(built):
 
 def test_version_under_its_threshold_is_not_publishable(spark, tiny_corpus):
     from curindex.errors import QualityGateError
-    from curindex.publish import publish_version
+    from curindex.ops.publish import publish_version
 
     raw = tiny_config(tiny_corpus, validate={"ks": [10], "budgets": [20],
                                              "min_recall": {"10@20": 1.0}})
@@ -214,7 +214,7 @@ def test_ivf_index_validation_matches_what_the_searcher_returns(spark, tiny_corp
     independent sentence-transformers computation."""
     from sentence_transformers import SentenceTransformer
 
-    from curindex.figures import figure_grid
+    from curindex.quality.figures import figure_grid
     from curindex.scoring.models import default_minilm_path
 
     raw = tiny_config(tiny_corpus,

@@ -236,7 +236,7 @@ def test_publish_gate_prune_dry_run_and_a_lost_race(built, capfd, store_copy, mo
     assert doc["dry_run"] is True and doc["versions"] == ["v3", "weak"]
     assert sorted(p.relative_to(store_copy) for p in Path(store_copy).rglob("*")) == before
     # a lost race: another publisher moves CURRENT while `rollback` verifies its target
-    from curindex.publish import publish_version
+    from curindex.ops.publish import publish_version
 
     real_open = Store.open.__func__
 
@@ -286,7 +286,7 @@ def test_eval_live_measures_every_method_as_the_build_did(built, capfd, tmp_path
                          "--k", "1,10", "--budgets", "20,40", "-o", "json")
     assert code == 0, err
     got = {m["method"]: m["recall"] for m in only_json(out)["methods"]}
-    from curindex.methods import SearchSpec
+    from curindex.search.methods import SearchSpec
 
     want = {SearchSpec(m.method, m.rounds, m.seed_size).describe(): m.recall
             for m in manifest.search.methods}

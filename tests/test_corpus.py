@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curindex import demo
 from curindex.config import InputConfig, QueriesConfig
+from curindex.inputs import demo
 from curindex.pipeline.corpus import check_texts, read_texts
 from support import write_jsonl
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curindex.cur import approximate_scores, item_vectors, solve_g
 from curindex.errors import FactorizeError
+from curindex.kinds.cur import approximate_scores, item_vectors, solve_g
 
 
 @pytest.mark.parametrize(("k_q", "k_i"), [(1, 1), (5, 3), (40, 12), (12, 12)])

@@ -29,7 +29,7 @@ SPARK_TASKS = ["check_inputs", "score", "factorize", "write_shards", "validate",
 TASKS = [*SPARK_TASKS, "publish", "prune"]
 # curindex itself is imported at parse time (light), none of these
 HEAVY_MODULES = ("pyspark", "numpy", "pandas", "pyarrow", "torch", "faiss", "transformers",
-                 "curindex.pipeline", "curindex.search")
+                 "curindex.pipeline", "curindex.search.searcher")
 TIMEOUTS = {"check_inputs": 60, "score": 720, "factorize": 60, "write_shards": 180,
             "validate": 180, "commit": 60, "publish": 60, "prune": 30}  # minutes
 # Each stage is a short-lived JVM on a tiny corpus: JIT compilation and whole-stage code
@@ -213,7 +213,7 @@ def test_dag_file_without_curindex_fails_to_parse_naming_the_fix(airflow_home):
 
 
 def test_version_id_derives_from_the_run():
-    from curindex.publish_task import version_for_run
+    from curindex.ops.dag_tasks import version_for_run
     from curindex.store import validate_version_id
 
     assert version_for_run(LOGICAL_DATE, "scheduled__whatever") == VERSION
@@ -226,7 +226,7 @@ def test_version_id_derives_from_the_run():
 
 
 def test_spark_conf_is_the_config_table_with_params_over_it(airflow_home):
-    from curindex.publish_task import spark_conf
+    from curindex.ops.dag_tasks import spark_conf
 
     path = str(airflow_home["configs"]["good"])
     assert spark_conf(path) == SPARK_CONF

@@ -13,13 +13,13 @@ import pytest
 
 from curindex.config import ScorerConfig, config_from_dict
 from curindex.errors import ConfigError, CurIndexError, StoreError
-from curindex.evaluate import recall_brute_force
-from curindex.figures import figure_grid
 from curindex.pipeline import run_build
 from curindex.pipeline.score import shard_of
-from curindex.reader import read_id_map
+from curindex.quality.evaluate import recall_brute_force
+from curindex.quality.figures import figure_grid
 from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
+from curindex.search.reader import read_id_map
 from curindex.store import Store
 from support import make_texts, read_version_vectors, tiny_config, write_jsonl
 

@@ -12,14 +12,14 @@ import pytest
 
 from curindex.config import config_from_dict
 from curindex.errors import QualityGateError
-from curindex.figures import Figure
-from curindex.methods import SearchSpec
 from curindex.pipeline import run_build, run_stage
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.stages.validate import searches
+from curindex.quality.figures import Figure
+from curindex.quality.validation import candidates, returned
 from curindex.search import Searcher
+from curindex.search.methods import SearchSpec
 from curindex.store import Store
-from curindex.validation import candidates, returned
 from support import make_texts, tiny_config, write_corpus
 
 pytestmark = pytest.mark.spark
@@ -57,7 +57,7 @@ def test_validation_is_what_the_searcher_returns(spark, tmp_path, encoding):
     for stage in ("validate", "commit"):
         run_stage(spark, cfg, version="m", stage=stage)
     store = Store.open(cfg.store.uri)
-    from curindex.publish import publish_version
+    from curindex.ops.publish import publish_version
 
     publish_version(store, "m")
     searcher = Searcher.open(cfg.store.uri)

@@ -39,7 +39,7 @@ def test_import_curindex_is_light_and_searcher_comes_on_demand():
         "import curindex\n"
         f"light = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "from curindex import Searcher, SearchResult\n"
-        "import curindex.search as s\n"
+        "import curindex.search.searcher as s\n"
         "print(json.dumps({'light': light, 'same': Searcher is s.Searcher and "
         "SearchResult is s.SearchResult, 'dir': 'Searcher' in dir(curindex)}))\n"
     )

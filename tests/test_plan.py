@@ -7,8 +7,8 @@ import json
 import pytest
 
 from curindex.config import config_from_dict
+from curindex.ops.plan import count_rows, plan_build, rate_from_history, sample_texts
 from curindex.pipeline import run_build
-from curindex.plan import count_rows, plan_build, rate_from_history, sample_texts
 from support import tiny_config, to_toml
 
 pytestmark = pytest.mark.spark

@@ -1,4 +1,4 @@
-"""Publishing through curindex.publish: the quality gate, then the store's compare-and-swap."""
+"""Publishing through curindex.ops.publish: the quality gate, then the store's compare-and-swap."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from curindex.cli import main
 from curindex.cli.exits import GATE
 from curindex.errors import ConflictError, QualityGateError
-from curindex.publish import publish_version, rollback
+from curindex.ops.publish import publish_version, rollback
 from curindex.store import Store
 from test_store import published
 
@@ -75,7 +75,7 @@ def test_cli_publish_applies_the_gate_and_prune_dry_run_deletes_nothing(
 
 
 def test_the_store_does_not_import_the_gate() -> None:
-    code = "import sys, curindex.store; print('curindex.gate' in sys.modules)"
+    code = "import sys, curindex.store; print('curindex.quality.gate' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"

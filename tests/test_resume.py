@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from cluster import _descendants
-from curindex import scorerows
 from curindex.config import ScorerConfig, config_from_dict
+from curindex.kinds import scorerows
 from curindex.pipeline import run_build, run_stage
 from curindex.pipeline.chunks import TMP_DIR, ChunkWriter, chunk_blocks, committed_chunks
 from curindex.pipeline.score import chunk_of, score_fn, score_items

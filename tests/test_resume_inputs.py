@@ -16,9 +16,9 @@ from curindex.config import config_from_dict
 from curindex.errors import CurIndexError
 from curindex.pipeline import run_build, run_stage
 from curindex.pipeline.chunks import STAMP_KEY, committed_chunks, open_dir
-from curindex.reader import read_id_map
 from curindex.scoring.base import fingerprint_for
 from curindex.search import Searcher
+from curindex.search.reader import read_id_map
 from curindex.store import Store
 from support import (
     read_version_vectors,

@@ -1,4 +1,4 @@
-"""Searching shards as one index (``curindex.shardindex.merge_shards``, used by the Searcher)
+"""Searching shards as one index (``curindex.search.shardindex.merge_shards``, used by the Searcher)
 against one faiss index holding every vector, against each shard searched on its own, and
 against numpy brute force. Generated vectors; no Spark."""
 
@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curindex.methods import Ask
-from curindex.reader import Shard, VersionShards
-from curindex.search import Searcher, _Retriever
-from curindex.shardindex import (
+from curindex.search.methods import Ask
+from curindex.search.reader import Shard, VersionShards
+from curindex.search.searcher import Searcher, _Retriever
+from curindex.search.shardindex import (
     LABEL_SHIFT,
     empty_index,
     merge_shards,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curindex.figures import Figure
-from curindex.methods import SearchSpec
-from curindex.selection import MIN_QUERIES, choose
-from curindex.validation import candidates, jobs
+from curindex.quality.figures import Figure
+from curindex.quality.selection import MIN_QUERIES, choose
+from curindex.quality.validation import candidates, jobs
+from curindex.search.methods import SearchSpec
 
 BI = SearchSpec("bi-rerank")
 CUR = SearchSpec("cur")

@@ -18,7 +18,7 @@ import curindex.store.io as store_io
 from curindex.cli import main
 from curindex.cli.exits import NOT_FOUND
 from curindex.errors import StoreError
-from curindex.publish import publish_version, rollback
+from curindex.ops.publish import publish_version, rollback
 from curindex.store import (
     PUBLISH_STEPS,
     FileEntry,

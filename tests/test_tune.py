@@ -9,9 +9,9 @@ import pytest
 
 from curindex.config import config_from_dict
 from curindex.errors import ConfigError
-from curindex.evaluate import recall_brute_force
-from curindex.figures import figure_grid
 from curindex.pipeline import run_build
+from curindex.quality.evaluate import recall_brute_force
+from curindex.quality.figures import figure_grid
 from support import tiny_config
 
 pytestmark = pytest.mark.spark

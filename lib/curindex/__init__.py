@@ -34,7 +34,7 @@ __version__ = "0.1.0"
 
 # Names imported from their module on first access (module __getattr__, PEP 562), so that
 # `import curindex` does not load torch and faiss.
-_LAZY = {"Searcher": "curindex.search", "SearchResult": "curindex.search"}
+_LAZY = {"Searcher": "curindex.search.searcher", "SearchResult": "curindex.search.searcher"}
 
 __all__ = [
     "ConfigError",

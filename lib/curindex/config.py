@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from curindex.errors import ConfigError
-from curindex.figures import Figure, figure_grid
+from curindex.quality.figures import Figure, figure_grid
 from curindex.scoring.models import REVISION_RE, looks_like_model_id
 from curindex.scoring.registry import KINDS, scorer_problems
 
@@ -91,8 +91,9 @@ class FactorizeConfig:
     tune_fraction: float = 0.5
 
 
-# The search methods a version can serve (``curindex.methods``), simplest first, and the extra
-# indexes each needs: "h" (every item's anchor-query scores), "bi" (bi-encoder embeddings).
+# The search methods a version can serve (``curindex.search.methods``), simplest first, and
+# the extra indexes each needs: "h" (every item's anchor-query scores), "bi" (bi-encoder
+# embeddings).
 SEARCH_METHODS = ("bi-rerank", "cur", "adaptive", "bi-seeded")
 ENCODINGS = ("float32", "float16", "sq8")
 # Settings that were replaced; a config that still sets one is told what replaced it.

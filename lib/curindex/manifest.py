@@ -24,7 +24,7 @@ from typing import Any
 
 from curindex.config import BuildConfig, config_from_dict
 from curindex.errors import IntegrityError
-from curindex.plan import BuildPlan
+from curindex.ops.plan import BuildPlan
 
 FORMAT = 3
 
@@ -165,7 +165,7 @@ class Validation:
 class ServedSearch:
     """The search a version answers with when the caller names none."""
 
-    method: str  # curindex.methods.METHODS
+    method: str  # curindex.search.methods.METHODS
     rounds: int
     seed: str  # "anchors" or "bi-encoder"
     seed_size: int
@@ -246,7 +246,7 @@ class Manifest:
     incremental: Incremental | None = None
     search: SearchInfo | None = None  # None: built before builds chose (serves plain CUR)
     score_progress: tuple[ProgressSample, ...] = ()  # this run's score stage, over time
-    plan: BuildPlan | None = None  # what the build expected before it ran (curindex.plan)
+    plan: BuildPlan | None = None  # what the build expected before it ran (curindex.ops.plan)
 
     @classmethod
     def from_dict(cls, doc: Any) -> Manifest:

@@ -144,7 +144,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _publish(summary: dict[str, Any]) -> None:
     from curindex.errors import QualityGateError
-    from curindex.publish import publish_version
+    from curindex.ops.publish import publish_version
     from curindex.store import Store
 
     version = summary["version"]
@@ -171,7 +171,7 @@ def print_summary(s: dict[str, Any]) -> None:
         print(f"  serves: {safe(served['search'])} at budget {served['budget']}"
               + (f" ({safe(served['reason'])})" if served.get("reason") else ""))
     if s.get("recall"):  # the served search beside the bi-encoder baseline, figure by figure
-        from curindex.figures import by_figure
+        from curindex.quality.figures import by_figure
 
         base = s.get("baseline_recall") or {}
         rows = [["figure", "served", "bi-encoder baseline"]]

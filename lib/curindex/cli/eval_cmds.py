@@ -34,8 +34,8 @@ from curindex.cli.search_cmd import add_method_options, open_searcher, search_in
 
 if TYPE_CHECKING:
     from curindex.manifest import Manifest
-    from curindex.methods import SearchSpec
     from curindex.search import Searcher
+    from curindex.search.methods import SearchSpec
 
 EXACT_BATCH = 20  # queries scored against every item per call (a progress line after each)
 
@@ -48,7 +48,7 @@ def _spec_doc(spec: SearchSpec, *, served: bool) -> dict[str, Any]:
 def recorded(manifest: Manifest) -> dict[str, Any]:
     """The validation a version's build recorded: the served search and how it was chosen,
     every method's figures on the reporting test queries, the baseline and the gate."""
-    from curindex.methods import SearchSpec
+    from curindex.search.methods import SearchSpec
 
     v, search = manifest.validation, manifest.search
     if search is None:  # built before builds chose a search: plain CUR, measured alone
@@ -77,7 +77,7 @@ def recorded(manifest: Manifest) -> dict[str, Any]:
 
 
 def print_recorded(doc: dict[str, Any]) -> None:
-    from curindex.figures import Figure
+    from curindex.quality.figures import Figure
 
     gate = "passed" if doc["passed"] else "FAILED"
     print(f"version {safe(doc['version'])}: validation on {doc['n_test']} held-out test "
@@ -109,7 +109,7 @@ def _rate(x: float | None) -> str:
 
 def specs_to_measure(args: argparse.Namespace, searcher: Searcher) -> list[SearchSpec]:
     """The searches `eval --queries` measures: --all, an explicit method, or the served one."""
-    from curindex.methods import SearchSpec
+    from curindex.search.methods import SearchSpec
 
     explicit = any(x is not None for x in (args.method, args.rounds, args.seed, args.seed_size))
     if args.all and explicit:
@@ -144,7 +144,7 @@ def live_recall(searcher: Searcher, queries: Sequence[str], specs: Sequence[Sear
     """Per spec, Top-k-Recall@budget on `queries` ({"k@budget": mean recall}) against exact
     scores over every item: len(queries) x items model calls for the truth, then one search
     per spec and budget (a search's top k is a prefix of its top max-k)."""
-    from curindex.validation import runnable
+    from curindex.quality.validation import runnable
 
     truth = exact_top(searcher, queries, max(ks))
     k_i = len(searcher.anchor_ids)

@@ -23,7 +23,7 @@ log = logging.getLogger("curindex.cli")
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from curindex.config import load_config
-    from curindex.plan import plan_build, plan_dict
+    from curindex.ops.plan import plan_build, plan_dict
 
     cfg = load_config(args.conf)
     history = None if args.rate or args.sample else _history(cfg)
@@ -39,7 +39,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _history(cfg: Any) -> Any:
     """The rate of the config's store's newest full build with the same scorer, if any."""
     from curindex.errors import StoreError
-    from curindex.plan import needs_biencoder, rate_from_history
+    from curindex.ops.plan import needs_biencoder, rate_from_history
     from curindex.scoring.base import fingerprint_for
     from curindex.store import Store
 

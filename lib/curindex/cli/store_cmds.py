@@ -53,7 +53,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from curindex.publish import publish_version
+    from curindex.ops.publish import publish_version
 
     store = _open(args)
     version = version_of(args)
@@ -67,7 +67,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from curindex.publish import rollback
+    from curindex.ops.publish import rollback
 
     store = _open(args)
     previous = store.current()

@@ -101,8 +101,8 @@ def choose_anchors(
 def kmeans_items(items: DataFrame, k: int, *, seed: int, n_items: int) -> list[tuple[str, str]]:
     """k (id, text) items nearest to the k-means centroids of the bi-encoder embeddings of a
     seeded sample of items (sorted by id, so the choice depends only on the data and seed)."""
-    from curindex.anchor_select import kmeans_rows
-    from curindex.baseline import get_biencoder
+    from curindex.kinds.anchor_select import kmeans_rows
+    from curindex.scoring.biencoder import get_biencoder
 
     sample = sorted(seeded_sample(items, min(n_items, KMEANS_SAMPLE), seed=seed,
                                   salt="items-kmeans"))

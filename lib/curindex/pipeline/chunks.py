@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from curindex import scorerows
+from curindex.kinds import scorerows
 
 log = logging.getLogger("curindex.pipeline")
 

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 
-from curindex import scorerows
 from curindex.config import BuildConfig
 from curindex.errors import ConfigError, CurIndexError, StoreError
+from curindex.kinds import scorerows
 from curindex.manifest import Manifest, read_manifest
 from curindex.pipeline import incremental
 from curindex.pipeline.anchors import Anchors

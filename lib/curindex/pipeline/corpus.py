@@ -3,7 +3,7 @@ validate it.
 
 Sources: Parquet (a file or a folder), JSON lines, a BEIR folder (``corpus.jsonl`` for items,
 ``queries.jsonl`` for queries; ``_id``, ``title``, ``text``), or ``builtin:stdlib-docs`` (the
-demo corpus, see ``curindex.demo``). Texts of several columns are joined with the configured
+demo corpus, see ``curindex.inputs.demo``). Texts of several columns are joined with the configured
 separator, skipping null or empty parts.
 
 Validation (``check_texts``) raises InputError naming the source and the problem for: an empty
@@ -92,7 +92,7 @@ def input_digest(cfg: InputConfig, *, role: str) -> str:
     corpus changed in between starts the build over instead of mixing old and new items."""
     h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
     if cfg.path.startswith(BUILTIN_PREFIX):
-        from curindex import demo
+        from curindex.inputs import demo
 
         ids, texts = demo.items_table() if role == "items" else demo.queries_table()
         h.update(json.dumps([ids, texts]).encode())
@@ -146,7 +146,7 @@ def _resolve(cfg: InputConfig, role: str) -> tuple[str, str, str, list[str]]:
 
 
 def _builtin(spark: SparkSession, path: str, role: str) -> DataFrame:
-    from curindex import demo
+    from curindex.inputs import demo
 
     name = path[len(BUILTIN_PREFIX):]
     if name != "stdlib-docs":

@@ -9,8 +9,8 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from curindex.cur import Factorization, solve_g
 from curindex.errors import FactorizeError
+from curindex.kinds.cur import Factorization, solve_g
 
 
 def gather_anchor_rows(scores: DataFrame, anchor_item_ids: list[str]) -> np.ndarray:

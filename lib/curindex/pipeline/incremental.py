@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from curindex import scorerows
 from curindex.config import BuildConfig
 from curindex.errors import ConfigError
+from curindex.kinds import scorerows
 from curindex.manifest import Manifest
 
 # What an incremental build takes from its base and so must not change.

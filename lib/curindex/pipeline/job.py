@@ -57,7 +57,7 @@ def _served(m) -> dict[str, Any] | None:
     """The search the version serves, and why."""
     if m.search is None:
         return None
-    from curindex.methods import SearchSpec
+    from curindex.search.methods import SearchSpec
 
     d = m.search.default
     return {"search": SearchSpec(d.method, d.rounds, d.seed_size).describe(),

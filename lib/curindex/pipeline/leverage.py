@@ -4,7 +4,7 @@ Every item is scored against the anchor queries anyway, so choosing anchor items
 scores costs no second scoring pass: one pass over the scores sums ``H H^T`` ([k_q, k_q], one
 partial sum per partition), a second computes every item's leverage score and keeps the
 ``pool`` best rows; column-pivoted QR on the driver picks ``k_i`` of them
-(``curindex.anchor_select``). Only k_q x k_q sums and ``pool`` score rows reach the driver.
+(``curindex.kinds.anchor_select``). Only k_q x k_q sums and ``pool`` score rows reach the driver.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from curindex import scorerows
-from curindex.anchor_select import leverage_projector, leverage_scores, pivoted_qr_columns
+from curindex.kinds import scorerows
+from curindex.kinds.anchor_select import leverage_projector, leverage_scores, pivoted_qr_columns
 
 POOL_FACTOR = 4  # leverage pool = POOL_FACTOR x k_i items, from which QR picks k_i
 

@@ -1,6 +1,6 @@
 """The search methods' retriever over the build's score rows, for validation.
 
-Every round of every test query's search is an ``Ask`` (``curindex.methods``): the n best
+Every round of every test query's search is an ``Ask`` (``curindex.search.methods``): the n best
 items, by a vector's inner product in one space, that the query has not scored yet. One Spark
 job per round answers all of them: each task ranks its partition's items for every ask and
 keeps its best n; the driver merges the tasks' lists. The vectors are computed from each score
@@ -30,8 +30,8 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from curindex import scorerows
-from curindex.methods import Ask
+from curindex.kinds import scorerows
+from curindex.search.methods import Ask
 
 FOUND_SCHEMA = "ask int, item_id string, key long, est float, exact float"
 COLUMNS_SCHEMA = "item_id string, h array<float>"
@@ -78,7 +78,7 @@ def extra_vectors(batch: pa.RecordBatch, codecs: Codecs, decode: Callable) -> np
 
 def _spaces(batch: pa.RecordBatch, codecs: Codecs, decode: Callable, wanted: set[str]
             ) -> dict[str, np.ndarray]:
-    from curindex.cur import item_vectors
+    from curindex.kinds.cur import item_vectors
 
     s = scorerows.matrix(batch.column("scores"))  # [n, k_q + n_test]
     out = {EXACT: s[:, codecs.first:]}
@@ -298,8 +298,8 @@ def shard_retriever(spark: SparkSession, rows: DataFrame, *, shards: Sequence[di
     """"e" asks answered by the built (approximate) shards: each shard searched on the driver
     in turn (one in memory at a time), hits merged by (-estimate, id) as the Searcher's merged
     index gives them, exact scores looked up in the score rows with a join."""
-    from curindex.reader import read_id_map
-    from curindex.shardindex import read_index, set_search_params, split_labels
+    from curindex.search.reader import read_id_map
+    from curindex.search.shardindex import read_index, set_search_params, split_labels
 
     def answer(asks: Sequence[Ask]) -> list[tuple[list[str], np.ndarray]]:
         x = np.stack([a.vector for a in asks]).astype(np.float32)

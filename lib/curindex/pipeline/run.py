@@ -35,9 +35,9 @@ from pyspark.sql import SparkSession
 from curindex.config import BuildConfig
 from curindex.errors import ConfigError
 from curindex.manifest import Manifest
+from curindex.ops.publish import publish_version
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.stages import STAGES
-from curindex.publish import publish_version
 from curindex.store import Lock, validate_version_id
 
 log = logging.getLogger("curindex.pipeline")

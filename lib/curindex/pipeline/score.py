@@ -38,8 +38,8 @@ from pyspark import Accumulator, Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from curindex import scorerows
 from curindex.config import ScorerConfig
+from curindex.kinds import scorerows
 from curindex.pipeline.chunks import (
     TMP_DIR,
     ChunkWriter,
@@ -103,7 +103,7 @@ def score_fn(
         scorer = get_scorer(scorer_cfg, fingerprint)
         embedder = None
         if biencoder:
-            from curindex.baseline import get_biencoder
+            from curindex.scoring.biencoder import get_biencoder
 
             embedder = get_biencoder()
         if prepared is not None:

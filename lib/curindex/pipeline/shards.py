@@ -1,10 +1,10 @@
 """Write-shards stage: item vectors ``G h`` per partition, one faiss index per shard.
 
 ``G`` is broadcast; each shard's items are sorted by id so a shard's content and labels do not
-depend on partitioning (labels and file names: ``curindex.shardindex``). Index types that need
-training (IVF, PQ, and the sq8 encoding of the extra index) are trained once on the driver on
-a sample of vectors and the empty trained index is broadcast, so every shard shares one
-quantizer; each is kept in the version (``shards/trained.faiss``, ``shards/x-trained.faiss``)
+depend on partitioning (labels and file names: ``curindex.search.shardindex``). Index types
+that need training (IVF, PQ, and the sq8 encoding of the extra index) are trained once on the
+driver on a sample of vectors and the empty trained index is broadcast, so every shard shares
+one quantizer; each is kept in the version (``shards/trained.faiss``, ``shards/x-trained.faiss``)
 so an incremental build adds to the same quantizers and validation decodes the extra vectors
 exactly as the index stores them. The extra index holds, per item, the segments
 (``shardindex.EXTRAS``) the version's search methods need, side by side. The id maps are Arrow
@@ -25,10 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 
-from curindex import scorerows
 from curindex.errors import ConfigError
+from curindex.kinds import scorerows
 from curindex.pipeline.score import ArrowMapFn
-from curindex.shardindex import (
+from curindex.search.shardindex import (
     EXTRA_TRAINED,
     TRAINED_FILE,
     empty_index,
@@ -51,7 +51,7 @@ def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = (),
     extra index's vector ("x": the segments of `extras`, "h" the anchor-query scores, "bi" the
     bi-encoder embedding the score stage computed, side by side), plus the score rows
     themselves (and their embeddings) with `keep_scores`."""
-    from curindex.cur import item_vectors
+    from curindex.kinds.cur import item_vectors
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:

@@ -18,9 +18,9 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from curindex import scorerows
-from curindex.evaluate import QueryTops, recall_from_tops
-from curindex.figures import Figure
+from curindex.kinds import scorerows
+from curindex.quality.evaluate import QueryTops, recall_from_tops
+from curindex.quality.figures import Figure
 
 TOPS_SCHEMA = "t int, kind int, item_id string, exact double, score double"
 EXACT, CAND = 0, 1  # kinds of shortlist rows

@@ -9,11 +9,11 @@ import logging
 import numpy as np
 
 from curindex.errors import ConfigError, CurIndexError
-from curindex.figures import figure_grid
 from curindex.pipeline.anchors import Anchors
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.factorize import factorize
 from curindex.pipeline.shortlists import recall_with_candidates, shortlists
+from curindex.quality.figures import figure_grid
 
 log = logging.getLogger("curindex.pipeline")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from curindex.figures import Figure
 from curindex.manifest import Manifest
+from curindex.quality.figures import Figure
 from curindex.report.served import gate_verdict, served_search
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from curindex.figures import Figure
+from curindex.quality.figures import Figure
 from curindex.report import page_figures as pf
 from curindex.report.fmt import (
     DASH,

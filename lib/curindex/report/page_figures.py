@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from curindex.figures import Figure
+from curindex.quality.figures import Figure
 from curindex.report.fmt import DASH, num, per_s, rate, sec, size
 from curindex.report.htmlkit import cell, e, head, kv_table, plot, table
 from curindex.report.plots import RECALL_PNG, SINGULAR_PNG, STAGES_PNG, THROUGHPUT_PNG

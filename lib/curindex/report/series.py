@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from curindex.figures import Figure
+from curindex.quality.figures import Figure
 
 
 class Line(NamedTuple):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from curindex.manifest import SearchInfo, Validation
-from curindex.methods import SearchSpec
+from curindex.search.methods import SearchSpec
 
 # What a version built before builds chose their search serves (manifest format 2 and older).
 LEGACY_SEARCH = {"method": "cur", "rounds": 1, "seed": "anchors", "seed_size": 0, "budget": 200}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from curindex.figures import Figure
 from curindex.manifest import Manifest
+from curindex.quality.figures import Figure
 from curindex.report.content import report_figures
 from curindex.report.fmt import (
     num,

@@ -7,7 +7,7 @@ I/O layer), :mod:`~curindex.store.versions` (writing, committing, reading, verif
 (build states, work folders, build locks), :mod:`~curindex.store.gc` (prune) and
 :mod:`~curindex.store.core` (the :class:`Store` that ties them together).
 
-Publishing with the quality gate is :func:`curindex.publish.publish_version`, outside the store.
+Publishing with the quality gate is :func:`curindex.ops.publish.publish_version`, outside the store.
 Only JSON is ever read back; nothing in the store runs as code.
 """
 

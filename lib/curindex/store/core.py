@@ -201,7 +201,7 @@ class Store:
         """Verify ``version``, then make it current if CURRENT still names ``expect_current``
         (None: nothing published; by default the value read when this starts). A lost race
         raises :class:`ConflictError`. The quality gate is not checked here: publish through
-        :func:`curindex.publish.publish_version`."""
+        :func:`curindex.ops.publish.publish_version`."""
         if self.crash_at is not None and self.crash_at not in PUBLISH_STEPS:
             raise ValueError(f"crash_at {self.crash_at!r} is not one of {PUBLISH_STEPS}")
         self._pointer.set_current(version, expect_current=expect_current, step=self._step)

@@ -12,7 +12,7 @@ from curindex.errors import StoreError
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.files import remove_work
 from curindex.report import render_report
-from curindex.shardindex import LABEL_SHIFT
+from curindex.search.shardindex import LABEL_SHIFT
 from curindex.store import FileEntry
 
 log = logging.getLogger("curindex.pipeline")

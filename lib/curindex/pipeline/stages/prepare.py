@@ -9,13 +9,13 @@ import pyarrow as pa
 
 from curindex.errors import ConfigError
 from curindex.manifest import read_manifest
+from curindex.ops.plan import needs_biencoder, plan_build, plan_dict, rate_from_history
 from curindex.pipeline import incremental
 from curindex.pipeline.anchors import Anchors, choose_anchors
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.corpus import check_texts, read_texts
 from curindex.pipeline.files import parquet_bytes, remove_work
-from curindex.plan import needs_biencoder, plan_build, plan_dict, rate_from_history
-from curindex.shardindex import empty_index
+from curindex.search.shardindex import empty_index
 from curindex.store import FileEntry, Store
 
 log = logging.getLogger("curindex.pipeline")

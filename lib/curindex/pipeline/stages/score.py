@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from curindex import scorerows
-from curindex.baseline import biencoder_fingerprint
 from curindex.errors import CurIndexError
+from curindex.kinds import scorerows
 from curindex.pipeline import incremental
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.corpus import read_texts
 from curindex.pipeline.score import score_items, shard_of
 from curindex.pipeline.stages.write_shards import extras
+from curindex.scoring.biencoder import biencoder_fingerprint
 from curindex.store import FileEntry
 
 log = logging.getLogger("curindex.pipeline")

@@ -1,8 +1,8 @@
 """Validate stage: every search method the version supports, run on the held-out test queries
 in Spark (``pipeline.retrieval``: per round, the driver holds each query's small state and the
 executors find the next candidates in their partitions), the served search chosen on the
-tuning queries (``curindex.selection``), every method's Top-k-Recall@budget on the reporting
-queries (``curindex.validation``), and the quality gate's verdict on the served search."""
+tuning queries (``curindex.quality.selection``), every method's Top-k-Recall@budget on the reporting
+queries (``curindex.quality.validation``), and the quality gate's verdict on the served search."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from curindex.config import objective_figures
-from curindex.figures import Figure, by_figure
-from curindex.gate import gate_failures, lift_failures
-from curindex.methods import Ask, Plan, SearchSpec, run_plans
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.retrieval import (
     EXACT,
@@ -25,10 +22,13 @@ from curindex.pipeline.retrieval import (
     shard_retriever,
 )
 from curindex.pipeline.stages.write_shards import extras
-from curindex.selection import choose
-from curindex.shardindex import EXTRA_TRAINED, is_exact
+from curindex.quality.figures import Figure, by_figure
+from curindex.quality.gate import gate_failures, lift_failures
+from curindex.quality.selection import choose
+from curindex.quality.validation import Job, Table, candidates, jobs, table
+from curindex.search.methods import Ask, Plan, SearchSpec, run_plans
+from curindex.search.shardindex import EXTRA_TRAINED, is_exact
 from curindex.store import FileEntry
-from curindex.validation import Job, Table, candidates, jobs, table
 
 log = logging.getLogger("curindex.pipeline")
 
@@ -104,7 +104,7 @@ class Searches:
     truth: list[list[str]]  # per test query, the exact top max(ks) items
     ks: list[int]
     budgets_of: dict[int, list[int]]
-    ranking: dict  # `curindex.validation.returned`'s keyword arguments
+    ranking: dict  # `curindex.quality.validation.returned`'s keyword arguments
     rows: object  # the score rows (a DataFrame) the retrievals ran over
     codecs: Codecs
     approximate: bool
@@ -138,7 +138,7 @@ def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: lis
     live_ids = [a for a, ok in zip(anchors.item_ids, live, strict=True) if ok]
     bi = None
     if any(s.seed == "bi-encoder" for s in specs):
-        from curindex.baseline import get_biencoder
+        from curindex.scoring.biencoder import get_biencoder
 
         bi = get_biencoder().encode(anchors.test_texts)  # [n_test, dim]
     job_list = jobs(specs, n_tune=n_tune, n_test=n_test, objective=objective,

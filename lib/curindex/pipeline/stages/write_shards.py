@@ -3,20 +3,20 @@ incremental build rewrites only the shards its changes touch and references the 
 
 from __future__ import annotations
 
-from curindex.baseline import BI_DIM
 from curindex.config import BuildConfig
 from curindex.errors import CurIndexError
 from curindex.manifest import read_manifest
-from curindex.methods import needed_extras
 from curindex.pipeline import incremental
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.shards import write_shards
-from curindex.shardindex import EXTRA_TRAINED, TRAINED_FILE
+from curindex.scoring.biencoder import BI_DIM
+from curindex.search.methods import needed_extras
+from curindex.search.shardindex import EXTRA_TRAINED, TRAINED_FILE
 from curindex.store import FileEntry
 
 
 def extras(cfg: BuildConfig) -> tuple[str, ...]:
-    """The extra indexes each shard carries (``curindex.shardindex.EXTRAS``): what the
+    """The extra indexes each shard carries (``curindex.search.shardindex.EXTRAS``): what the
     config's search methods need."""
     return needed_extras(cfg.index.methods)
 

@@ -52,9 +52,9 @@ def stdlib_docs() -> list[tuple[str, str, str]]:
     return [tuple(x) for x in json.loads(done.stdout)]
 
 
-_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _READ = ("import json, sys; sys.path.insert(0, __import__('os').environ['PYTHONPATH']); "
-         "from curindex.demo import read_stdlib_docs; print(json.dumps(read_stdlib_docs()))")
+         "from curindex.inputs.demo import read_stdlib_docs; print(json.dumps(read_stdlib_docs()))")
 
 
 def read_stdlib_docs() -> list[tuple[str, str, str]]:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from curindex.errors import StoreError
 from curindex.manifest import Manifest
-from curindex.shardindex import (
+from curindex.search.shardindex import (
     EXTRAS,
     RowLabels,
     drop_id_maps,
@@ -142,7 +142,7 @@ class VersionShards:
     def labels_of(self, item_ids: Sequence[str]) -> dict[str, int]:
         """The labels of the items of `item_ids` that the shards hold (a vectorised scan of
         the id maps, no Python list of the corpus)."""
-        from curindex.shardindex import shard_labels
+        from curindex.search.shardindex import shard_labels
 
         wanted = pa.array(list(item_ids), type=pa.string())
         out: dict[str, int] = {}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curindex.figures import Figure
+from curindex.quality.figures import Figure
 
 
 @dataclass(frozen=True)

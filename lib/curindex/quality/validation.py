@@ -3,7 +3,7 @@ their Top-k-Recall@budget from what they returned, and the table a version recor
 
 The build's test queries are split in two (``[factorize] tune_fraction``, the first ``n_tune``
 tune): every candidate search runs on the tuning queries at the objective's budgets, and the
-served search is chosen there (``curindex.selection``); every method runs on the other
+served search is chosen there (``curindex.quality.selection``); every method runs on the other
 (reporting) queries at every budget, and only those figures are reported and gated. One-round
 methods (plain CUR, bi-encoder rerank) retrieve the same items in the same order at any budget,
 so each runs once, at its largest budget, and smaller budgets take a prefix.
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curindex.figures import Figure
-from curindex.methods import Key, Plan, SearchSpec, ranked
+from curindex.quality.figures import Figure
+from curindex.search.methods import Key, Plan, SearchSpec, ranked
 
 
 def candidates(methods: Sequence[str], rounds: Sequence[int], seed_sizes: Sequence[int]

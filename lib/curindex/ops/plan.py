@@ -32,7 +32,7 @@ import numpy as np
 
 from curindex.config import BUILTIN_PREFIX, BuildConfig, InputConfig
 from curindex.errors import InputError
-from curindex.methods import needed_extras
+from curindex.search.methods import needed_extras
 
 SAMPLE_ITEMS = 64
 MAX_SAMPLE_QUERIES = 256  # the sample scores up to this many queries (n_q when fewer)...
@@ -158,14 +158,14 @@ def task_slots(cfg: BuildConfig) -> int:
 def plan_bytes(cfg: BuildConfig, n: int) -> dict[str, int]:
     """What the build writes: the item-vector and extra index files (exact for flat index
     types: faiss's header per shard plus a fixed size per vector) and the score rows."""
-    from curindex.baseline import BI_DIM
+    from curindex.scoring.biencoder import BI_DIM
 
     k_q, n_q = cfg.anchors.n_queries, cfg.anchors.n_queries + cfg.anchors.n_test
     shards = cfg.index.num_shards
     out = {"vectors": _index_bytes(cfg.index.factory, cfg.anchors.n_items, n, shards)}
     need = needed_extras(cfg.index.methods)
     width = (k_q if "h" in need else 0) + (BI_DIM if "bi" in need else 0)
-    from curindex.shardindex import extra_factory
+    from curindex.search.shardindex import extra_factory
 
     out["extra"] = (_index_bytes(extra_factory(cfg.index.encoding), width, n, shards)
                     if width else 0)
@@ -183,7 +183,7 @@ def _index_bytes(factory: str, dim: int, n: int, shards: int) -> int:
     structure varies with the data, so its size is the same formula, an estimate."""
     import faiss
 
-    from curindex.shardindex import empty_index
+    from curindex.search.shardindex import empty_index
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(max(256, dim * 4), dim)).astype(np.float32)
@@ -245,7 +245,7 @@ def sample_seconds(cfg: BuildConfig, *, n_q: int, bi: bool) -> tuple[float, floa
             prepare_queries(cfg.scorer, fp, queries)
             fixed += (time.perf_counter() - t0) * n_q / len(queries)
         if bi:
-            from curindex.baseline import get_biencoder
+            from curindex.scoring.biencoder import get_biencoder
 
             encoder = get_biencoder()
             encoder.encode(items[:2])
@@ -278,7 +278,7 @@ def write_seconds(texts: list[str], n_q: int, *, rows: int = 2048) -> float:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from curindex import scorerows
+    from curindex.kinds import scorerows
 
     text = pa.array([texts[i % len(texts)] for i in range(rows)])
     batch = pa.record_batch([
@@ -298,7 +298,7 @@ def write_seconds(texts: list[str], n_q: int, *, rows: int = 2048) -> float:
 def count_rows(cfg: InputConfig, *, role: str) -> int:
     """Rows of an input source, without Spark (Parquet: its metadata; JSON lines: its lines)."""
     if cfg.path.startswith(BUILTIN_PREFIX):
-        from curindex import demo
+        from curindex.inputs import demo
 
         return len((demo.items_table() if role == "items" else demo.queries_table())[0])
     path = _source_path(cfg, role)
@@ -319,7 +319,7 @@ def sample_texts(cfg: InputConfig, *, role: str, n: int) -> list[str]:
     `JSONL_SCAN` x n lines of a JSON lines file. A source's first rows are often not typical
     (sorted by source, or by length), and the plan's time scales with their length."""
     if cfg.path.startswith(BUILTIN_PREFIX):
-        from curindex import demo
+        from curindex.inputs import demo
 
         texts = (demo.items_table() if role == "items" else demo.queries_table())[1]
         return [texts[i] for i in _spread(len(texts), n)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from curindex.errors import StoreError, VersionNotFoundError
-from curindex.gate import check_publishable
+from curindex.quality.gate import check_publishable
 from curindex.store import ANY, Store
 
 

@@ -5,7 +5,7 @@ and parameters its build chose on held-out queries and validated (``manifest.sea
 version built before builds chose serves plain CUR). Explicit arguments (``method``,
 ``rounds``, ``seed``, ``seed_size``) override it. Every method spends exactly ``budget``
 exact-model calls per query (fewer when the corpus is smaller) and returns the top k items of
-everything it scored, by exact score; the methods themselves are ``curindex.methods``, run
+everything it scored, by exact score; the methods themselves are ``curindex.search.methods``, run
 here over the version's faiss shards.
 """
 
@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError
 from curindex.manifest import Manifest, ServedSearch, read_manifest
-from curindex.methods import Ask, Plan, SearchSpec, ranked, run_plans
-from curindex.reader import VersionShards
 from curindex.scoring.base import Scorer, build_scorer, checked_scores, fingerprint_for
+from curindex.search.methods import Ask, Plan, SearchSpec, ranked, run_plans
+from curindex.search.reader import VersionShards
 from curindex.store import Store
 
 # A version built before builds chose their search serves plain CUR at this default budget.
@@ -235,7 +235,7 @@ class Searcher:
                                len(queries), k_i, where="the anchor items")  # [n_q, k_i]
             return [Plan(i, spec, budget, sizes, c[i], c[i], self._anchor_labels)
                     for i in range(len(queries))]
-        from curindex.baseline import get_biencoder
+        from curindex.scoring.biencoder import get_biencoder
 
         x = get_biencoder().encode(queries)  # [n_q, dim]
         return [Plan(i, spec, budget, sizes, x[i], np.zeros(0), frozenset())

@@ -12,7 +12,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-log = logging.getLogger("curindex.publish_task")
+log = logging.getLogger("curindex.ops.dag_tasks")
 
 
 def version_for_run(logical_date: datetime | None, run_id: str) -> str:
@@ -59,9 +59,9 @@ def publish_version(config_path: str, version: str) -> dict[str, Any]:
     carries (store, version, recall). A version under its recall thresholds raises
     :class:`curindex.errors.QualityGateError` naming the figures, and nothing is published."""
     from curindex.config import load_config
-    from curindex.figures import by_figure
     from curindex.manifest import read_manifest
-    from curindex.publish import publish_version as publish
+    from curindex.ops.publish import publish_version as publish
+    from curindex.quality.figures import by_figure
     from curindex.store import Store
 
     store = Store.open(load_config(config_path).store.uri)

@@ -6,7 +6,7 @@ The rule: a candidate is *measurably worse* than the best one (the highest mean 
 the paired per-query difference is positive beyond noise (its mean minus ``Z`` standard errors
 stays above zero) and there are at least ``MIN_QUERIES`` tuning queries to tell. The version
 serves the simplest *method* with a candidate that is not measurably worse than the best
-(``curindex.methods.METHODS``: bi-encoder rerank, plain CUR, adaptive, bi-seeded), at that
+(``curindex.search.methods.METHODS``: bi-encoder rerank, plain CUR, adaptive, bi-seeded), at that
 method's best parameters (rounds, seed size: the highest mean objective, the simpler on a
 tie). With few tuning queries (a small query log) nothing is measurably worse, so the simplest
 method serves; the recorded reason says so.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curindex.methods import SearchSpec
+from curindex.search.methods import SearchSpec
 
 Z = 2.0  # one-sided, about 97.7%
 MIN_QUERIES = 10

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from curindex.errors import QualityGateError
-from curindex.figures import Figure
+from curindex.quality.figures import Figure
 
 
 def gate_failures(recall: dict[str, float], min_recall: dict[str, float]) -> list[str]:

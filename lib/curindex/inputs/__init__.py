@@ -1,0 +1,1 @@
+"""Input sources that need no Spark: the embedded demo corpus."""
