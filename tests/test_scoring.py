@@ -429,3 +429,18 @@ def test_cross_encoder_streams_of_batches_give_the_same_scores(tiny_cross_encode
     finally:
         torch.set_num_threads(before)
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_score_pairs_equals_the_entries_of_score_block():
+    from curindex.scoring.base import score_pairs
+
+    s = build_scorer(ScorerConfig(kind="toy", options={"dim": "8"}))
+    qs, its = ["a b", "c d e", "f"], [t for _, t in make_texts(7, seed=3, prefix="i")]
+    full = s.score_block(qs, its)  # [3, 7]
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 3, 20), rng.integers(0, 7, 20)
+    got = score_pairs(s, [qs[i] for i in a], [its[j] for j in b], where="test")
+    np.testing.assert_array_equal(got, full[a, b])
+    assert score_pairs(s, [], [], where="test").shape == (0,)
+    with pytest.raises(ValueError, match="do not pair up"):
+        score_pairs(s, ["a"], [], where="test")

@@ -194,6 +194,31 @@ def checked_scores(scores: object, n_queries: int, n_items: int, *, where: str) 
     return arr
 
 
+def score_pairs(scorer: Scorer, queries: Sequence[str], items: Sequence[str], *,
+                where: str) -> np.ndarray:
+    """Scores of aligned pairs ``(queries[j], items[j])``: float32 [len(pairs)], checked.
+
+    A scorer with its own ``score_pairs(queries, items)`` (which can put pairs of different
+    queries in one forward batch) answers directly; any other gets one ``score_block([q],
+    items of q)`` call per distinct query. Raises ScorerError naming `where`."""
+    if len(queries) != len(items):
+        raise ValueError(f"{len(queries)} queries and {len(items)} items do not pair up")
+    if not len(queries):
+        return np.zeros(0, dtype=np.float32)
+    native = getattr(scorer, "score_pairs", None)
+    if native is not None:
+        return checked_scores(np.asarray(native(list(queries), list(items))).reshape(1, -1),
+                              1, len(queries), where=where)[0]
+    out = np.empty(len(queries), dtype=np.float32)
+    rows: dict[str, list[int]] = {}
+    for j, q in enumerate(queries):
+        rows.setdefault(q, []).append(j)
+    for q, js in rows.items():
+        out[js] = checked_scores(scorer.score_block([q], [items[j] for j in js]), 1, len(js),
+                                 where=where)[0]
+    return out
+
+
 def truncated_mask(scorer: Scorer, texts: Sequence[str], *, role: str) -> np.ndarray:
     """Which texts are longer than the scorer reads (bool per text); all False for scorers
     that do not say."""
