@@ -97,3 +97,37 @@ class _Noisy(ToyScorer):
 
 def noisy(cfg: ScorerConfig) -> _Noisy:
     return _Noisy(cfg, fingerprint="")
+
+
+class _Recording(ToyScorer):
+    """The toy scorer, writing every (query, item) pair it scores inside a Spark task, as JSON
+    lines, to a file per process in options.log_dir (the driver's calls, such as the build
+    plan's timing sample, are not the build's pairs)."""
+
+    def __init__(self, cfg: ScorerConfig) -> None:
+        super().__init__(cfg, fingerprint="")
+        self.path = os.path.join(cfg.options["log_dir"], f"pairs-{os.getpid()}.jsonl")
+
+    def score_block(self, queries, items):
+        import json
+
+        from pyspark import TaskContext
+
+        if TaskContext.get() is None:
+            return super().score_block(queries, items)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps([q, t]) + "\n" for q in queries for t in items)
+        return super().score_block(queries, items)
+
+
+def recording(cfg: ScorerConfig) -> _Recording:
+    return _Recording(cfg)
+
+
+def recorded_pairs(log_dir) -> list[tuple[str, str]]:
+    """Every (query, item) pair a `recording` scorer wrote under `log_dir`."""
+    import json
+    from pathlib import Path
+
+    return [tuple(json.loads(line)) for p in sorted(Path(log_dir).glob("pairs-*.jsonl"))
+            for line in p.read_text(encoding="utf-8").splitlines()]

@@ -11,7 +11,9 @@ same content read into these types (absent optional sections get their defaults)
 served search (``search``: the method the build chose on its tuning queries, every method's
 figures), the score stage's progress over time, the build's plan, and the config's
 ``[index] methods`` / ``encoding`` in place of the ``adaptive`` and ``biencoder`` switches (an
-older version supports what its switches built, stored in float32, and serves plain CUR).
+older version supports what its switches built, stored in float32, and serves plain CUR); 4,
+the build kind (the config's ``[index] kind``, and a sparse build's ``sparse`` section) and the
+exact-model pairs split into the index's and validation's (``counts``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from curindex.config import BuildConfig, config_from_dict
 from curindex.errors import IntegrityError
 from curindex.ops.plan import BuildPlan
 
-FORMAT = 3
+FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,10 @@ class Counts:
     items_truncated: int
     item_max_chars: int
     shards: int
-    pairs_scored: int
+    pairs_scored: int  # every exact-model pair the build scored
     pairs_scored_this_run: int
+    index_pairs: int | None = None  # of them, what the index cost (None: before format 4)
+    validation_pairs: int | None = None  # and what validation's truth cost
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,37 @@ class Factorization:
     anchor_selection_s: float | None = None
     tuning: Tuning | None = None
     from_base: str | None = None  # an incremental build's G is its base's
+
+
+@dataclass(frozen=True)
+class SparseFit:
+    """How the latent maps were fitted (``curindex.kinds.latent.FitStats``)."""
+
+    entries: int
+    holdout_entries: int
+    holdout_mse_start: float
+    holdout_mse: float
+    train_mse: float
+    epochs: int
+    best_epoch: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SparseInfo:
+    """A sparse build's index: its training queries, the pairs they were scored on, and the
+    fitted maps (``maps_file``) with the score rescaling ``beta (s - alpha)``."""
+
+    maps_file: str
+    dim: int
+    alpha: float
+    beta: float
+    fit: SparseFit
+    training_queries: int
+    synthetic_queries: int
+    neighbours: int
+    random_items: int
+    pairs: int
 
 
 @dataclass(frozen=True)
@@ -247,6 +282,7 @@ class Manifest:
     search: SearchInfo | None = None  # None: built before builds chose (serves plain CUR)
     score_progress: tuple[ProgressSample, ...] = ()  # this run's score stage, over time
     plan: BuildPlan | None = None  # what the build expected before it ran (curindex.ops.plan)
+    sparse: SparseInfo | None = None  # a sparse build's index (None: a dense one)
 
     @classmethod
     def from_dict(cls, doc: Any) -> Manifest:
@@ -316,7 +352,13 @@ def _upgrade_2(doc: dict) -> dict:
     return {**doc, "format": 3, "config": {**config, "index": index, "validate": validate}}
 
 
-_UPGRADES = (_upgrade_1, _upgrade_2)
+def _upgrade_3(doc: dict) -> dict:
+    """Format 3 -> 4: nothing to change (every version before 4 is dense, and the split of its
+    pairs is unknown)."""
+    return {**doc, "format": 4}
+
+
+_UPGRADES = (_upgrade_1, _upgrade_2, _upgrade_3)
 
 
 # -- a small typed reader and writer over dataclasses --

@@ -1,5 +1,6 @@
-"""Score rows in Arrow: one item per row, its exact scores over the scored queries (anchor
-queries first, then test queries) as a ``list<float32>``. The score stage writes them, every
+"""Score rows in Arrow: one item per row, its exact scores over the queries scored against every
+item (a dense build: anchor queries first, then test queries; a sparse build: the test queries
+or none) as a ``list<float32>``, and its bi-encoder embedding. The score stage writes them, every
 later stage reads them; this module is the one place that encodes and decodes them."""
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if n == 0:
         return np.zeros((0, 0), dtype=np.float32)
     values = column.flatten().to_numpy(zero_copy_only=False)
+    if values.size == 0:  # rows of no scores (a sparse build scores no query against all)
+        return np.zeros((n, 0), dtype=np.float32)
     return np.ascontiguousarray(values, dtype=np.float32).reshape(n, -1)
 
 

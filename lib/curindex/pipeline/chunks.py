@@ -56,14 +56,15 @@ class ChunkWriter:
     committed one with the same content."""
 
     def __init__(self, fs: pafs.FileSystem, directory: str, chunk: int, *,
-                 bi: bool = False, stamp: dict[str, str] | None = None) -> None:
+                 bi: bool = False, stamp: dict[str, str] | None = None,
+                 schema: pa.Schema | None = None) -> None:
         self.fs, self.chunk, self.rows = fs, chunk, 0
         self.path = f"{directory}/{chunk_name(chunk)}"
         tmp_dir = f"{directory}/{TMP_DIR}"
         fs.create_dir(tmp_dir, recursive=True)
         self.tmp = f"{tmp_dir}/chunk-{chunk:05d}.{_attempt_id()}-{secrets.token_hex(4)}.parquet"
         self._out = fs.open_output_stream(self.tmp)
-        schema = scorerows.arrow_schema(bi=bi)
+        schema = schema or scorerows.arrow_schema(bi=bi)  # score rows unless told otherwise
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
             self._out, schema.with_metadata(stamp_metadata(stamp)) if stamp else schema)
 

@@ -131,28 +131,28 @@ class BuildContext:
         n = self.cfg.anchors.n_test
         return int(n * self.cfg.factorize.tune_fraction) if n >= 2 else 0
 
-    def stale_chunks(self) -> dict[int, list[str]]:
-        """Committed score chunks not scored with this build's scorer and inputs (chunk ->
-        what differs)."""
-        fs, root = open_dir(f"{self.work}/scores")
+    def stale_chunks(self, folder: str = "scores") -> dict[int, list[str]]:
+        """Committed chunks (of the work folder's `folder`: "scores", or the sparse build's
+        "pairs") not scored with this build's scorer and inputs (chunk -> what differs)."""
+        fs, root = open_dir(f"{self.work}/{folder}")
         return stale_chunks(fs, root, self.inputs)
 
-    def drop_chunks(self, chunks: dict[int, list[str]]) -> None:
-        fs, root = open_dir(f"{self.work}/scores")
+    def drop_chunks(self, chunks: dict[int, list[str]], folder: str = "scores") -> None:
+        fs, root = open_dir(f"{self.work}/{folder}")
         for chunk in chunks:
             fs.delete_file(f"{root}/{chunk_name(chunk)}")
 
-    def check_chunks(self) -> None:
-        """Raise unless every committed score chunk was scored with this build's scorer and
-        inputs (checked before the scores are used: a chunk of another scorer would make a
-        version whose searches fail)."""
-        stale = self.stale_chunks()
+    def check_chunks(self, folder: str = "scores") -> None:
+        """Raise unless every committed chunk was scored with this build's scorer and inputs
+        (checked before the scores are used: a chunk of another scorer would make a version
+        whose searches fail)."""
+        stale = self.stale_chunks(folder)
         if stale:
             chunk, what = next(iter(sorted(stale.items())))
             raise CurIndexError(
-                f"version {self.version}: {len(stale)} score chunks in {self.work}/scores were "
-                f"scored with another {' and '.join(what)} (chunk {chunk_name(chunk)}); run "
-                "the score stage again")
+                f"version {self.version}: {len(stale)} score chunks in {self.work}/{folder} "
+                f"were scored with another {' and '.join(what)} (chunk {chunk_name(chunk)}); "
+                "run the score stage again")
 
     def scores(self) -> DataFrame:
         """The committed score chunks: Spark skips `_meta.json` and `_temporary/` (names that

@@ -30,7 +30,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from curindex.kinds import scorerows
+from curindex.kinds import Features, scorerows
 from curindex.search.methods import Ask
 
 FOUND_SCHEMA = "ask int, item_id string, key long, est float, exact float"
@@ -48,11 +48,10 @@ def item_key(item_id: str) -> int:
 class Codecs:
     """How a score row becomes the vectors the version's indexes hold."""
 
-    g: np.ndarray  # [k_i, k_q] float64
-    k_q: int
+    features: Features  # the build kind's: a row's features h and its vector e
     first: int  # score column of test query 0
     x: bytes | None  # the extra index's trained empty index (None: no extra index)
-    layout: tuple[str, ...] = ()  # its segments, in order ("h": k_q dims, "bi": the rest)
+    layout: tuple[str, ...] = ()  # its segments, in order ("h": h_dim dims, "bi": the rest)
 
 
 def decoder(blob: bytes | None) -> Callable[[np.ndarray], np.ndarray]:
@@ -69,26 +68,32 @@ def decoder(blob: bytes | None) -> Callable[[np.ndarray], np.ndarray]:
     return decode
 
 
-def extra_vectors(batch: pa.RecordBatch, codecs: Codecs, decode: Callable) -> np.ndarray:
-    """The extra index's vectors of a batch of score rows, as the index stores them."""
+def _features(batch: pa.RecordBatch, codecs: Codecs, s: np.ndarray) -> np.ndarray:
+    return codecs.features.h(s, lambda: scorerows.matrix(batch.column("bi")))
+
+
+def extra_vectors(batch: pa.RecordBatch, codecs: Codecs, decode: Callable,
+                  h: np.ndarray | None = None) -> np.ndarray:
+    """The extra index's vectors of a batch of score rows, as the index stores them (`h`: the
+    rows' features when already computed)."""
     s = scorerows.matrix(batch.column("scores"))
-    parts = {"h": lambda: s[:, : codecs.k_q], "bi": lambda: scorerows.matrix(batch.column("bi"))}
+    parts = {"h": lambda: h if h is not None else _features(batch, codecs, s),
+             "bi": lambda: scorerows.matrix(batch.column("bi"))}
     return decode(np.hstack([parts[name]() for name in codecs.layout]))
 
 
 def _spaces(batch: pa.RecordBatch, codecs: Codecs, decode: Callable, wanted: set[str]
             ) -> dict[str, np.ndarray]:
-    from curindex.kinds.cur import item_vectors
-
-    s = scorerows.matrix(batch.column("scores"))  # [n, k_q + n_test]
+    s = scorerows.matrix(batch.column("scores"))  # [n, scored queries]
     out = {EXACT: s[:, codecs.first:]}
+    h = _features(batch, codecs, s) if wanted & {"e", "h", "hb"} else None
     if "e" in wanted:
-        out["e"] = item_vectors(s[:, : codecs.k_q], codecs.g)  # as write_shards computes them
+        out["e"] = codecs.features.e(h)  # as write_shards computes them
     if wanted & {"h", "bi", "hb"}:
-        x = extra_vectors(batch, codecs, decode)
+        x = extra_vectors(batch, codecs, decode, h)
         at = 0
         for name in codecs.layout:
-            width = codecs.k_q if name == "h" else x.shape[1] - at
+            width = codecs.features.h_dim if name == "h" else x.shape[1] - at
             out[name] = x[:, at:at + width]
             at += width
         out["hb"] = x  # the layout is h then bi when both are there

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 from pyspark import Accumulator, Broadcast
@@ -100,13 +101,15 @@ def score_fn(
         from curindex.scoring.base import checked_scores, get_scorer, truncated_mask
 
         _set_threads(scorer_cfg.threads)
-        scorer = get_scorer(scorer_cfg, fingerprint)
+        # No query to score against every item (a sparse build with pooled validation): the
+        # rows carry texts and embeddings only, and no model is loaded.
+        scorer = get_scorer(scorer_cfg, fingerprint) if n_q else None
         embedder = None
         if biencoder:
             from curindex.scoring.biencoder import get_biencoder
 
             embedder = get_biencoder()
-        if prepared is not None:
+        if prepared is not None and scorer is not None:
             scorer.load_queries(queries, prepared.value)  # type: ignore[attr-defined]
         fs, root = open_dir(out_dir)
         writer: ChunkWriter | None = None
@@ -128,12 +131,13 @@ def score_fn(
                 where = f"items {ids[0].as_py()!r}..{ids[-1].as_py()!r}"
                 scores = checked_scores(
                     scorer.score_block(queries, texts), n_q, len(texts), where=where
-                )  # [n_q, n_items]
+                ) if scorer is not None else np.zeros((0, len(texts)), np.float32)  # [n_q, n]
                 columns = [
                     ids.cast(pa.string()),
                     block.column("shard").combine_chunks().cast(pa.int32()),
                     block.column("text").combine_chunks().cast(pa.string()),
-                    pa.array(truncated_mask(scorer, texts, role="item")),
+                    pa.array(truncated_mask(scorer, texts, role="item") if scorer is not None
+                             else np.zeros(len(texts), bool)),
                     scorerows.list_array(scores.T),  # one row per item
                 ]
                 if embedder is not None:
@@ -233,7 +237,7 @@ def score_items(
     )
     prepared = None
     try:
-        state = prepare_queries(scorer_cfg, fingerprint, queries)
+        state = prepare_queries(scorer_cfg, fingerprint, queries) if queries else None
         prepared = sc.broadcast(state) if state is not None else None
         rows = items.select("id", "text").withColumns(
             {"shard": shard_of("id", num_shards), "chunk": chunk_of("id", n_chunks)})

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 
 from curindex.errors import ConfigError
-from curindex.kinds import scorerows
+from curindex.kinds import Features, scorerows
 from curindex.pipeline.score import ArrowMapFn
 from curindex.search.shardindex import (
     EXTRA_TRAINED,
@@ -45,23 +45,23 @@ WRITTEN_SCHEMA = "shard int, n_items long, files string"
 TRAIN_SAMPLE = 100_000  # vectors used to train an IVF/PQ/SQ index on the driver
 
 
-def project_fn(g: np.ndarray, k_q: int, *, extras: tuple[str, ...] = (),
+def project_fn(features: Features, *, extras: tuple[str, ...] = (),
                keep_scores: bool = False) -> ArrowMapFn:
-    """mapInArrow function: scores rows -> item vectors (G is captured once per task), plus the
-    extra index's vector ("x": the segments of `extras`, "h" the anchor-query scores, "bi" the
-    bi-encoder embedding the score stage computed, side by side), plus the score rows
-    themselves (and their embeddings) with `keep_scores`."""
-    from curindex.kinds.cur import item_vectors
+    """mapInArrow function: score rows -> item vectors (``features``: the build kind's map of
+    a row to its features ``h`` and its vector ``e``), plus the extra index's vector ("x": the
+    segments of `extras`, "h" the features, "bi" the bi-encoder embedding the score stage
+    computed, side by side), plus the score rows themselves (and their embeddings) with
+    `keep_scores`."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             if batch.num_rows == 0:
                 continue
             scores = batch.column("scores")
-            h = scorerows.matrix(scores)[:, :k_q]
+            h = features.h(scorerows.matrix(scores), lambda b=batch: _embeddings(b))
             columns = {"shard": batch.column("shard"), "item_id": batch.column("item_id"),
                        "text": batch.column("text"),
-                       "vector": scorerows.list_array(item_vectors(h, g))}
+                       "vector": scorerows.list_array(features.e(h))}
             if extras:
                 parts = {"h": h, "bi": _embeddings(batch) if "bi" in extras else None}
                 columns["x"] = scorerows.list_array(np.hstack([parts[n] for n in extras]))
@@ -162,8 +162,7 @@ def write_shards(
     spark: SparkSession,
     scores: DataFrame,
     *,
-    g: np.ndarray,
-    k_q: int,
+    features: Features,
     factory: str,
     encoding: str,
     n_items: int,
@@ -181,19 +180,20 @@ def write_shards(
     trained empty index files. `trained` (an earlier version's, by column) skips training."""
     from curindex.store import Store
 
-    g_b = spark.sparkContext.broadcast(np.ascontiguousarray(g, dtype=np.float64))
+    f_b = spark.sparkContext.broadcast(features)
     if shards is not None:
         scores = scores.where(scores["shard"].isin(shards))
     try:
         vectors = scores.select("item_id", "shard", "text", "truncated", "scores", "bi") \
-            .mapInArrow(_broadcast_project(g_b, k_q, extras, keep_scores),
+            .mapInArrow(_broadcast_project(f_b, extras, keep_scores),
                         VECTORS_SCHEMA + (", x array<float>" if extras else "")
                         + (KEPT_SCHEMA if keep_scores else "")
                         + (", bi array<float>" if keep_scores and "bi" in extras else ""))
         if trained is None:
-            dims = {"vector": g.shape[0]}
+            first = vectors.select("vector", *(["x"] if extras else [])).first()
+            dims = {"vector": len(first["vector"])}
             if extras:
-                dims["x"] = len(vectors.select("x").first()["x"])
+                dims["x"] = len(first["x"])
             trained = trained_indexes(spark, vectors, factory=factory, encoding=encoding,
                                       dims=dims, n_items=n_items)
         store = Store.open(store_uri)
@@ -208,7 +208,7 @@ def write_shards(
         )
     finally:
         spark.sparkContext.setJobDescription(None)
-        g_b.destroy()
+        f_b.destroy()
     out = []
     for r in sorted(rows, key=lambda r: r["shard"]):
         index_rel, ids_rel = shard_files(r["shard"])
@@ -222,8 +222,8 @@ def write_shards(
     return out, [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in trained_entries]
 
 
-def _broadcast_project(g_b, k_q: int, extras: tuple[str, ...], keep_scores: bool) -> ArrowMapFn:
+def _broadcast_project(f_b, extras: tuple[str, ...], keep_scores: bool) -> ArrowMapFn:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return project_fn(g_b.value, k_q, extras=extras, keep_scores=keep_scores)(batches)
+        return project_fn(f_b.value, extras=extras, keep_scores=keep_scores)(batches)
 
     return run

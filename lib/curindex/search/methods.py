@@ -158,19 +158,45 @@ def query_weights(h_a: np.ndarray, s_a: np.ndarray, *, rcond: float) -> np.ndarr
     return v @ ((v.T @ (a.T @ s)) / e)  # gram = V S^2 V^T: pinv(a) s = V S^-2 V^T a^T s
 
 
-def solve_all(problems: Sequence[tuple[np.ndarray, np.ndarray]], *, rcond: float,
+def prior_weights(h_a: np.ndarray, s_a: np.ndarray, *, prior: np.ndarray, weight: float
+                  ) -> np.ndarray:
+    """The query's vector pulled toward a prior: ``argmin ||h_a^T w - s_a||^2 + weight
+    ||w - prior||^2`` (a sparse version's rounds: the prior is the query map of its
+    bi-encoder embedding). h_a: [d, m]; s_a: [m]; prior: [d]; weight > 0. Solved in the
+    smaller of the two spaces (m x m or d x d)."""
+    a = np.asarray(h_a, np.float64).T  # [m, d]
+    w0 = np.asarray(prior, np.float64)
+    r = np.asarray(s_a, np.float64) - a @ w0
+    m, d = a.shape
+    if m <= d:
+        return w0 + a.T @ np.linalg.solve(a @ a.T + weight * np.eye(m), r)
+    return w0 + np.linalg.solve(a.T @ a + weight * np.eye(d), a.T @ r)
+
+
+# One re-solve: (h_a [d, m], s_a [m], prior [d] or None: pinv with the cutoff, else ridge)
+Problem = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def solve_all(problems: Sequence[Problem], *, rcond: float, prior_weight: float = 0.0,
               workers: int = 1) -> list[np.ndarray]:
-    """`query_weights` of many (h_a, s_a), each on one BLAS thread (small problems run many
-    times slower when BLAS threads contend for the cores), `workers` at a time."""
+    """`query_weights` (or `prior_weights`, for a problem with a prior) of many problems,
+    each on one BLAS thread (small problems run many times slower when BLAS threads contend
+    for the cores), `workers` at a time."""
     from threadpoolctl import threadpool_limits
+
+    def solve(p: Problem) -> np.ndarray:
+        h, s, prior = p
+        if prior is None:
+            return query_weights(h, s, rcond=rcond)
+        return prior_weights(h, s, prior=prior, weight=prior_weight)
 
     with threadpool_limits(1, user_api="blas"):
         if workers <= 1 or len(problems) < 2:
-            return [query_weights(h, s, rcond=rcond) for h, s in problems]
+            return [solve(p) for p in problems]
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(workers, thread_name_prefix="curindex-solve") as pool:
-            return list(pool.map(lambda p: query_weights(p[0], p[1], rcond=rcond), problems))
+            return list(pool.map(solve, problems))
 
 
 @dataclass(frozen=True)
@@ -209,17 +235,31 @@ class Plan:
     excluded: frozenset  # never retrieved: the anchor items of anchor-seeded methods
     keys: list[Key] = field(default_factory=list)
     exact: list[float] = field(default_factory=list)
+    # a sparse version's query prior [d] (empty: a dense version's unconstrained re-solve)
+    prior: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
+class Latent:
+    """A sparse version's re-solve: exact scores rescaled ``beta (s - alpha)`` onto the latent
+    scale, then pulled toward each plan's prior with `weight`."""
+
+    alpha: float
+    beta: float
+    weight: float
 
 
 def run_plans(plans: Sequence[Plan], retriever: Retriever, *, anchor_columns: np.ndarray | None,
-              rcond: float, workers: int = 1, cos: bool = False) -> None:
+              rcond: float, workers: int = 1, cos: bool = False,
+              latent: Latent | None = None) -> None:
     """Run every plan's rounds in lockstep (one `retrieve` call per round for all of them);
     fills each plan's keys (retrieval order) and exact scores.
 
     anchor_columns: [k_q, k_i] anchor-query scores of the anchor items (None when no plan
     has later rounds); `workers`: threads that re-solve the plans' weights; `cos`: the
     bi-seeded method's later rounds add the bi-encoder similarity as a feature (see the
-    module docstring; the retriever's columns then carry the bi-encoder embeddings)."""
+    module docstring; the retriever's columns then carry the bi-encoder embeddings);
+    `latent`: a sparse version's rounds (the plans carry their priors)."""
     for r in range(max((len(p.sizes) for p in plans), default=0)):
         active = [p for p in plans if len(p.sizes) > r and p.sizes[r] > 0]
         if not active:
@@ -228,14 +268,15 @@ def run_plans(plans: Sequence[Plan], retriever: Retriever, *, anchor_columns: np
             asks = [Ask(p.query, "e" if p.spec.seed == "anchors" else "bi", p.first,
                         p.sizes[0], p.excluded) for p in active]
         else:
-            asks = _resolve(active, retriever, anchor_columns, rcond, r, workers, cos)
+            asks = _resolve(active, retriever, anchor_columns, rcond, r, workers, cos, latent)
         for p, (keys, exact) in zip(active, retriever.retrieve(asks), strict=True):
             p.keys += list(keys)
             p.exact += [float(x) for x in exact]
 
 
 def _resolve(active: Sequence[Plan], retriever: Retriever, anchor_columns: np.ndarray | None,
-             rcond: float, r: int, workers: int, cos: bool) -> list[Ask]:
+             rcond: float, r: int, workers: int, cos: bool, latent: Latent | None
+             ) -> list[Ask]:
     """The asks of round r > 0: each plan's weights re-solved on what it scored so far."""
     if anchor_columns is None:
         raise ValueError("adaptive rounds need the anchor items' anchor-query scores")
@@ -251,9 +292,15 @@ def _resolve(active: Sequence[Plan], retriever: Retriever, anchor_columns: np.nd
             h_a = np.vstack([h_a, p.first @ x_a[k_q:]])
         if p.spec.seed == "anchors":
             h_a = np.hstack([anchor_columns, h_a])
-        problems.append((h_a, np.concatenate([p.anchor_exact, p.exact])))
+        s_a = np.concatenate([p.anchor_exact, p.exact])
+        prior = None
+        if latent is not None:  # the prior of the cosine feature's weight is 0
+            s_a = latent.beta * (s_a - latent.alpha)
+            prior = np.concatenate([p.prior, [0.0]]) if with_cos else p.prior
+        problems.append((h_a, s_a, prior))
         spaces.append("hb" if with_cos else "h")
-    weights = solve_all(problems, rcond=rcond, workers=workers)
+    weights = solve_all(problems, rcond=rcond, workers=workers,
+                        prior_weight=latent.weight if latent is not None else 0.0)
     return [Ask(p.query, space,
                 np.concatenate([w[:k_q], w[k_q] * p.first]) if space == "hb" else w,
                 p.sizes[r], p.excluded | frozenset(p.keys))

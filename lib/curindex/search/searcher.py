@@ -21,9 +21,11 @@ import pyarrow.parquet as pq
 
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError
+from curindex.kinds.latent import LatentMaps
+from curindex.kinds.sparse import Prior
 from curindex.manifest import Manifest, ServedSearch, read_manifest
 from curindex.scoring.base import Scorer, build_scorer, checked_scores, fingerprint_for
-from curindex.search.methods import Ask, Plan, SearchSpec, ranked, run_plans
+from curindex.search.methods import Ask, Latent, Plan, SearchSpec, ranked, run_plans
 from curindex.search.reader import VersionShards
 from curindex.store import Store
 
@@ -89,7 +91,8 @@ class Searcher:
                  scorer: Scorer, anchor_ids: list[str], anchor_texts: list[str],
                  shards: VersionShards, anchor_columns: np.ndarray | None = None,
                  detached: Sequence[str] = (), served: ServedSearch = LEGACY_SEARCH,
-                 rcond: float = 1e-3, max_budget: int = DEFAULT_MAX_BUDGET) -> None:
+                 rcond: float = 1e-3, max_budget: int = DEFAULT_MAX_BUDGET,
+                 prior: Prior | None = None) -> None:
         self.store, self.version, self.manifest = store, version, manifest
         self.scorer, self.shards, self.served = scorer, shards, served
         self.anchor_ids, self.anchor_texts = anchor_ids, anchor_texts
@@ -103,6 +106,10 @@ class Searcher:
         self._anchor_labels = frozenset(listed.values())
         # [k_q, k_i] anchor-query scores of the anchor items (adaptive rounds)
         self._anchor_columns = anchor_columns
+        # A sparse version's rounds re-solve each query near its prior (its latent maps).
+        self._prior = prior
+        if prior is not None:
+            self._anchor_columns = np.zeros((prior.maps.dim, 0))
 
     @classmethod
     def open(cls, store_uri: str, version: str = "current", *,
@@ -140,8 +147,12 @@ class Searcher:
             )
         anchors = pq.read_table(store.local_path(vid, manifest.anchors.items_file))
         shards = VersionShards.open(store, vid, manifest, ivf_in_memory=ivf_in_memory)
-        anchor_columns = None
-        if shards.has("h"):
+        anchor_columns, prior = None, None
+        if manifest.sparse is not None:
+            maps = LatentMaps.from_bytes(store.read_bytes(vid, manifest.sparse.maps_file),
+                                         where=f"version {vid}: {manifest.sparse.maps_file}")
+            prior = Prior(maps, manifest.config.sparse.prior_weight)
+        elif shards.has("h"):
             rows = np.load(store.local_path(vid, manifest.anchors.scores_file),
                            allow_pickle=False)  # [k_i, k_q + n_test]
             anchor_columns = rows[:, : manifest.anchors.n_queries].T.astype(np.float64)
@@ -151,7 +162,8 @@ class Searcher:
                    anchor_ids=anchors.column("id").to_pylist(),
                    anchor_texts=anchors.column("text").to_pylist(), shards=shards,
                    anchor_columns=anchor_columns, detached=manifest.anchors.detached,
-                   served=served, rcond=manifest.factorization.rcond, max_budget=max_budget)
+                   served=served, rcond=manifest.factorization.rcond, max_budget=max_budget,
+                   prior=prior)
 
     @property
     def adaptive(self) -> bool:
@@ -211,8 +223,11 @@ class Searcher:
         if not queries:
             return []
         plans = self._plans(queries, spec, budget)
+        latent = None if self._prior is None else Latent(
+            self._prior.maps.alpha, self._prior.maps.beta, self._prior.weight)
         run_plans(plans, _Retriever(self, queries), anchor_columns=self._anchor_columns,
-                  rcond=self.rcond if rcond is None else rcond, cos=self.shards.has("hb"))
+                  rcond=self.rcond if rcond is None else rcond, cos=self.shards.has("hb"),
+                  latent=latent)
         out = []
         for q, p in zip(queries, plans, strict=True):
             anchors = spec.seed == "anchors"
@@ -238,7 +253,8 @@ class Searcher:
         from curindex.scoring.biencoder import get_biencoder
 
         x = get_biencoder().encode(queries)  # [n_q, dim]
-        return [Plan(i, spec, budget, sizes, x[i], np.zeros(0), frozenset())
+        priors = self._prior.vectors(x) if self._prior is not None else np.zeros((len(x), 0))
+        return [Plan(i, spec, budget, sizes, x[i], np.zeros(0), frozenset(), prior=priors[i])
                 for i in range(len(queries))]
 
     def _live_anchor_keys(self) -> list:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from curindex import __version__
 from curindex import manifest as mf
 from curindex.errors import StoreError
+from curindex.pipeline.anchors import SYNTHETIC_PREFIX
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.files import remove_work
 from curindex.report import render_report
@@ -49,8 +50,9 @@ def run(ctx: BuildContext) -> mf.Manifest:
             items_truncated=score["items_truncated"], item_max_chars=prep["item_max_chars"],
             shards=len(shards["shards"]), pairs_scored=score["pairs_scored"],
             # less than pairs_scored when the score stage resumed an unfinished attempt
-            pairs_scored_this_run=score["pairs_scored_this_run"]),
-        factorization=states["factorize"],
+            pairs_scored_this_run=score["pairs_scored_this_run"],
+            index_pairs=score["index_pairs"], validation_pairs=score["validation_pairs"]),
+        factorization={k: v for k, v in states["factorize"].items() if k != "sparse"},
         index={"factory": cfg.index.factory, "dim": len(anchors.item_ids),
                "metric": "inner_product", "label_shift": LABEL_SHIFT, "g_file": "G.npy",
                "shards": shards["shards"], "bytes": shards["bytes"],
@@ -62,6 +64,13 @@ def run(ctx: BuildContext) -> mf.Manifest:
         plan=prep.pop("plan", None),
         report_dir="report",
     )
+    if cfg.index.kind == "sparse":
+        sp = states["factorize"]["sparse"]
+        sections["sparse"] = {
+            **sp, "training_queries": len(anchors.query_ids),
+            "synthetic_queries": sum(i.startswith(SYNTHETIC_PREFIX) for i in anchors.query_ids),
+            "neighbours": cfg.sparse.neighbours, "random_items": cfg.sparse.random_items,
+            "pairs": score["index_pairs"] if prep["base"] is None else sp["pairs"]}
     if prep["base"] is not None:
         sections["incremental"] = {"base": prep["base"], **score["changes"],
                                    "shards_written": shards["shards_written"],

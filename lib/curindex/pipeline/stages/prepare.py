@@ -11,19 +11,15 @@ from curindex.errors import ConfigError
 from curindex.manifest import read_manifest
 from curindex.ops.plan import needs_biencoder, plan_build, plan_dict, rate_from_history
 from curindex.pipeline import incremental
-from curindex.pipeline.anchors import Anchors, choose_anchors
+from curindex.pipeline.anchors import Anchors
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.corpus import check_texts, read_texts
 from curindex.pipeline.files import parquet_bytes, remove_work
+from curindex.pipeline.kinds import kind_for
 from curindex.search.shardindex import empty_index
 from curindex.store import FileEntry, Store
 
 log = logging.getLogger("curindex.pipeline")
-
-# The small files that define the projection: an incremental build copies them from its base.
-DEFINING_FILES = ("anchors/items.parquet", "anchors/queries.parquet", "G.npy",
-                  "anchors/scores.npy")
-
 
 def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     cfg, store = ctx.cfg, ctx.store
@@ -56,9 +52,9 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
              "queries_available": query_stats.rows, "item_max_chars": item_stats.max_chars,
              "item_mean_chars": round(item_stats.mean_chars, 1), "base": None,
              "detached_anchors": []}
+    kind = kind_for(cfg)
     if base is None:
-        anchors = choose_anchors(items, queries, cfg.anchors, n_items=item_stats.rows,
-                                 n_queries=query_stats.rows)
+        anchors = kind.choose(ctx, items, queries, item_stats.rows, query_stats.rows)
         return state, write_anchor_tables(store, ctx.version, anchors)
     anchor_items = ctx.table("anchors/items.parquet", version=base)
     detached = incremental.detached_anchors(items, anchor_items.column("id").to_pylist(),
@@ -69,17 +65,20 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
                     base, len(detached), ", ".join(detached[:5]))
     # The small files that define the projection are copied; shards are referenced.
     files = [store.write_bytes(ctx.version, rel, store.read_bytes(base, rel))
-             for rel in DEFINING_FILES]
+             for rel in kind.DEFINING_FILES]
     return {**state, "base": base, "detached_anchors": detached}, files
 
 
 def write_anchor_tables(store: Store, version: str, anchors: Anchors) -> list[FileEntry]:
     n_q, n_t = len(anchors.query_ids), len(anchors.test_ids)
-    items = pa.table({"id": anchors.item_ids, "text": anchors.item_texts})
-    queries = pa.table({
-        "id": anchors.query_ids + anchors.test_ids,
-        "text": anchors.query_texts + anchors.test_texts,
-        "role": ["anchor"] * n_q + ["test"] * n_t,
+    def strings(values: list[str]) -> pa.Array:
+        return pa.array(values, pa.string())  # typed when empty (a sparse build's items)
+
+    items = pa.table({"id": strings(anchors.item_ids), "text": strings(anchors.item_texts)})
+    queries = pa.table({  # "anchor": a dense build's anchor queries, a sparse one's training
+        "id": strings(anchors.query_ids + anchors.test_ids),
+        "text": strings(anchors.query_texts + anchors.test_texts),
+        "role": strings(["anchor"] * n_q + ["test"] * n_t),
     })
     return [store.write_bytes(version, "anchors/items.parquet", parquet_bytes(items)),
             store.write_bytes(version, "anchors/queries.parquet", parquet_bytes(queries))]

@@ -10,6 +10,7 @@ from curindex.kinds import scorerows
 from curindex.pipeline import incremental
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.corpus import read_texts
+from curindex.pipeline.kinds import kind_for
 from curindex.pipeline.score import score_items, shard_of
 from curindex.pipeline.stages.write_shards import extras
 from curindex.scoring.biencoder import biencoder_fingerprint
@@ -39,13 +40,16 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
             f"version {ctx.version}: the scorer's fingerprint is {ctx.inputs['scorer']} now, "
             f"{prep['fingerprint']} when the prepare stage ran: run prepare again (a whole "
             "build does so by itself)")
+    kind = kind_for(cfg)
     partitions = cfg.spark.score_partitions or 4 * spark.sparkContext.defaultParallelism
-    n_q = len(anchors.scored_query_texts)
-    kwargs = dict(queries=anchors.scored_query_texts, scorer_cfg=cfg.scorer,
+    queries = kind.scored_queries(ctx, anchors)  # every item's score row
+    n_q, n_test = len(queries), len(anchors.test_ids)
+    kwargs = dict(queries=queries, scorer_cfg=cfg.scorer,
                   fingerprint=prep["fingerprint"], num_shards=cfg.index.num_shards,
                   partitions=partitions, block_items=cfg.spark.block_items,
                   out_path=f"{ctx.work}/scores", n_items=scored, stamp=ctx.inputs,
-                  biencoder=biencoder_fingerprint() if "bi" in extras(cfg) else None)
+                  biencoder=biencoder_fingerprint() if kind.NEEDS_BI or "bi" in extras(cfg)
+                  else None)
     # Chunks an unfinished attempt committed are kept; a stage that completed before and
     # runs again (run_stage) starts over.
     done = score_items(spark, items, resume=ctx.store.load_build_state(ctx.version, "score")
@@ -66,8 +70,12 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     truncated = chunks.where("truncated").count()
     if changes is not None:
         truncated += changes.pop("unchanged_truncated")
-    return {"pairs_scored": scored * n_q, "changes": changes,
-            "pairs_scored_this_run": done.items_scored * n_q,
+    more = kind.score_more(ctx)  # the sparse build's pairs
+    index = more.pop("index_pairs", scored * (n_q - n_test))
+    index_run = more.pop("index_pairs_this_run", done.items_scored * (n_q - n_test))
+    return {"pairs_scored": scored * n_test + index, "changes": changes,
+            "pairs_scored_this_run": done.items_scored * n_test + index_run,
+            "index_pairs": index, "validation_pairs": scored * n_test, **more,
             "chunks": done.n_chunks, "chunks_resumed": done.chunks_resumed,
             "items_truncated": truncated,
             "progress": [{"seconds": t, "items": n} for t, n in done.progress]}, []

@@ -14,6 +14,7 @@ import numpy as np
 
 from curindex.config import objective_figures
 from curindex.pipeline.context import BuildContext
+from curindex.pipeline.kinds import QuerySide, kind_for
 from curindex.pipeline.retrieval import (
     EXACT,
     Codecs,
@@ -113,42 +114,41 @@ class Searches:
 def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: list[Figure],
              budgets: list[int], n_tune: int) -> Searches:
     """Run every (search, budget, test query) of validation in Spark."""
-    cfg, k_q, k_i = ctx.cfg, ctx.k_q, len(anchors.item_ids)
+    cfg, k_i, kind = ctx.cfg, len(anchors.item_ids), kind_for(ctx.cfg)
     n_test = len(anchors.test_ids)
     rows = ctx.scores().select("item_id", "scores", "bi").coalesce(
         2 * ctx.spark.sparkContext.defaultParallelism)
     names = extras(cfg)
-    codecs = Codecs(g=ctx.npy("G.npy"), k_q=k_q, first=k_q, layout=names,
+    first = kind.test_column(ctx)  # score column of test query 0
+    codecs = Codecs(features=kind.features(ctx), first=first, layout=names,
                     x=ctx.store.read_bytes(ctx.version, EXTRA_TRAINED) if names else None)
-    exact_index = is_exact(cfg.index.factory, k_i)
+    exact_index = is_exact(cfg.index.factory, max(k_i, 1))
     approx = None if exact_index else shard_retriever(
         ctx.spark, rows, shards=ctx.load("write_shards")["shards"],
-        read_shard=ctx.read_shard_file, first=k_q, nprobe=cfg.index.nprobe,
+        read_shard=ctx.read_shard_file, first=first, nprobe=cfg.index.nprobe,
         ef_search=cfg.index.ef_search)
     ks = sorted(cfg.validate.ks)
     # The exact top items of every test query come with round 1's candidates.
     retriever = WithTruth(SparkRetriever(ctx.spark, rows, codecs, approx_e=approx),
                           [Ask(t, EXACT, np.zeros(0), max(ks), frozenset())
                            for t in range(n_test)])
-    scores = ctx.npy("anchors/scores.npy")  # [k_i, k_q + n_test]
-    c = scores[:, k_q:].T  # [n_test, k_i]: the test queries' exact scores on the anchor items
     # Detached anchors (incremental builds) still cost a call each, but are no results.
     detached = set(ctx.load("prepare").get("detached_anchors", []))
     live = np.array([a not in detached for a in anchors.item_ids], dtype=bool)
     live_ids = [a for a, ok in zip(anchors.item_ids, live, strict=True) if ok]
     bi = None
-    if any(s.seed == "bi-encoder" for s in specs):
+    if any(s.seed == "bi-encoder" for s in specs) or kind.NEEDS_BI:
         from curindex.scoring.biencoder import get_biencoder
 
         bi = get_biencoder().encode(anchors.test_texts)  # [n_test, dim]
+    side = kind.query_side(ctx, anchors, bi)
     job_list = jobs(specs, n_tune=n_tune, n_test=n_test, objective=objective,
                     budgets=budgets, k_i=k_i)
-    plans = [_plan(j, c, bi, live_ids, k_i=k_i, n_items=ctx.load("prepare")["items"])
+    plans = [_plan(j, side, bi, live_ids, k_i=k_i, n_items=ctx.load("prepare")["items"])
              for j in job_list]
     # the driver's cores are idle while it solves: every one re-solves weights
-    run_plans(plans, retriever, anchor_columns=scores[:, :k_q].T.astype(np.float64),
-              rcond=ctx.load("factorize")["rcond"], workers=os.cpu_count() or 1,
-              cos=set(names) == {"h", "bi"})
+    run_plans(plans, retriever, anchor_columns=side.anchor_columns, rcond=side.rcond,
+              workers=os.cpu_count() or 1, cos=set(names) == {"h", "bi"}, latent=side.latent)
     if retriever.truth_found is None:  # no plan ran (nothing to retrieve at any budget)
         retriever.retrieve([])
     truth = [keys for keys, _ in retriever.truth_found or []]
@@ -160,13 +160,15 @@ def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: lis
                     not exact_index)
 
 
-def _plan(job: Job, c: np.ndarray, bi: np.ndarray | None, live_ids: list[str], *, k_i: int,
+def _plan(job: Job, side: QuerySide, bi: np.ndarray | None, live_ids: list[str], *, k_i: int,
           n_items: int) -> Plan:
     sizes = job.spec.sizes(job.budget, k_i=k_i, n_items=n_items, n_anchors_listed=len(live_ids))
     if job.spec.seed == "anchors":
-        return Plan(job.query, job.spec, job.budget, sizes, c[job.query], c[job.query],
-                    frozenset(live_ids))
-    return Plan(job.query, job.spec, job.budget, sizes, bi[job.query], np.zeros(0), frozenset())
+        c = side.anchor_exact[job.query]
+        return Plan(job.query, job.spec, job.budget, sizes, c, c, frozenset(live_ids))
+    prior = side.priors[job.query] if side.priors is not None else np.zeros(0)
+    return Plan(job.query, job.spec, job.budget, sizes, bi[job.query], np.zeros(0), frozenset(),
+                prior=prior)
 
 
 def _exact_cur(ctx: BuildContext, run: Searches, reporting: range) -> dict:

@@ -1,4 +1,5 @@
-"""Write-shards stage: item vectors ``G h`` as sharded faiss indexes (``pipeline.shards``); an
+"""Write-shards stage: item vectors (the build kind's: ``G h`` for a dense build, the latent
+vector ``f(bi)`` for a sparse one) as sharded faiss indexes (``pipeline.shards``); an
 incremental build rewrites only the shards its changes touch and references the others."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from curindex.errors import CurIndexError
 from curindex.manifest import read_manifest
 from curindex.pipeline import incremental
 from curindex.pipeline.context import BuildContext
+from curindex.pipeline.kinds import kind_for
 from curindex.pipeline.shards import write_shards
 from curindex.scoring.biencoder import BI_DIM
 from curindex.search.methods import needed_extras
@@ -29,8 +31,9 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
         touched = ctx.load("score")["changes"]["touched_shards"]
         trained = _base_trained(store, base, extras(cfg))
         shared, refs = incremental.shared_shards(store, base, manifest, touched)
+    features = kind_for(cfg).features(ctx)
     shards, trained_files = write_shards(
-        ctx.spark, ctx.scores(), g=ctx.npy("G.npy"), k_q=ctx.k_q,
+        ctx.spark, ctx.scores(), features=features,
         factory=cfg.index.factory, encoding=cfg.index.encoding, n_items=prep["items"],
         store_uri=store.uri, version=ctx.version, extras=extras(cfg),
         keep_scores=cfg.index.keep_scores, shards=touched, trained=trained)
@@ -45,7 +48,7 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     kinds = (("x",) if extras(cfg) else ()) + (("scores",) if cfg.index.keep_scores else ())
     sizes = {name: sum(f.size for f in files if f.path.startswith(f"shards/{name}-"))
              for name in kinds}
-    layout = [{"name": n, "dim": cfg.anchors.n_queries if n == "h" else BI_DIM}
+    layout = [{"name": n, "dim": features.h_dim if n == "h" else BI_DIM}
               for n in extras(cfg)]
     state = {"shards": shards, "bytes": sum(f.size for f in files) - sum(sizes.values()),
              "extra_bytes": sizes, "extra_layout": layout, "references": refs,

@@ -16,17 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curindex.config.checks import SEARCH_METHODS, SPARSE_METHODS, check_values
 from curindex.errors import ConfigError
 from curindex.quality.figures import Figure, figure_grid
-from curindex.scoring.models import REVISION_RE, looks_like_model_id
-from curindex.scoring.registry import KINDS, scorer_problems
+from curindex.scoring.models import looks_like_model_id
+from curindex.scoring.registry import KINDS
 
 BUILTIN_PREFIX = "builtin:"
-INPUT_FORMATS = ("auto", "parquet", "jsonl", "beir")
 SCORER_KINDS = tuple(KINDS)
-ANCHOR_ITEM_STRATEGIES = ("random", "kmeans", "leverage")
-MAX_SHARDS = 65_536  # shard numbers fill 23 bits of a faiss label; file names have 5 digits
-MAX_CHUNKS = 100_000
 
 
 @dataclass(frozen=True)
@@ -91,11 +88,6 @@ class FactorizeConfig:
     tune_fraction: float = 0.5
 
 
-# The search methods a version can serve (``curindex.search.methods``), simplest first, and
-# the extra indexes each needs: "h" (every item's anchor-query scores), "bi" (bi-encoder
-# embeddings).
-SEARCH_METHODS = ("bi-rerank", "cur", "adaptive", "bi-seeded")
-ENCODINGS = ("float32", "float16", "sq8")
 # Settings that were replaced; a config that still sets one is told what replaced it.
 REPLACED = {
     ("index", "adaptive"): "[index] methods (adaptive search: \"adaptive\", \"bi-seeded\")",
@@ -108,6 +100,10 @@ REPLACED = {
 
 @dataclass(frozen=True)
 class IndexConfig:
+    # How the index is made (``curindex.kinds``): "dense", the CUR build (every item scored
+    # against k_q anchor queries), or "sparse" (training queries scored against a few items
+    # each, item vectors fitted as a function of the bi-encoder embedding; [sparse]).
+    kind: str = "dense"
     factory: str = "IDMap,Flat"  # any faiss index_factory string, inner-product metric
     num_shards: int = 4
     nprobe: int = 16  # IVF: inverted lists probed per query
@@ -123,6 +119,29 @@ class IndexConfig:
     # Keep every item's scores (anchor and test queries) with its shard, as Parquet: what an
     # incremental build (``--base VERSION``) reuses for the items that did not change.
     keep_scores: bool = False
+
+
+@dataclass(frozen=True)
+class SparseConfig:
+    """The sparse build (``[index] kind = "sparse"``): its exact-model pairs are training
+    queries x (neighbours + random_items), whatever the corpus size."""
+
+    neighbours: int = 10  # k_d: each training query's bi-encoder top items, scored exactly
+    random_items: int = 5  # r: uniformly random items per training query, scored exactly
+    log_queries: int = 10_000  # at most this many queries of the log (not test ones) train
+    synthetic_queries: int = 2_000  # training queries made from items (first sentences)
+    dim: int = 0  # latent dimensions; 0: the bi-encoder's
+    hidden: int = 768  # the maps' hidden layer
+    epochs: int = 200  # at most; training stops when the held-out entries stop improving
+    patience: int = 10  # epochs without improvement on the held-out entries
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    holdout: float = 0.1  # share of the entries held out of the fit, for early stopping
+    batch_size: int = 4096  # entries per optimiser step
+    # Search: how strongly the query's latent vector stays near its prior (the query map of
+    # its bi-encoder embedding) when the rounds re-solve it on the items scored so far.
+    prior_weight: float = 1.0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,7 @@ class BuildConfig:
     factorize: FactorizeConfig = field(default_factory=FactorizeConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
+    sparse: SparseConfig = field(default_factory=SparseConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     source: str = field(default="<dict>", compare=False)  # the file it came from (not a key)
@@ -203,10 +223,14 @@ def config_from_dict(
     `check=False` checks keys and types only, not values (a config recorded in a manifest
     was checked when its version was built)."""
     cfg = _build(BuildConfig, data, source, where="")
+    index = data.get("index") if isinstance(data.get("index"), dict) else {}
+    if cfg.index.kind == "sparse" and "methods" not in index:  # the sparse kind's own default
+        cfg = dataclasses.replace(cfg, index=dataclasses.replace(
+            cfg.index, methods=list(SPARSE_METHODS)))
     if base_dir is not None:
         cfg = _resolve_paths(cfg, base_dir)
     if check:
-        _check(cfg, source)
+        check_values(cfg, source)
     return dataclasses.replace(cfg, source=source)
 
 
@@ -295,113 +319,6 @@ def _model_path(p: str, base: Path) -> str:
     if not (base / p).exists() and looks_like_model_id(p):
         return p
     return str((base / p).resolve())
-
-
-def _check(cfg: BuildConfig, source: str) -> None:
-    """Values that type-check but are impossible."""
-    a, s = cfg.anchors, cfg.scorer
-
-    def need(ok: bool, key: str, msg: str) -> None:
-        if not ok:
-            raise _err(source, key, msg)
-
-    for name, inp in (("items", cfg.items), ("queries", cfg.queries)):
-        need(bool(inp.path), f"[{name}] path", "must not be empty")
-        need(inp.format in INPUT_FORMATS, f"[{name}] format", f"must be one of {INPUT_FORMATS}")
-        need(bool(inp.id_column), f"[{name}] id_column", "must not be empty")
-        need(bool(inp.text_columns), f"[{name}] text_columns", "must name at least one column")
-    need(a.n_queries >= 1, "[anchors] n_queries", f"must be >= 1, got {a.n_queries}")
-    need(a.n_items >= 1, "[anchors] n_items", f"must be >= 1, got {a.n_items}")
-    need(
-        a.n_items <= a.n_queries,
-        "[anchors] n_items",
-        f"k_i = {a.n_items} > k_q = n_queries = {a.n_queries}: the intersection matrix would be "
-        "wide and its pseudo-inverse under-determined; use several times more anchor queries",
-    )
-    need(a.n_test >= 0, "[anchors] n_test", f"must be >= 0, got {a.n_test}")
-    need(0 <= a.synthetic_queries <= a.n_queries, "[anchors] synthetic_queries",
-         f"must be in [0, n_queries = {a.n_queries}], got {a.synthetic_queries}")
-    need(
-        a.items in ANCHOR_ITEM_STRATEGIES,
-        "[anchors] items",
-        f"unknown strategy {a.items!r} (known: {', '.join(ANCHOR_ITEM_STRATEGIES)})",
-    )
-    for key, problem in scorer_problems(s.kind, path=s.path, target=s.target,
-                                        options=s.options):
-        need(False, f"[scorer] {key}", problem)
-    need(s.batch_size >= 1, "[scorer] batch_size", f"must be >= 1, got {s.batch_size}")
-    need(s.max_query_tokens >= 2, "[scorer] max_query_tokens", "must be >= 2")
-    need(s.max_item_tokens >= 2, "[scorer] max_item_tokens", "must be >= 2")
-    need(s.threads >= 0, "[scorer] threads", f"must be >= 0, got {s.threads}")
-    need(bool(REVISION_RE.match(s.revision)) and ".." not in s.revision, "[scorer] revision",
-         f"must be a branch, tag or commit hash, got {s.revision!r}")
-    f = cfg.factorize
-    need(0.0 <= f.rcond < 1.0, "[factorize] rcond", f"must be in [0, 1), got {f.rcond}")
-    need(f.min_rank >= 1, "[factorize] min_rank", f"must be >= 1, got {f.min_rank}")
-    need(bool(f.tune_rconds) and all(0.0 <= r < 1.0 for r in f.tune_rconds),
-         "[factorize] tune_rconds", f"must be a non-empty list in [0, 1), got {f.tune_rconds}")
-    need(0.0 < f.tune_fraction < 1.0, "[factorize] tune_fraction",
-         f"must be in (0, 1), got {f.tune_fraction}")
-    need(not f.tune or (int(a.n_test * f.tune_fraction) >= 1 and
-         int(a.n_test * f.tune_fraction) < a.n_test), "[factorize] tune",
-         f"needs test queries on both sides of the split: n_test = {a.n_test} with "
-         f"tune_fraction {f.tune_fraction}")
-    need(
-        f.min_rank <= a.n_items,
-        "[factorize] min_rank",
-        f"{f.min_rank} > k_i = {a.n_items}: no intersection matrix could reach that rank",
-    )
-    v = cfg.validate
-    need(all(k >= 1 for k in v.ks), "[validate] ks", f"must all be >= 1, got {v.ks}")
-    need(all(b >= 1 for b in v.budgets), "[validate] budgets", f"must all be >= 1, got {v.budgets}")
-    for name, floor in v.min_recall.items():
-        k, _, b = name.partition("@")
-        need(k.isdigit() and b.isdigit() and int(k) < int(b), f"[validate] min_recall.{name}",
-             "keys are 'k@budget' with k < budget, e.g. \"10@200\"")
-        need(int(b) > a.n_items, f"[validate] min_recall.{name}",
-             f"budget {b} must exceed k_i = {a.n_items}")
-        need(0.0 <= floor <= 1.0, f"[validate] min_recall.{name}",
-             f"must be in [0, 1], got {floor}")
-        need(a.n_test > 0, f"[validate] min_recall.{name}", "a threshold needs n_test > 0")
-    _check_search(cfg, need)
-    # A shard number and a row make a faiss label (shard << 40 | row, a signed 64-bit int),
-    # and a chunk number a file name: bounded so that neither can overflow.
-    need(1 <= cfg.index.num_shards <= MAX_SHARDS, "[index] num_shards",
-         f"must be in [1, {MAX_SHARDS}], got {cfg.index.num_shards}")
-    need(cfg.index.nprobe >= 1, "[index] nprobe", "must be >= 1")
-    need(cfg.index.ef_search >= 1, "[index] ef_search", "must be >= 1")
-    need(bool(cfg.index.factory.strip()), "[index] factory", "must not be empty")
-    need(bool(cfg.store.uri), "[store] uri", "must not be empty")
-    need(0 <= cfg.spark.score_partitions <= MAX_CHUNKS, "[spark] score_partitions",
-         f"must be in [0, {MAX_CHUNKS}], got {cfg.spark.score_partitions}")
-    need(cfg.spark.block_items >= 1, "[spark] block_items", "must be >= 1")
-
-
-
-def _check_search(cfg: BuildConfig, need: Any) -> None:
-    """The search methods, the encoding of their indexes, and how the build chooses one."""
-    ix, v = cfg.index, cfg.validate
-    need(bool(ix.methods) and len(set(ix.methods)) == len(ix.methods)
-         and set(ix.methods) <= set(SEARCH_METHODS), "[index] methods",
-         f"must be a non-empty list of distinct methods of {SEARCH_METHODS}, got {ix.methods}")
-    need(ix.encoding in ENCODINGS, "[index] encoding",
-         f"must be one of {ENCODINGS}, got {ix.encoding!r}")
-    need(all(r >= 2 for r in v.rounds) and bool(v.rounds), "[validate] rounds",
-         f"must be a non-empty list of rounds >= 2, got {v.rounds}")
-    need(all(n >= 1 for n in v.seed_sizes) and bool(v.seed_sizes), "[validate] seed_sizes",
-         f"must be a non-empty list of sizes >= 1, got {v.seed_sizes}")
-    names = [n.strip() for n in v.objective.split(",")] if v.objective else []
-    for name in names:
-        k, _, b = name.partition("@")
-        need(k.isdigit() and b.isdigit() and 0 < int(k) < int(b), "[validate] objective",
-             f"{name!r}: figures are 'k@budget' with k < budget, e.g. \"10@200\"")
-        need(int(k) in v.ks and int(b) in v.budgets, "[validate] objective",
-             f"{name!r} is not measured: add {k} to [validate] ks and {b} to budgets")
-    lift = v.min_lift_over_baseline
-    need(lift is None or -1.0 <= lift <= 1.0, "[validate] min_lift_over_baseline",
-         f"must be in [-1, 1], got {lift}")
-    need(lift is None or "bi-rerank" in ix.methods, "[validate] min_lift_over_baseline",
-         "compares with the bi-encoder baseline: add \"bi-rerank\" to [index] methods")
 
 
 def objective_figures(v: ValidateConfig) -> list[Figure]:
