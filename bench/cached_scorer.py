@@ -1,8 +1,10 @@
 """A scorer that returns entries of a precomputed exact score matrix (bench/quality.py).
 
 `options.scores`: a `.npy` [n_queries, n_items] of the real model's scores; `options.texts`: a
-JSON `{"items": [...], "queries": [...]}` naming its rows and columns. A text it does not know
-is an error (it would have no exact score), so a bench run can never fall back on a guess.
+JSON `{"items": [...], "queries": [...]}` naming its rows and columns. A query it does not know
+(a sparse build's synthetic training queries: each is scored against a few items only) is
+scored by the real model itself, `options.teacher_kind` with `options.teacher_path`, never
+guessed; without a teacher such a query is an error.
 """
 
 from __future__ import annotations
@@ -19,14 +21,36 @@ class CachedScorer:
         names = json.loads(Path(cfg.options["texts"]).read_text(encoding="utf-8"))
         self.item_col = {t: j for j, t in enumerate(names["items"])}
         self.query_row = {t: i for i, t in enumerate(names["queries"])}
+        self.teacher_kind = cfg.options.get("teacher_kind", "")
+        self.teacher_path = cfg.options.get("teacher_path", "")
+        self._teacher = None
 
     def score_block(self, queries, items) -> np.ndarray:
         try:
-            rows = [self.query_row[q] for q in queries]
             cols = [self.item_col[t] for t in items]
         except KeyError as e:
-            raise KeyError(f"cached scorer: no exact score for text {e.args[0]!r:.80}") from e
-        return np.asarray(self.s[np.ix_(rows, cols)], dtype=np.float32)
+            raise KeyError(f"cached scorer: no exact score for item {e.args[0]!r:.80}") from e
+        out = np.empty((len(queries), len(items)), dtype=np.float32)
+        known = [i for i, q in enumerate(queries) if q in self.query_row]
+        if known:
+            rows = [self.query_row[queries[i]] for i in known]
+            out[known] = np.asarray(self.s[np.ix_(rows, cols)], dtype=np.float32)
+        unknown = [i for i, q in enumerate(queries) if q not in self.query_row]
+        if unknown:
+            out[unknown] = self.teacher().score_block([queries[i] for i in unknown], items)
+        return out
+
+    def teacher(self):
+        if self._teacher is None:
+            if not self.teacher_kind:
+                raise KeyError("cached scorer: a query without an exact score, and no teacher "
+                               "to score it")
+            from curindex.config import ScorerConfig
+            from curindex.scoring.base import build_scorer
+
+            self._teacher = build_scorer(ScorerConfig(kind=self.teacher_kind,
+                                                      path=self.teacher_path))
+        return self._teacher
 
 
 def cached(cfg) -> CachedScorer:

@@ -3,16 +3,19 @@ reference ANNCUR method and of bi-encoder retrieve-and-rerank, on the same held-
 
     .venv/bin/python bench/quality.py --data ../shared/data/climate-fever [--test 500]
         [--budgets 100,200,500] [--k 1,10,100] [--max-items N] [--cache DIR]
+        [--teacher minilm|mpnet] [--methods a,b,...]
 
 1. `--test` queries are held out (seeded); they are never anchor queries nor used for tuning.
-2. Every query (held out or not) is scored against every item by the default scorer
-   (`maxsim-minilm`) through the build's own Spark score stage (`score_items`, local[2]): the
-   exact score matrix S, kept in `--cache` (keyed by the data and the scorer fingerprint) so a
-   re-run skips it.
-3. Each method's index is built by the real pipeline (`run_build`: anchors, factorize, faiss
-   shards, store) from the non-held-out queries, with a scorer that returns S's entries
-   (`cached_scorer`: the same numbers as the model, at lookup speed, so a bench run does not
-   re-score the corpus per method).
+2. Every query (held out or not) is scored against every item by the teacher (`minilm`:
+   MaxSim over the bi-encoder's own all-MiniLM-L6-v2 weights; `mpnet`: MaxSim over
+   all-mpnet-base-v2, which shares none: `bench/teachers.py`) through the build's own Spark
+   score stage (`score_items`, local[2]): the exact score matrix S, kept in `--cache` (keyed
+   by the data and the teacher's fingerprint) so a re-run skips it.
+3. Each method's index is built by the real pipeline (`run_build`: anchors or training pairs,
+   factorize, faiss shards, store) from the non-held-out queries, with a scorer that returns
+   S's entries (`cached_scorer`: the same numbers as the model, at lookup speed, so a bench
+   run does not re-score the corpus per method; a query S has no row for, such as a sparse
+   build's synthetic training queries, is scored by the teacher itself).
 4. Each method is measured with the real `Searcher` on the held-out queries: it spends
    `budget` exact-model calls per query (counted by the Searcher: anchor items, every round)
    and returns its top k by exact score; recall is against S's exact top k over the corpus.
@@ -35,6 +38,9 @@ from pathlib import Path
 import numpy as np
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from teachers import TEACHERS, teacher_config  # noqa: E402
+
 log = logging.getLogger("bench.quality")
 
 # name -> (build config overrides, search kwargs). k_q = 500 anchor queries (or all non-test
@@ -77,6 +83,11 @@ METHODS = {
     # build's own test queries (SHIPPED_TEST of them, half tuning), the served one chosen
     # there, searched with default arguments.
     "shipped": ({"anchors": {"n_items": 50}, "validate": None, "index": None}, {}),
+    # The sparse build kind with its defaults: the non-test queries of the log and synthetic
+    # queries made from items, each scored against its bi-encoder neighbours and random items;
+    # searched with bi-seeded rounds over the latent vectors.
+    "curindex-sparse": ({"index": {"kind": "sparse"}, "sparse": {}},
+                        {"method": "bi-seeded", "rounds": 4, "seed_size": 50}),
 }
 SHIPPED_TEST = 100  # the shipped build's test queries (10 when the query log is too small)
 
@@ -94,6 +105,9 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=BENCH / "out" / "quality-cache")
     p.add_argument("--synthetic", type=int, default=0,
                    help="synthetic anchor queries for every method (small query logs)")
+    p.add_argument("--teacher", choices=TEACHERS, default="minilm",
+                   help="the exact model: minilm (MaxSim over the bi-encoder's own weights) or "
+                   "mpnet (MaxSim over all-mpnet-base-v2, which shares none)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s: %(message)s")
@@ -116,9 +130,11 @@ def main() -> None:
         n_synthetic = max([args.synthetic] + [METHODS[m][0]["anchors"].get("synthetic_queries", 0)
                                               for m in args.methods.split(",")])
         extra = synthetic_queries(spark, items, n_synthetic)
-        s, s_path, seconds = exact_matrix(spark, items, queries + extra, args.cache)
+        teacher = teacher_config(args.teacher)
+        s, s_path, seconds = exact_matrix(spark, items, queries + extra, args.cache, teacher)
         out = {"data": str(args.data), "n_items": len(items), "n_queries": len(queries),
-               "n_test": len(test), "k_q": k_q, "scorer": "maxsim-minilm",
+               "n_test": len(test), "k_q": k_q, "teacher": args.teacher,
+               "scorer": f"maxsim ({teacher.path or 'all-MiniLM-L6-v2, packaged'})",
                "scoring_s": seconds, "exact_model_calls_per_query": budgets, "methods": {},
                "cheap_calls_per_query": {}, "index_bytes": {}, "build_s": {},
                "build_calls_per_item": {}}
@@ -145,7 +161,7 @@ def main() -> None:
                                             "synthetic_queries": args.synthetic // divisor}
                 t0 = time.perf_counter()
                 manifest, store = build(spark, tmp, name, overrides, method_q, s_path, items,
-                                        queries + extra, pool_size=real_q)
+                                        queries + extra, pool_size=real_q, teacher=teacher)
                 out["build_s"][name] = round(time.perf_counter() - t0, 1)
                 out["index_bytes"][name] = {"vectors": manifest["index"]["bytes"],
                                             **manifest["index"].get("extra_bytes", {})}
@@ -153,9 +169,15 @@ def main() -> None:
                                                s[test], items)
                 bi = out["methods"][name]["search"].startswith("bi-")
                 out["cheap_calls_per_query"][name] = 1 if bi else 0
+                counts = manifest["counts"]
                 out["build_calls_per_item"][name] = {
-                    "anchor_queries": manifest["anchors"]["n_queries"],
+                    # the index's exact-model pairs per item (a dense build: k_q)
+                    "index": round(counts["index_pairs"] / len(items), 3),
                     "test_queries": manifest["anchors"]["n_test"]}
+                if manifest.get("sparse"):
+                    out.setdefault("sparse", {})[name] = {
+                        k: manifest["sparse"][k] for k in (
+                            "training_queries", "synthetic_queries", "pairs", "fit")}
                 if name == "shipped":
                     out["shipped"] = {"n_test": manifest["anchors"]["n_test"],
                                       "n_tune": manifest["anchors"]["n_tune"],
@@ -198,17 +220,15 @@ def _spark():
     return local_session("curindex-bench-quality")
 
 
-def exact_matrix(spark, items, queries, cache: Path) -> tuple[np.ndarray, Path, float]:
-    """S [n_queries, n_items] float32 of the default scorer, from the build's score stage;
-    cached under `cache` by a digest of the texts and the scorer fingerprint."""
+def exact_matrix(spark, items, queries, cache: Path, cfg) -> tuple[np.ndarray, Path, float]:
+    """S [n_queries, n_items] float32 of the teacher (`cfg`, a ScorerConfig), from the build's
+    score stage; cached under `cache` by a digest of the texts and the scorer fingerprint."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from curindex.config import ScorerConfig
     from curindex.pipeline.score import score_items
     from curindex.scoring.base import fingerprint_for
 
-    cfg = ScorerConfig(kind="maxsim-minilm")
     fp = fingerprint_for(cfg)
     digest = hashlib.sha256(json.dumps([items, queries, fp]).encode()).hexdigest()[:16]
     path = cache / f"scores-{digest}.npy"
@@ -243,7 +263,7 @@ def synthetic_queries(spark, items, n: int) -> list[tuple[str, str]]:
 
 
 def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, items, queries,
-          pool_size: int | None = None):
+          pool_size: int | None = None, teacher=None):
     """One method's index: run_build over the bench corpus with the cached scorer; with
     `pool_size` the build's query source is only that many of the non-held-out queries (plus
     its own test queries)."""
@@ -265,7 +285,10 @@ def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, 
         "queries": {"path": str(query_file)},
         "anchors": {"n_queries": k_q, "n_items": 50, "n_test": 10, "seed": 0},
         "scorer": {"kind": "callable", "target": "cached_scorer:cached",
-                   "options": {"scores": str(s_path), "texts": str(index_file)}},
+                   "options": {"scores": str(s_path), "texts": str(index_file),
+                               # queries S has no row for (a sparse build's synthetic
+                               # training queries) are scored by the teacher itself
+                               "teacher_kind": teacher.kind, "teacher_path": teacher.path}},
         "factorize": {"rcond": 1e-3, "min_rank": 2},
         "index": {"num_shards": 4},
         "validate": {"ks": [1, 10], "budgets": [200]},

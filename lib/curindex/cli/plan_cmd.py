@@ -2,10 +2,12 @@
 
     curindex plan --conf FILE [--rate PAIRS_PER_S | --sample] [--slots N] [-o json]
 
-The exact-model pairs (anchor and test queries against every item), the bytes of the index
-files and score rows, and the score stage's time: from ``--rate`` (the score stage's pairs per
-second), else from the config's store's last full build with the same scorer, else measured
-on a short scoring sample here, on one thread per task slot. Every build logs the same lines
+The exact-model pairs (a dense build: anchor and test queries against every item; a sparse
+build: training queries against their few items, test queries against every item), the bytes
+of the index files and score rows, and the score stage's time: from ``--rate`` (the score
+stage's pairs per second), else from the config's store's last full build with the same
+scorer, else measured on a short scoring sample here, on one thread per task slot. The other
+build kind's cost of the same config is printed beside it. Every build logs the same lines
 at its start and records the plan in its manifest beside what it then counted and timed.
 """
 
@@ -23,17 +25,31 @@ log = logging.getLogger("curindex.cli")
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from curindex.config import load_config
-    from curindex.ops.plan import plan_build, plan_dict
+    from curindex.ops.plan import other_kind, plan_build, plan_dict
 
     cfg = load_config(args.conf)
     history = None if args.rate or args.sample else _history(cfg)
     with timed("counting the inputs" if args.rate or history else "measuring a scoring sample"):
         plan = plan_build(cfg, rate=args.rate, slots=args.slots, history=history)
+        # The other build kind of the same config, beside it: what each costs.
+        other = plan_build(other_kind(cfg), rate=args.rate, slots=args.slots,
+                           n_items=plan.items)
     if args.output == "json":
-        emit_json(plan_dict(plan))
+        emit_json({**plan_dict(plan), "other_kind": plan_dict(other)})
     else:
         print("\n".join(plan.lines()))
+        print(f"other kind ([index] kind = \"{other.kind}\"), for comparison:")
+        print("\n".join("  " + line for line in other.lines()))
+        print(_side_by_side(plan, other))
     return 0
+
+
+def _side_by_side(*plans: Any) -> str:
+    """Both kinds' exact-model pairs per item and score-stage time, one line each."""
+    rows = [f"{p.kind:>6}: index {p.pairs['index'] / max(1, p.items):.3g} pairs per item, "
+            f"validation {p.pairs['test'] / max(1, p.items):.3g}, {p.pairs['total']:,} pairs, "
+            f"score stage about {p.score_seconds:,.0f} s" for p in plans]
+    return "\n".join(["exact-model cost by build kind:", *rows])
 
 
 def _history(cfg: Any) -> Any:

@@ -130,7 +130,6 @@ class SparseConfig:
     random_items: int = 5  # r: uniformly random items per training query, scored exactly
     log_queries: int = 10_000  # at most this many queries of the log (not test ones) train
     synthetic_queries: int = 2_000  # training queries made from items (first sentences)
-    dim: int = 0  # latent dimensions; 0: the bi-encoder's
     hidden: int = 768  # the maps' hidden layer
     epochs: int = 200  # at most; training stops when the held-out entries stop improving
     patience: int = 10  # epochs without improvement on the held-out entries
@@ -162,6 +161,13 @@ class ValidateConfig:
     # Optional gate rule: the served search minus the bi-encoder baseline, at every figure
     # both have, must be at least this (negative: a margin below it is allowed).
     min_lift_over_baseline: float | None = None
+    # How the test queries' exact top items are known: "exact" (scored against every item),
+    # "pooled" (the top of a pool: every validated search's candidates, the bi-encoder's top
+    # pool_depth items and audit_items random items, scored exactly), or "auto" (exact while
+    # n_test x items is at most half the index's own pairs, pooled otherwise).
+    ground_truth: str = "auto"
+    pool_depth: int = 0  # the bi-encoder's top items in each pool; 0: twice the largest budget
+    audit_items: int = 1000  # uniform random items in each pool, to estimate what it misses
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ SEARCH_METHODS = ("bi-rerank", "cur", "adaptive", "bi-seeded")
 KINDS = ("dense", "sparse")
 SPARSE_METHODS = ("bi-rerank", "bi-seeded")  # a sparse index has no anchor items
 ENCODINGS = ("float32", "float16", "sq8")
+TRUTHS = ("auto", "exact", "pooled")
 
 
 def check_values(cfg: Any, source: str) -> None:
@@ -123,6 +124,10 @@ def _check_search(cfg: Any, need: Any) -> None:
              f"{name!r}: figures are 'k@budget' with k < budget, e.g. \"10@200\"")
         need(int(k) in v.ks and int(b) in v.budgets, "[validate] objective",
              f"{name!r} is not measured: add {k} to [validate] ks and {b} to budgets")
+    need(v.ground_truth in TRUTHS, "[validate] ground_truth",
+         f"must be one of {TRUTHS}, got {v.ground_truth!r}")
+    need(v.pool_depth >= 0, "[validate] pool_depth", f"must be >= 0, got {v.pool_depth}")
+    need(v.audit_items >= 0, "[validate] audit_items", f"must be >= 0, got {v.audit_items}")
     lift = v.min_lift_over_baseline
     need(lift is None or -1.0 <= lift <= 1.0, "[validate] min_lift_over_baseline",
          f"must be in [-1, 1], got {lift}")
@@ -151,7 +156,6 @@ def _check_sparse(cfg: Any, need: Any) -> None:
          "log_queries + synthetic_queries must be >= 1 (the training queries)")
     for key in ("hidden", "epochs", "patience", "batch_size"):
         need(getattr(sp, key) >= 1, f"[sparse] {key}", f"must be >= 1, got {getattr(sp, key)}")
-    need(sp.dim >= 0, "[sparse] dim", f"must be >= 0, got {sp.dim}")
     need(sp.learning_rate > 0, "[sparse] learning_rate", "must be > 0")
     need(sp.weight_decay >= 0, "[sparse] weight_decay", "must be >= 0")
     need(0.0 < sp.holdout < 0.5, "[sparse] holdout", f"must be in (0, 0.5), got {sp.holdout}")

@@ -20,23 +20,20 @@ after a fixed start (each worker importing the model libraries and building its 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from curindex.config import BUILTIN_PREFIX, BuildConfig, InputConfig
-from curindex.errors import InputError
+from curindex.config import BuildConfig
+from curindex.ops.sample import count_rows, sample_texts
 from curindex.search.methods import needed_extras
 
 SAMPLE_ITEMS = 64
 MAX_SAMPLE_QUERIES = 256  # the sample scores up to this many queries (n_q when fewer)...
-JSONL_SCAN = 20  # a JSON lines sample spreads over the first JSONL_SCAN x n lines
 SAMPLE_BUDGET_S = 3.0  # ...within about this many seconds at the pair cost of a first sample
 WORKER_START_S = 4.0  # a Python worker importing torch and curindex, Spark starting the job
 FLOAT = {"float32": 4, "float16": 2, "sq8": 1}
@@ -45,9 +42,11 @@ FLOAT = {"float32": 4, "float16": 2, "sq8": 1}
 @dataclass(frozen=True)
 class BuildPlan:
     items: int
-    anchor_queries: int  # k_q: scored against every item
+    anchor_queries: int  # k_q: scored against every item (a sparse build: 0)
     test_queries: int  # n_test: scored against every item, for validation
-    pairs: dict[str, int]  # exact-model pairs: "anchor", "test", "total"
+    # exact-model pairs: "anchor" (a dense index), "index" (what the index costs: anchor
+    # pairs, or a sparse build's training pairs), "test" (validation's truth), "total"
+    pairs: dict[str, int]
     biencoder_items: int  # items the bi-encoder embeds (0 without bi-encoder methods)
     bytes: dict[str, int]  # "vectors", "extra" (exact for flat indexes), "scores_work"
     slots: int  # tasks at once
@@ -55,22 +54,35 @@ class BuildPlan:
     fixed_seconds: float
     score_seconds: float  # the estimate of the score stage
     source: str  # "sample" (measured here) or "rate" (given)
+    kind: str = "dense"
+    training_queries: int = 0  # a sparse build's, scored against (neighbours + random) items
+    pair_seconds: float = 0.0  # a sparse build: one training pair, one task
 
     def lines(self) -> list[str]:
         """The plan as log lines."""
-        b = self.bytes
+        b, p = self.bytes, self.pairs
+        embed = (f", {self.biencoder_items:,} bi-encoder embeddings" if self.biencoder_items
+                 else "")
+        if self.kind == "sparse":
+            per_q = p["index"] // max(1, self.training_queries)
+            first = (f"plan: sparse index: {self.training_queries:,} training queries x up to "
+                     f"{per_q} items = {p['index']:,} exact-model pairs "
+                     f"({p['index'] / max(1, self.items):.3g} per item); validation: "
+                     f"{self.items:,} items x {self.test_queries} test queries = "
+                     f"{p['test']:,}; {p['total']:,} in all{embed}")
+        else:
+            first = (f"plan: {self.items:,} items x ({self.anchor_queries} anchor + "
+                     f"{self.test_queries} test queries) = {p['total']:,} exact-model pairs "
+                     f"({p['anchor']:,} anchor, {p['test']:,} test){embed}")
         return [
-            f"plan: {self.items:,} items x ({self.anchor_queries} anchor + "
-            f"{self.test_queries} test queries) = {self.pairs['total']:,} exact-model pairs "
-            f"({self.pairs['anchor']:,} anchor, {self.pairs['test']:,} test)"
-            + (f", {self.biencoder_items:,} bi-encoder embeddings" if self.biencoder_items
-               else ""),
+            first,
             f"plan: writes {_size(b['vectors'])} of item vectors, {_size(b['extra'])} of "
             f"extra index, {_size(b['scores_work'])} of score rows in the work folder"
             + (f", {_size(b['kept_scores'])} of kept scores" if b.get("kept_scores") else ""),
             f"plan: score stage about {_duration(self.score_seconds)} on {self.slots} task "
-            f"slots ({self.item_seconds * 1000:.3g} ms per item per slot, "
-            f"{_source_text(self.source)})",
+            f"slots ({self.item_seconds * 1000:.3g} ms per item per slot"
+            + (f", {self.pair_seconds * 1000:.3g} ms per training pair" if self.kind == "sparse"
+               else "") + f", {_source_text(self.source)})",
         ]
 
 
@@ -81,31 +93,65 @@ def _source_text(source: str) -> str:
 
 
 def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None = None,
-               n_items: int | None = None, history: HistoryRate | None = None) -> BuildPlan:
+               n_items: int | None = None, n_queries: int | None = None,
+               history: HistoryRate | None = None) -> BuildPlan:
     """The plan of a full build of `cfg`. `rate`: the score stage's pairs per second, when
     the user knows it; else `history` (an earlier build's stage, `rate_from_history`); else
     measured on a sample. `slots`: tasks that run at once (default: the config's local
-    master's cores, or its executors'). `n_items`: the corpus size, when known (else
-    counted)."""
+    master's cores, or its executors'). `n_items`, `n_queries`: the sources' sizes, when known
+    (else counted)."""
     n = count_rows(cfg.items, role="items") if n_items is None else n_items
-    k_q, n_test = cfg.anchors.n_queries, cfg.anchors.n_test
-    n_q = k_q + n_test
+    sparse = cfg.index.kind == "sparse"
+    n_test = cfg.anchors.n_test
+    k_q = 0 if sparse else cfg.anchors.n_queries
+    n_q = k_q + n_test  # scored against every item
     bi = needs_biencoder(cfg)
     slots = slots or task_slots(cfg)
-    pairs = {"anchor": n * k_q, "test": n * n_test, "total": n * n_q}
+    n_train = training_queries(cfg, n_items=n, n_queries=n_queries) if sparse else 0
+    sp = cfg.sparse
+    index = min(n_train * (sp.neighbours + sp.random_items), n_train * n) if sparse else n * k_q
+    pairs = {"anchor": n * k_q, "index": index, "test": n * n_test,
+             "total": index + n * n_test}
+    pair_s = 0.0
     if rate:
-        item_s, fixed, source = n_q / rate * slots, 0.0, "rate"
-    elif history is not None:  # rate_from_history checked it scored n_q queries per item
+        item_s, fixed, source, pair_s = n_q / rate * slots, 0.0, "rate", slots / rate
+    elif history is not None and not sparse:  # rate_from_history: same n_q queries per item
         pairs_per_s = history.pairs_per_s * slots / history.slots
         item_s, fixed, source = n_q / pairs_per_s * slots, 0.0, f"version {history.version}"
     else:
-        item_s, fixed = sample_seconds(cfg, n_q=n_q, bi=bi)
-        source = "sample"
+        cost = sample_cost(cfg, n_q=max(n_q, 1), bi=bi)
+        item_s = cost.item_seconds(n_q) + (cost.embed if bi else 0.0)
+        pair_s, fixed, source = cost.per_item + cost.per_pair, cost.fixed, "sample"
     return BuildPlan(
         items=n, anchor_queries=k_q, test_queries=n_test, pairs=pairs,
         biencoder_items=n if bi else 0, bytes=plan_bytes(cfg, n),
         slots=slots, item_seconds=round(item_s, 6), fixed_seconds=round(fixed, 3),
-        score_seconds=round(fixed + n * item_s / slots, 1), source=source)
+        score_seconds=round(fixed + (n * item_s + index * pair_s * sparse) / slots, 1),
+        source=source, kind=cfg.index.kind, training_queries=n_train,
+        pair_seconds=round(pair_s, 6))
+
+
+def training_queries(cfg: BuildConfig, *, n_items: int, n_queries: int | None = None) -> int:
+    """A sparse build's training queries: the log's queries that are not test queries (at most
+    `log_queries`) and `synthetic_queries` made from items (at most one per item)."""
+    n = count_rows(cfg.queries, role="queries") if n_queries is None else n_queries
+    sp = cfg.sparse
+    return min(sp.log_queries, max(0, n - cfg.anchors.n_test)) + min(sp.synthetic_queries,
+                                                                     n_items)
+
+
+def other_kind(cfg: BuildConfig) -> BuildConfig:
+    """The config with the other build kind (and that kind's default methods), to plan both
+    side by side."""
+    from curindex.config import config_from_dict
+
+    doc = cfg.to_dict()
+    sparse = cfg.index.kind == "dense"
+    doc["index"] = {**doc["index"], "kind": "sparse" if sparse else "dense"}
+    doc["index"].pop("methods")
+    if not sparse:
+        doc["factorize"]["tune"] = False
+    return config_from_dict(doc, source=cfg.source, check=False)
 
 
 @dataclass(frozen=True)
@@ -139,8 +185,9 @@ def rate_from_history(versions: list[tuple[str, dict[str, Any]]], *, fingerprint
 
 
 def needs_biencoder(cfg: BuildConfig) -> bool:
-    """Whether the build embeds every item with the bi-encoder (its methods need "bi")."""
-    return "bi" in needed_extras(cfg.index.methods)
+    """Whether the build embeds every item with the bi-encoder (its methods need "bi", or a
+    sparse build: its item vectors come from the embedding)."""
+    return cfg.index.kind == "sparse" or "bi" in needed_extras(cfg.index.methods)
 
 
 def task_slots(cfg: BuildConfig) -> int:
@@ -160,17 +207,20 @@ def plan_bytes(cfg: BuildConfig, n: int) -> dict[str, int]:
     types: faiss's header per shard plus a fixed size per vector) and the score rows."""
     from curindex.scoring.biencoder import BI_DIM
 
-    k_q, n_q = cfg.anchors.n_queries, cfg.anchors.n_queries + cfg.anchors.n_test
+    sparse = cfg.index.kind == "sparse"
+    k_q = cfg.anchors.n_queries if not sparse else 0
+    n_q = k_q + cfg.anchors.n_test
+    dim = BI_DIM if sparse else cfg.anchors.n_items  # a latent vector: the embedding's size
     shards = cfg.index.num_shards
-    out = {"vectors": _index_bytes(cfg.index.factory, cfg.anchors.n_items, n, shards)}
+    out = {"vectors": _index_bytes(cfg.index.factory, dim, n, shards)}
     need = needed_extras(cfg.index.methods)
-    width = (k_q if "h" in need else 0) + (BI_DIM if "bi" in need else 0)
+    width = ((dim if sparse else k_q) if "h" in need else 0) + (BI_DIM if "bi" in need else 0)
     from curindex.search.shardindex import extra_factory
 
     out["extra"] = (_index_bytes(extra_factory(cfg.index.encoding), width, n, shards)
                     if width else 0)
     # float32 score rows (and a float32 embedding), before Parquet's compression
-    row = 4 * (n_q + (BI_DIM if "bi" in need else 0))
+    row = 4 * (n_q + (BI_DIM if "bi" in need or sparse else 0))
     out["scores_work"] = n * row
     if cfg.index.keep_scores:
         out["kept_scores"] = n * row
@@ -199,10 +249,30 @@ def _index_bytes(factory: str, dim: int, n: int, shards: int) -> int:
     return shards * header + n * per_vector
 
 
-def sample_seconds(cfg: BuildConfig, *, n_q: int, bi: bool) -> tuple[float, float]:
-    """(seconds per item per task at `n_q` queries, fixed seconds) measured on a sample of
-    the inputs: the scorer built (fixed), then the sample scored at two query counts on one
-    thread, as a task scores it."""
+@dataclass(frozen=True)
+class SampleCost:
+    """What a task spends, measured on a sample (seconds, one thread)."""
+
+    per_item: float  # reading and encoding an item, whatever its queries
+    per_pair: float  # one more query against it
+    write: float  # its score row in a chunk, at n_q queries
+    embed: float  # its bi-encoder embedding
+    fixed: float  # a worker's start: the model libraries, the scorer, the queries' encoding
+    n_q: int
+    measured: float | None  # per item at exactly n_q queries, when the sample scored all
+
+    def item_seconds(self, n_q: int) -> float:
+        """One item's score row at `n_q` queries (0: the row holds no score)."""
+        if not n_q:
+            return self.write
+        if n_q == self.n_q and self.measured is not None:
+            return self.measured + self.write
+        return self.per_item + n_q * self.per_pair + self.write
+
+
+def sample_cost(cfg: BuildConfig, *, n_q: int, bi: bool) -> SampleCost:
+    """A task's costs measured on a sample of the inputs: the scorer built (fixed), then the
+    sample scored at two query counts on one thread, as a task scores it."""
     import torch
 
     from curindex.scoring.base import build_scorer, fingerprint_for, prepare_queries
@@ -238,28 +308,32 @@ def sample_seconds(cfg: BuildConfig, *, n_q: int, bi: bool) -> tuple[float, floa
         big = timed(q) if q > 4 else four
         per_pair = max(0.0, (big - one) / (n * (q - 1))) if q > 1 else 0.0
         per_item = max(0.0, one / n - per_pair)
-        item_s = big / n if q == n_q else per_item + n_q * per_pair
-        item_s += write_seconds(items, n_q)
         if prepared is not None:
             t0 = time.perf_counter()
             prepare_queries(cfg.scorer, fp, queries)
             fixed += (time.perf_counter() - t0) * n_q / len(queries)
-        if bi:
-            from curindex.scoring.biencoder import get_biencoder
-
-            encoder = get_biencoder()
-            encoder.encode(items[:2])
-            batch, encoder.batch_size = encoder.batch_size, sample_batch(
-                encoder.batch_size, len(items), cfg)
-            try:
-                t0 = time.perf_counter()
-                encoder.encode(items)
-                item_s += (time.perf_counter() - t0) / len(items)
-            finally:
-                encoder.batch_size = batch
+        embed = _embed_seconds(items, cfg) if bi else 0.0
     finally:
         torch.set_num_threads(before)
-    return item_s, fixed
+    return SampleCost(per_item=per_item, per_pair=per_pair, write=write_seconds(items, n_q),
+                      embed=embed, fixed=fixed, n_q=n_q,
+                      measured=big / n if q == n_q else None)
+
+
+def _embed_seconds(items: list[str], cfg: BuildConfig) -> float:
+    """One item's bi-encoder embedding, batched as a task batches a block."""
+    from curindex.scoring.biencoder import get_biencoder
+
+    encoder = get_biencoder()
+    encoder.encode(items[:2])
+    batch, encoder.batch_size = encoder.batch_size, sample_batch(
+        encoder.batch_size, len(items), cfg)
+    try:
+        t0 = time.perf_counter()
+        encoder.encode(items)
+        return (time.perf_counter() - t0) / len(items)
+    finally:
+        encoder.batch_size = batch
 
 
 def sample_batch(batch_size: int, n_sample: int, cfg: BuildConfig) -> int:
@@ -293,101 +367,6 @@ def write_seconds(texts: list[str], n_q: int, *, rows: int = 2048) -> float:
             writer.write_batch(batch)
         best = min(best, time.perf_counter() - t0)
     return best / rows
-
-
-def count_rows(cfg: InputConfig, *, role: str) -> int:
-    """Rows of an input source, without Spark (Parquet: its metadata; JSON lines: its lines)."""
-    if cfg.path.startswith(BUILTIN_PREFIX):
-        from curindex.inputs import demo
-
-        return len((demo.items_table() if role == "items" else demo.queries_table())[0])
-    path = _source_path(cfg, role)
-    if path.suffix in (".jsonl", ".json") or path.name.endswith((".jsonl.gz", ".json.gz")):
-        with _open_text(path) as f:
-            return sum(1 for line in f if line.strip())
-    import pyarrow.dataset as ds
-
-    try:
-        return ds.dataset(str(path), format="parquet").count_rows()
-    except (OSError, ValueError) as e:
-        raise InputError(f"{role} {str(path)!r}: cannot count rows: {e}") from e
-
-
-def sample_texts(cfg: InputConfig, *, role: str, n: int) -> list[str]:
-    """`n` texts spread over a source (its text columns joined as the build joins them): rows
-    evenly spaced over a Parquet dataset or the built-in corpus, every k-th of the first
-    `JSONL_SCAN` x n lines of a JSON lines file. A source's first rows are often not typical
-    (sorted by source, or by length), and the plan's time scales with their length."""
-    if cfg.path.startswith(BUILTIN_PREFIX):
-        from curindex.inputs import demo
-
-        texts = (demo.items_table() if role == "items" else demo.queries_table())[1]
-        return [texts[i] for i in _spread(len(texts), n)]
-    path = _source_path(cfg, role)
-    beir = (cfg.format == "beir" or path.name in ("corpus.jsonl", "queries.jsonl"))
-    columns = (["title", "text"] if role == "items" else ["text"]) if beir else \
-        list(cfg.text_columns)
-    rows: list[dict[str, Any]] = []
-    if path.suffix in (".jsonl", ".json") or path.name.endswith(".gz"):
-        with _open_text(path) as f:
-            for line in f:
-                if line.strip():
-                    rows.append(json.loads(line))
-                if len(rows) >= JSONL_SCAN * n:
-                    break
-        rows = [rows[i] for i in _spread(len(rows), n)]
-    else:
-        import pyarrow.dataset as ds
-
-        dataset = ds.dataset(str(path), format="parquet")
-        wanted = [c for c in columns if c in dataset.schema.names]
-        rows = _parquet_rows(dataset, _spread(dataset.count_rows(), n), wanted)
-    texts = [cfg.text_separator.join(str(r[c]) for c in columns if r.get(c)) for r in rows]
-    texts = [t for t in texts if t.strip()]
-    if not texts:
-        raise InputError(f"{role} {str(path)!r}: no text to sample")
-    return texts
-
-
-def _parquet_rows(dataset: Any, picks: list[int], columns: list[str]) -> list[dict[str, Any]]:
-    """Rows `picks` (sorted) of a Parquet dataset, reading only the row groups that hold
-    them (a dataset's `take` reads every batch up to the last row asked for)."""
-    rows: list[dict[str, Any]] = []
-    start, todo = 0, list(picks)
-    for fragment in dataset.get_fragments():
-        fragment.ensure_complete_metadata()
-        for group in fragment.row_groups:
-            end = start + group.num_rows
-            inside = [i - start for i in todo if start <= i < end]
-            if inside:
-                table = fragment.subset(row_group_ids=[group.id]).to_table(columns=columns)
-                rows += table.take(inside).to_pylist()
-            start = end
-    return rows
-
-
-def _spread(total: int, n: int) -> list[int]:
-    """Up to `n` distinct row numbers evenly spaced over `total` rows."""
-    return sorted(set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist())) \
-        if total else []
-
-
-def _source_path(cfg: InputConfig, role: str) -> Path:
-    path = Path(cfg.path)
-    if path.is_dir() and (path / ("corpus.jsonl" if role == "items" else
-                                  "queries.jsonl")).exists() and cfg.format in ("auto", "beir"):
-        path = path / ("corpus.jsonl" if role == "items" else "queries.jsonl")
-    if not path.exists():
-        raise InputError(f"{role} {cfg.path!r}: file or folder not found")
-    return path
-
-
-def _open_text(path: Path):
-    if path.name.endswith(".gz"):
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
 
 
 def plan_dict(plan: BuildPlan) -> dict[str, Any]:

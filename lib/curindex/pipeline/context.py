@@ -125,6 +125,11 @@ class BuildContext:
         """The base version of an incremental build (None for a full build)."""
         return self.load("prepare").get("base")
 
+    def exact_truth(self) -> bool:
+        """Whether the test queries are scored against every item (validation's truth is
+        exact), rather than a pool of candidates (``[validate] ground_truth``)."""
+        return (self.load("prepare").get("ground_truth") or {}).get("kind", "exact") == "exact"
+
     def n_tune(self) -> int:
         """Test queries (the first ones) that choose the served search and tune the
         inversion, never reported: ``tune_fraction`` of them (none with fewer than two)."""

@@ -8,7 +8,8 @@ to the queries in a seeded order). The pairs number at most ``|Q| (k_d + r)`` wh
 corpus size, and only they reach the driver.
 
 Scoring: the pairs are joined with the items' texts (the corpus read once), cut into chunks by
-a stable hash of the query, sorted by query within a chunk, and scored in blocks of
+a stable hash of the item, sorted by item within a chunk (an item's pairs lie together, so a
+scorer that encodes items apart from queries encodes it once), and scored in blocks of
 ``block_items`` pairs by ``curindex.scoring.base.score_pairs`` (the scorer built once per Python
 worker). Chunk files ``<out>/chunk-NNNNN.parquet`` (``query int, item_id string, score
 float``) are written whole or not at all (``pipeline.chunks``); a later attempt with the same
@@ -115,7 +116,7 @@ def pair_score_fn(scorer_cfg: ScorerConfig, fingerprint: str, queries: Broadcast
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from curindex.pipeline.score import _set_threads
-        from curindex.scoring.base import get_scorer, score_pairs
+        from curindex.scoring.base import get_scorer
 
         _set_threads(scorer_cfg.threads)
         scorer = get_scorer(scorer_cfg, fingerprint)
@@ -134,14 +135,7 @@ def pair_score_fn(scorer_cfg: ScorerConfig, fingerprint: str, queries: Broadcast
                     continue
                 if writer is None:
                     writer = ChunkWriter(fs, root, chunk, stamp=stamp, schema=ENTRY_SCHEMA)
-                q = block.column("query").to_numpy()
-                ids = block.column("item_id").combine_chunks()
-                scores = score_pairs(scorer, [texts[int(j)] for j in q],
-                                     block.column("text").to_pylist(),
-                                     where=f"pairs of queries {int(q[0])}..{int(q[-1])}")
-                writer.write(pa.RecordBatch.from_arrays(
-                    [pa.array(q, pa.int32()), ids.cast(pa.string()),
-                     pa.array(scores, pa.float32())], schema=ENTRY_SCHEMA))
+                writer.write(_scored(scorer, texts, block))
                 if items_done is not None:
                     items_done.add(block.num_rows)
         finally:
@@ -149,6 +143,51 @@ def pair_score_fn(scorer_cfg: ScorerConfig, fingerprint: str, queries: Broadcast
                 writer.abort()
 
     return run
+
+
+def _scored(scorer, texts: list[str], block: pa.Table) -> pa.RecordBatch:
+    """A block of rows (query, item_id, text) as entries (query, item_id, score)."""
+    from curindex.scoring.base import score_pairs
+
+    q = block.column("query").to_numpy()
+    ids = block.column("item_id").combine_chunks()
+    scores = score_pairs(scorer, [texts[int(j)] for j in q], block.column("text").to_pylist(),
+                         where=f"pairs of items {ids[0].as_py()!r}..{ids[-1].as_py()!r}")
+    return pa.RecordBatch.from_arrays([pa.array(q, pa.int32()), ids.cast(pa.string()),
+                                       pa.array(scores, pa.float32())], schema=ENTRY_SCHEMA)
+
+
+def score_pairs_now(spark: SparkSession, pairs: list[tuple[int, str]], rows: DataFrame, *,
+                    queries: list[str], scorer_cfg: ScorerConfig, fingerprint: str,
+                    block_items: int) -> pa.Table:
+    """Exact scores of `pairs` (query number, item id), scored in Spark (grouped by item, the
+    scorer once per Python worker) and collected: entries (query, item_id, score). For the
+    small sets validation scores (a pool, a round's candidates); nothing is written."""
+    if not pairs:
+        return ENTRY_SCHEMA.empty_table()
+    sc = spark.sparkContext
+    q_b = sc.broadcast(list(queries))
+    parts = max(1, min(len(pairs) // max(1, block_items) + 1, 4 * sc.defaultParallelism))
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from curindex.pipeline.score import _set_threads
+        from curindex.scoring.base import get_scorer
+
+        _set_threads(scorer_cfg.threads)
+        scorer = get_scorer(scorer_cfg, fingerprint)
+        pending = [b for b in batches if b.num_rows]
+        table = pa.Table.from_batches(pending) if pending else None
+        for start in range(0, table.num_rows if table is not None else 0, block_items):
+            yield _scored(scorer, q_b.value, table.slice(start, block_items))
+
+    try:
+        with worker_errors():
+            return (spark.createDataFrame(pairs, "query int, item_id string")
+                    .join(rows.select("item_id", "text"), "item_id")
+                    .repartitionByRange(parts, "item_id").sortWithinPartitions("item_id")
+                    .mapInArrow(run, ENTRY_DDL).toArrow())
+    finally:
+        q_b.destroy()
 
 
 def score_pair_chunks(spark: SparkSession, pairs: DataFrame, rows: DataFrame, *,
@@ -167,7 +206,7 @@ def score_pair_chunks(spark: SparkSession, pairs: DataFrame, rows: DataFrame, *,
     if kept:
         log.info("pairs: resuming: %d of %d chunks (%s pairs) already committed", len(kept),
                  n_chunks, f"{resumed:,}")
-    chunk = F.pmod(F.xxhash64(F.lit(_SALT), F.col("query")), F.lit(n_chunks)).cast("int")
+    chunk = F.pmod(F.xxhash64(F.lit(_SALT), F.col("item_id")), F.lit(n_chunks)).cast("int")
     todo = pairs.join(rows.select("item_id", "text"), "item_id").withColumn("chunk", chunk)
     if kept:
         todo = todo.where(~F.col("chunk").isin(sorted(kept)))
@@ -180,7 +219,7 @@ def score_pair_chunks(spark: SparkSession, pairs: DataFrame, rows: DataFrame, *,
                                              total=n_pairs - resumed, pairs_per_item=1,
                                              every_s=30.0):
             committed = (todo.repartitionByRange(max(1, n_chunks - len(kept)), "chunk")
-                         .sortWithinPartitions("chunk", "query", "item_id")
+                         .sortWithinPartitions("chunk", "item_id", "query")
                          .mapInArrow(pair_score_fn(scorer_cfg, fingerprint, q_b,
                                                    out_dir=out_path, block_items=block_items,
                                                    stamp=stamp, items_done=done),

@@ -49,7 +49,7 @@ class Codecs:
     """How a score row becomes the vectors the version's indexes hold."""
 
     features: Features  # the build kind's: a row's features h and its vector e
-    first: int  # score column of test query 0
+    first: int | None  # score column of test query 0 (None: the rows hold no test score)
     x: bytes | None  # the extra index's trained empty index (None: no extra index)
     layout: tuple[str, ...] = ()  # its segments, in order ("h": h_dim dims, "bi": the rest)
 
@@ -85,7 +85,8 @@ def extra_vectors(batch: pa.RecordBatch, codecs: Codecs, decode: Callable,
 def _spaces(batch: pa.RecordBatch, codecs: Codecs, decode: Callable, wanted: set[str]
             ) -> dict[str, np.ndarray]:
     s = scorerows.matrix(batch.column("scores"))  # [n, scored queries]
-    out = {EXACT: s[:, codecs.first:]}
+    # None: no test score in the rows (pooled validation scores the candidates apart)
+    out = {EXACT: s[:, codecs.first:] if codecs.first is not None else None}
     h = _features(batch, codecs, s) if wanted & {"e", "h", "hb"} else None
     if "e" in wanted:
         out["e"] = codecs.features.e(h)  # as write_shards computes them
@@ -167,8 +168,10 @@ def found_fn(codecs: Codecs, payload) -> Callable[[Iterator[pa.RecordBatch]],
                 rr = top[r, c]
                 ok = np.isfinite(est[rr, c])
                 rr, c = rr[ok], c[ok]
+                exact = (x[EXACT][rr, p["test"][asks[c]]] if x[EXACT] is not None
+                         else np.full(len(rr), np.nan))
                 parts.append((asks[c], ids[rr], keys[rr], est[rr, c],
-                              x[EXACT][rr, p["test"][asks[c]]].astype(np.float32)))
+                              exact.astype(np.float32)))
         if parts:
             ask, ids, keys, est, exact = (np.concatenate(v) for v in zip(*parts, strict=True))
             keep = best_per_ask(ask, est, ids, n)

@@ -1,15 +1,19 @@
-"""Choosing the search a version serves, pure numpy.
+"""Choosing the search a version serves, pure numpy: one choice per validated budget.
 
-Every candidate search (a method at one set of parameters) was run on the tuning test queries;
-its objective on a query is the mean of the objective figures (e.g. Top-10-Recall@200) there.
-The rule: a candidate is *measurably worse* than the best one (the highest mean objective) when
-the paired per-query difference is positive beyond noise (its mean minus ``Z`` standard errors
-stays above zero) and there are at least ``MIN_QUERIES`` tuning queries to tell. The version
-serves the simplest *method* with a candidate that is not measurably worse than the best
-(``curindex.search.methods.METHODS``: bi-encoder rerank, plain CUR, adaptive, bi-seeded), at that
-method's best parameters (rounds, seed size: the highest mean objective, the simpler on a
-tie). With few tuning queries (a small query log) nothing is measurably worse, so the simplest
-method serves; the recorded reason says so.
+Every candidate search (a method at one set of parameters) was run on the tuning test queries at
+every validated budget; at a budget its objective on a query is the mean of every Top-k-Recall
+figure measured there (k < budget). At each budget the rule is: the best candidate has the
+highest mean objective; the version serves the simplest *method*
+(``curindex.search.methods.METHODS``: bi-encoder rerank, plain CUR, adaptive, bi-seeded) with a
+candidate whose mean is within ``MARGIN`` of the best (a practical margin: a difference that
+small does not matter to a user, where "not significantly worse" on a few dozen queries let a
+much weaker method serve), at that method's best parameters (rounds, seed size: the highest
+mean, the simpler on a tie). With fewer than ``MIN_QUERIES`` tuning queries nothing can be
+told apart: the simplest method serves (the bi-encoder baseline when the version has it), and
+the recorded reason says so.
+
+Each candidate's paired difference to the best (mean and standard error over the tuning
+queries) is recorded beside, for whoever reads the manifest.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import numpy as np
 
 from curindex.search.methods import SearchSpec
 
-Z = 2.0  # one-sided, about 97.7%
+MARGIN = 0.005  # a simpler method serves when its mean objective is within this of the best
+Z = 2.0  # the recorded "measurably worse": one-sided, about 97.7%
 MIN_QUERIES = 10
 
 
@@ -31,7 +36,8 @@ class Verdict:
     objective: float  # mean over the tuning queries
     below_best: float  # mean paired difference to the best candidate
     below_best_se: float
-    measurably_worse: bool
+    measurably_worse: bool  # below the best by more than Z standard errors
+    within_margin: bool  # at most MARGIN below the best: it may serve
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class Choice:
     verdicts: tuple[Verdict, ...]  # every candidate, simplest first
 
 
-def choose(per_query: Mapping[SearchSpec, np.ndarray]) -> Choice:
+def choose(per_query: Mapping[SearchSpec, np.ndarray], *, margin: float = MARGIN) -> Choice:
     """The served search from each candidate's objective per tuning query ([n_tune] each, the
     same queries in the same order). Raises ValueError when there is no candidate."""
     if not per_query:
@@ -56,8 +62,9 @@ def choose(per_query: Mapping[SearchSpec, np.ndarray]) -> Choice:
         d = values[best] - values[s]
         se = float(d.std(ddof=1) / np.sqrt(n)) if n >= 2 else float("inf")
         worse = n >= MIN_QUERIES and float(d.mean()) - Z * se > 0
-        verdicts.append(Verdict(s, means[s], float(d.mean()) if n else 0.0, se, worse))
-    method = next(v.spec.method for v in verdicts if not v.measurably_worse)
+        verdicts.append(Verdict(s, means[s], float(d.mean()) if n else 0.0, se, worse,
+                                n < MIN_QUERIES or means[best] - means[s] <= margin))
+    method = next(v.spec.method for v in verdicts if v.within_margin)
     chosen = max((s for s in specs if s.method == method),
                  key=lambda s: (means[s], [-c for c in s.complexity]))
     if n < MIN_QUERIES:
@@ -65,9 +72,19 @@ def choose(per_query: Mapping[SearchSpec, np.ndarray]) -> Choice:
                   f"{MIN_QUERIES} are needed): the simplest method serves")
     elif chosen == best:
         reason = (f"{best.describe()} has the best objective on {n} tuning queries "
-                  f"({means[best]:.4f}) and no simpler method is within noise of it")
+                  f"({means[best]:.4f}); no simpler method is within {margin:g} of it")
     else:
-        reason = (f"{chosen.describe()} ({means[chosen]:.4f}) is the simplest method not "
-                  f"measurably worse than the best, {best.describe()} ({means[best]:.4f}), on "
-                  f"{n} tuning queries")
+        reason = (f"{chosen.describe()} ({means[chosen]:.4f}) is the simplest method within "
+                  f"{margin:g} of the best, {best.describe()} ({means[best]:.4f}), on {n} "
+                  "tuning queries")
     return Choice(chosen, reason, tuple(verdicts))
+
+
+def served_at(choices: Mapping[int, SearchSpec], budget: int) -> SearchSpec:
+    """The search served at `budget`: the choice made for the largest validated budget at
+    most `budget` (below the smallest validated budget, the smallest one's)."""
+    if not choices:
+        raise ValueError("no validated budget")
+    budgets = sorted(choices)
+    below = [b for b in budgets if b <= budget]
+    return choices[below[-1] if below else budgets[0]]

@@ -2,9 +2,9 @@
 their Top-k-Recall@budget from what they returned, and the table a version records.
 
 The build's test queries are split in two (``[factorize] tune_fraction``, the first ``n_tune``
-tune): every candidate search runs on the tuning queries at the objective's budgets, and the
-served search is chosen there (``curindex.quality.selection``); every method runs on the other
-(reporting) queries at every budget, and only those figures are reported and gated. One-round
+tune): every candidate search runs on every test query at every budget; the search served at
+each budget is chosen on the tuning queries (``curindex.quality.selection``), and only the
+other (reporting) queries' figures are reported and gated. One-round
 methods (plain CUR, bi-encoder rerank) retrieve the same items in the same order at any budget,
 so each runs once, at its largest budget, and smaller budgets take a prefix.
 """
@@ -52,16 +52,15 @@ class Job:
     query: int
 
 
-def jobs(specs: Sequence[SearchSpec], *, n_tune: int, n_test: int, objective: Sequence[Figure],
-         budgets: Sequence[int], k_i: int) -> list[Job]:
-    """Every (spec, budget, query) run: the candidates at the objective's budgets on the
-    tuning queries, every spec at every budget on the reporting ones; one-round specs once,
-    at their largest budget."""
+def jobs(specs: Sequence[SearchSpec], *, n_test: int, budgets: Sequence[int], k_i: int
+         ) -> list[Job]:
+    """Every (spec, budget, query) run: every candidate at every budget on every test query
+    (the tuning ones choose the search served at each budget, the reporting ones measure it);
+    one-round specs once, at their largest budget."""
     out = []
     for t in range(n_test):
-        wanted = sorted({f.budget for f in objective}) if t < n_tune else sorted(budgets)
         for spec in specs:
-            bs = [b for b in wanted if runnable(spec, b, k_i)]
+            bs = [b for b in sorted(budgets) if runnable(spec, b, k_i)]
             if spec.rounds == 1 and bs:
                 bs = [max(bs)]
             out += [Job(spec, b, t) for b in bs]

@@ -199,8 +199,9 @@ def score_pairs(scorer: Scorer, queries: Sequence[str], items: Sequence[str], *,
     """Scores of aligned pairs ``(queries[j], items[j])``: float32 [len(pairs)], checked.
 
     A scorer with its own ``score_pairs(queries, items)`` (which can put pairs of different
-    queries in one forward batch) answers directly; any other gets one ``score_block([q],
-    items of q)`` call per distinct query. Raises ScorerError naming `where`."""
+    queries in one forward batch) answers directly; any other gets one ``score_block`` call
+    per distinct query (``[q]`` x its items) or per distinct item (its queries x ``[item]``),
+    whichever makes fewer calls. Raises ScorerError naming `where`."""
     if len(queries) != len(items):
         raise ValueError(f"{len(queries)} queries and {len(items)} items do not pair up")
     if not len(queries):
@@ -210,12 +211,19 @@ def score_pairs(scorer: Scorer, queries: Sequence[str], items: Sequence[str], *,
         return checked_scores(np.asarray(native(list(queries), list(items))).reshape(1, -1),
                               1, len(queries), where=where)[0]
     out = np.empty(len(queries), dtype=np.float32)
-    rows: dict[str, list[int]] = {}
-    for j, q in enumerate(queries):
-        rows.setdefault(q, []).append(j)
-    for q, js in rows.items():
-        out[js] = checked_scores(scorer.score_block([q], [items[j] for j in js]), 1, len(js),
-                                 where=where)[0]
+    by_query: dict[str, list[int]] = {}
+    by_item: dict[str, list[int]] = {}
+    for j, (q, t) in enumerate(zip(queries, items, strict=True)):
+        by_query.setdefault(q, []).append(j)
+        by_item.setdefault(t, []).append(j)
+    if len(by_query) <= len(by_item):
+        for q, js in by_query.items():
+            out[js] = checked_scores(scorer.score_block([q], [items[j] for j in js]), 1,
+                                     len(js), where=where)[0]
+    else:
+        for t, js in by_item.items():
+            out[js] = checked_scores(scorer.score_block([queries[j] for j in js], [t]),
+                                     len(js), 1, where=where)[:, 0]
     return out
 
 

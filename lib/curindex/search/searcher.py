@@ -24,6 +24,7 @@ from curindex.errors import ScorerError
 from curindex.kinds.latent import LatentMaps
 from curindex.kinds.sparse import Prior
 from curindex.manifest import Manifest, ServedSearch, read_manifest
+from curindex.quality.selection import served_at
 from curindex.scoring.base import Scorer, build_scorer, checked_scores, fingerprint_for
 from curindex.search.methods import Ask, Latent, Plan, SearchSpec, ranked, run_plans
 from curindex.search.reader import VersionShards
@@ -165,17 +166,30 @@ class Searcher:
                    served=served, rcond=manifest.factorization.rcond, max_budget=max_budget,
                    prior=prior)
 
+    def served_at(self, budget: int) -> ServedSearch:
+        """The search this version serves at `budget` (``quality.selection.served_at``)."""
+        by = self.manifest.search.by_budget if self.manifest and self.manifest.search else ()
+        if not by:
+            return self.served
+        choice = {c.budget: c for c in by}[served_at({c.budget: c.budget for c in by}, budget)]
+        return ServedSearch(method=choice.method, rounds=choice.rounds,
+                            seed=SearchSpec(choice.method, choice.rounds,
+                                            choice.seed_size).seed,
+                            seed_size=choice.seed_size, budget=self.served.budget)
+
     @property
     def adaptive(self) -> bool:
         """Whether this version supports adaptive search (rounds > 1)."""
         return self.shards.has("h")
 
     def spec(self, *, method: str | None = None, rounds: int | None = None,
-             seed: str | None = None, seed_size: int | None = None) -> SearchSpec:
-        """The search `search` runs with these arguments: the served one when none is given.
-        A method named without its parameters takes the served search's when it is the same
-        method, else 4 rounds and a seed of 50 items."""
-        served = self.served
+             seed: str | None = None, seed_size: int | None = None,
+             budget: int | None = None) -> SearchSpec:
+        """The search `search` runs with these arguments: the served one when none is given
+        (the one chosen for the largest validated budget at most `budget`, when the build
+        chose one per budget). A method named without its parameters takes the served
+        search's when it is the same method, else 4 rounds and a seed of 50 items."""
+        served = self.served_at(self.served.budget if budget is None else budget)
         if method is not None:
             if method in ("cur", "bi-rerank"):
                 return SearchSpec(method)
@@ -213,7 +227,8 @@ class Searcher:
         if not 1 <= budget <= self.max_budget:
             raise ValueError(f"budget {budget} is outside 1..{self.max_budget} (the reader's "
                              "max_budget)")
-        spec = self.spec(method=method, rounds=rounds, seed=seed, seed_size=seed_size)
+        spec = self.spec(method=method, rounds=rounds, seed=seed, seed_size=seed_size,
+                         budget=budget)
         for need in spec.needs:
             if not self.shards.has(need):
                 raise ValueError(f"version {self.version} has no {need!r} shards for "

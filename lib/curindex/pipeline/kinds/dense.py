@@ -39,13 +39,13 @@ def choose(ctx: BuildContext, items: DataFrame, queries: DataFrame, n_items: int
 
 
 def scored_queries(ctx: BuildContext, anchors: Anchors) -> list[str]:
-    """Anchor queries first, then test queries: every item's score row."""
-    return anchors.query_texts + anchors.test_texts
+    """Anchor queries first, then (exact validation) test queries: every item's score row."""
+    return anchors.query_texts + (anchors.test_texts if ctx.exact_truth() else [])
 
 
-def test_column(ctx: BuildContext) -> int:
-    """The score-row column of test query 0."""
-    return ctx.k_q
+def test_column(ctx: BuildContext) -> int | None:
+    """The score-row column of test query 0 (None: the rows hold no test score)."""
+    return ctx.k_q if ctx.exact_truth() else None
 
 
 def score_more(ctx: BuildContext) -> dict:
@@ -80,8 +80,16 @@ def features(ctx: BuildContext) -> DenseFeatures:
     return DenseFeatures(g=ctx.npy("G.npy"), k_q=ctx.k_q)
 
 
-def query_side(ctx: BuildContext, anchors: Anchors, bi_test: np.ndarray | None) -> QuerySide:
-    scores = ctx.npy("anchors/scores.npy")  # [k_i, k_q + n_test]
-    return QuerySide(anchor_exact=scores[:, ctx.k_q:].T,
+def query_side(ctx: BuildContext, anchors: Anchors, bi_test: np.ndarray | None,
+               pairs=None) -> QuerySide:
+    """The test queries' exact scores on the anchor items: from the anchor items' score rows,
+    or (pooled validation, `pairs`: its ``PairScores``) scored now."""
+    scores = ctx.npy("anchors/scores.npy")  # [k_i, k_q (+ n_test)]
+    if pairs is None:
+        exact = scores[:, ctx.k_q:].T  # [n_test, k_i]
+    else:
+        n, k_i = len(anchors.test_ids), len(anchors.item_ids)
+        exact = pairs.get([(t, a) for t in range(n) for a in anchors.item_ids]).reshape(n, k_i)
+    return QuerySide(anchor_exact=exact,
                      anchor_columns=scores[:, :ctx.k_q].T.astype(np.float64), priors=None,
                      latent=None, rcond=ctx.load("factorize")["rcond"])

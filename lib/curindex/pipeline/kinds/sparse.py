@@ -64,13 +64,13 @@ def choose(ctx: BuildContext, items: DataFrame, queries: DataFrame, n_items: int
 
 
 def scored_queries(ctx: BuildContext, anchors: Anchors) -> list[str]:
-    """Only the test queries are scored against every item (their exact top items are
-    validation's truth); the training queries are scored in pairs."""
-    return list(anchors.test_texts)
+    """At most the test queries are scored against every item (with exact validation: their
+    exact top items are its truth); the training queries are scored in pairs."""
+    return list(anchors.test_texts) if ctx.exact_truth() else []
 
 
-def test_column(ctx: BuildContext) -> int:
-    return 0
+def test_column(ctx: BuildContext) -> int | None:
+    return 0 if ctx.exact_truth() else None
 
 
 def score_more(ctx: BuildContext) -> dict:
@@ -142,7 +142,8 @@ def features(ctx: BuildContext) -> SparseFeatures:
     return SparseFeatures(maps=_maps(ctx))
 
 
-def query_side(ctx: BuildContext, anchors: Anchors, bi_test: np.ndarray | None) -> QuerySide:
+def query_side(ctx: BuildContext, anchors: Anchors, bi_test: np.ndarray | None,
+               pairs=None) -> QuerySide:
     maps, n = _maps(ctx), len(anchors.test_ids)
     priors = maps.query(bi_test) if bi_test is not None else np.zeros((n, maps.dim))
     return QuerySide(anchor_exact=np.zeros((n, 0)), anchor_columns=np.zeros((maps.dim, 0)),

@@ -34,6 +34,7 @@ def run(ctx: BuildContext) -> mf.Manifest:
     timings = {s: st.pop("seconds") for s, st in states.items()}
     prep, score, shards = states["prepare"], states["score"], states["write_shards"]
     anchors = ctx.anchors()
+    pooled = (states["validate"].get("pool") or {}).get("pairs", 0)  # validation's own pairs
     sections = dict(
         curindex_version=__version__,
         config=cfg,
@@ -48,10 +49,10 @@ def run(ctx: BuildContext) -> mf.Manifest:
         counts=mf.Counts(
             items=prep["items"], queries_available=prep["queries_available"],
             items_truncated=score["items_truncated"], item_max_chars=prep["item_max_chars"],
-            shards=len(shards["shards"]), pairs_scored=score["pairs_scored"],
+            shards=len(shards["shards"]), pairs_scored=score["pairs_scored"] + pooled,
             # less than pairs_scored when the score stage resumed an unfinished attempt
-            pairs_scored_this_run=score["pairs_scored_this_run"],
-            index_pairs=score["index_pairs"], validation_pairs=score["validation_pairs"]),
+            pairs_scored_this_run=score["pairs_scored_this_run"] + pooled,
+            index_pairs=score["index_pairs"], validation_pairs=score["validation_pairs"] + pooled),
         factorization={k: v for k, v in states["factorize"].items() if k != "sparse"},
         index={"factory": cfg.index.factory, "dim": len(anchors.item_ids),
                "metric": "inner_product", "label_shift": LABEL_SHIFT, "g_file": "G.npy",

@@ -16,6 +16,7 @@ from curindex.pipeline.context import BuildContext
 from curindex.pipeline.corpus import check_texts, read_texts
 from curindex.pipeline.files import parquet_bytes, remove_work
 from curindex.pipeline.kinds import kind_for
+from curindex.quality.pooling import resolve_truth
 from curindex.search.shardindex import empty_index
 from curindex.store import FileEntry, Store
 
@@ -40,7 +41,7 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     queries = read_texts(ctx.spark, cfg.queries, role="queries")
     item_stats = check_texts(items, role="items", source=cfg.items.path)
     query_stats = check_texts(queries, role="queries", source=cfg.queries.path)
-    plan = plan_build(cfg, n_items=item_stats.rows,
+    plan = plan_build(cfg, n_items=item_stats.rows, n_queries=query_stats.rows,
                       slots=ctx.spark.sparkContext.defaultParallelism,
                       history=rate_from_history(store.versions_listing()[0],
                                                 fingerprint=fingerprint,
@@ -48,7 +49,17 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
                                                 n_q=cfg.anchors.n_queries + cfg.anchors.n_test))
     for line in plan.lines():
         log.info("%s", line)
+    truth, why = resolve_truth(cfg.validate.ground_truth, n_test=cfg.anchors.n_test,
+                               n_items=item_stats.rows, index_pairs=plan.pairs["index"])
+    if base is not None:  # the base's rows hold its test scores or none: the same truth
+        truth, why = manifest.validation.ground_truth, f"as the base version {base}"
+    if truth == "pooled" and cfg.factorize.tune:
+        raise ConfigError(f"{cfg.source}: [factorize] tune: chooses the cutoff on the test "
+                          "queries' exact scores against every item, which pooled validation "
+                          f"does not compute ({why}); set [validate] ground_truth = \"exact\"")
+    log.info("validation's truth: %s (%s)", truth, why)
     state = {"fingerprint": fingerprint, "items": item_stats.rows, "plan": plan_dict(plan),
+             "ground_truth": {"kind": truth, "why": why},
              "queries_available": query_stats.rows, "item_max_chars": item_stats.max_chars,
              "item_mean_chars": round(item_stats.mean_chars, 1), "base": None,
              "detached_anchors": []}

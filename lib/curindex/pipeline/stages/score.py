@@ -43,7 +43,8 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     kind = kind_for(cfg)
     partitions = cfg.spark.score_partitions or 4 * spark.sparkContext.defaultParallelism
     queries = kind.scored_queries(ctx, anchors)  # every item's score row
-    n_q, n_test = len(queries), len(anchors.test_ids)
+    n_q = len(queries)
+    n_test = len(anchors.test_ids) if ctx.exact_truth() else 0  # of them, test queries
     kwargs = dict(queries=queries, scorer_cfg=cfg.scorer,
                   fingerprint=prep["fingerprint"], num_shards=cfg.index.num_shards,
                   partitions=partitions, block_items=cfg.spark.block_items,

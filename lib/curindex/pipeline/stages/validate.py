@@ -15,6 +15,7 @@ import numpy as np
 from curindex.config import objective_figures
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.kinds import QuerySide, kind_for
+from curindex.pipeline.pooled import PairScores, Pools, Scored, pool_truth
 from curindex.pipeline.retrieval import (
     EXACT,
     Codecs,
@@ -25,7 +26,8 @@ from curindex.pipeline.retrieval import (
 from curindex.pipeline.stages.write_shards import extras
 from curindex.quality.figures import Figure, by_figure
 from curindex.quality.gate import gate_failures, lift_failures
-from curindex.quality.selection import choose
+from curindex.quality.pooling import mean_interval
+from curindex.quality.selection import Choice, choose, served_at
 from curindex.quality.validation import Job, Table, candidates, jobs, table
 from curindex.search.methods import Ask, Plan, SearchSpec, run_plans
 from curindex.search.shardindex import EXTRA_TRAINED, is_exact
@@ -46,54 +48,136 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
                    "recall_exact_search": {}, "index_recall_vs_exact": {}, "baseline": None,
                    "index": cfg.index.factory,
                    "min_lift_over_baseline": v.min_lift_over_baseline}
-    tab = Table({})
+    tab, done = Table({}), None
     if n_test and budgets:
         ctx.spark.sparkContext.setJobDescription("curindex: validate every search method")
         try:
-            tab, exact_cur = _measure(ctx, anchors, specs, objective, budgets, n_tune)
+            tab, exact_cur, done = _measure(ctx, anchors, specs, budgets, n_tune)
         finally:
             ctx.spark.sparkContext.setJobDescription(None)
         state.update(exact_cur)
-    choice = choose({s: o for s in specs
-                     if (o := tab.objective(s, objective, range(n_tune))) is not None})
-    served = choice.chosen
-    rows = _method_rows(tab, specs, objective, n_tune, reporting, served)
-    state["recall"] = tab.mean(served, reporting)
+    choices = _choices(tab, specs, budgets, sorted(v.ks), range(n_tune))
+    served_by = {b: c.chosen for b, c in choices.items()}
+    default = served_at(served_by, objective[0].budget) if served_by else \
+        min(specs, key=lambda x: x.complexity)  # nothing measured
+    reason = choices[_budget_of(choices, objective[0].budget)].reason if choices else \
+        "no test query or budget to measure on: the simplest method serves"
+    rows = _method_rows(tab, specs, objective, n_tune, reporting, default)
+    state["recall"] = _served_recall(tab, served_by, reporting)
+    truth = prep.get("ground_truth") or {"kind": "exact", "why": ""}
+    state.update(ground_truth=truth["kind"], ground_truth_why=truth["why"],
+                 **_intervals(tab, served_by, reporting, done.pools if done else None))
+    if done is not None and done.pools is not None:
+        state["pool"] = _pool_info(done, reporting, ctx.cfg.validate, budgets)
     if "bi-rerank" in cfg.index.methods:
         state["baseline"] = {"name": "bi-encoder",
                              "recall": tab.mean(SearchSpec("bi-rerank"), reporting)}
     failed = gate_failures(state["recall"], v.min_recall) + lift_failures(
         state["recall"], (state["baseline"] or {}).get("recall", {}), v.min_lift_over_baseline)
-    _log(ctx, served, choice.reason, state, failed)
+    _log(ctx, served_by, default, reason, state, failed)
     state.update(passed=not failed, failures=failed)
     state["search"] = {
-        "default": {"method": served.method, "rounds": served.rounds, "seed": served.seed,
-                    "seed_size": served.seed_size, "budget": objective[0].budget},
+        "default": {"method": default.method, "rounds": default.rounds, "seed": default.seed,
+                    "seed_size": default.seed_size, "budget": objective[0].budget},
         "methods": rows,
         "selection": {
             "objective": [str(f) for f in objective], "n_tune": n_tune,
-            "tune_ids": anchors.test_ids[:n_tune], "reason": choice.reason,
-            "candidates": [{"method": x.spec.method, "rounds": x.spec.rounds,
-                            "seed_size": x.spec.seed_size, "objective": x.objective,
-                            "below_best": x.below_best,
-                            "below_best_se": min(x.below_best_se, 1.0),
-                            "measurably_worse": x.measurably_worse}
-                           for x in choice.verdicts]},
+            "tune_ids": anchors.test_ids[:n_tune], "reason": reason,
+            "candidates": _candidates(choices[_budget_of(choices, objective[0].budget)])
+            if choices else []},
+        "by_budget": [{"budget": b, "method": c.chosen.method, "rounds": c.chosen.rounds,
+                       "seed_size": c.chosen.seed_size,
+                       "objective": next(x.objective for x in c.verdicts
+                                         if x.spec == c.chosen),
+                       "reason": c.reason, "candidates": _candidates(c)}
+                      for b, c in sorted(choices.items())],
     }
     return state, []
 
 
-def _measure(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: list[Figure],
-             budgets: list[int], n_tune: int) -> tuple[Table, dict]:
+def _choices(tab: Table, specs: list[SearchSpec], budgets: list[int], ks: list[int],
+             tuning: range) -> dict[int, Choice]:
+    """The search served at each budget: chosen on the mean of every k figure there."""
+    out = {}
+    for b in budgets:
+        figures = [Figure(b, k) for k in ks if k < b]
+        cand = {s: o for s in specs if (o := tab.objective(s, figures, tuning)) is not None}
+        if figures and cand:
+            out[b] = choose(cand)
+    return out
+
+
+def _budget_of(choices: dict[int, Choice], budget: int) -> int:
+    """The validated budget whose choice serves `budget` (``selection.served_at``'s rule)."""
+    below = [b for b in choices if b <= budget]
+    return max(below) if below else min(choices)
+
+
+def _served_recall(tab: Table, served_by: dict[int, SearchSpec], reporting: range
+                   ) -> dict[str, float]:
+    """The served search's figures: at each budget, those of the search served there."""
+    out = {}
+    for b, spec in served_by.items():
+        out.update({f: x for f, x in tab.mean(spec, reporting).items()
+                    if Figure.parse(f).budget == b})
+    return dict(sorted(out.items(), key=lambda kv: Figure.parse(kv[0])))
+
+
+def _intervals(tab: Table, served_by: dict[int, SearchSpec], reporting: range,
+               pools: Pools | None) -> dict:
+    """The served figures' 95% intervals over the reporting queries, and with pooled truth
+    the bounds that also hold what the pools may have missed: recall minus the audit's upper
+    estimate of missed top-k items over k, up to the pooled recall (every answer is inside
+    its pool)."""
+    interval, bounds = {}, {}
+    for b, spec in served_by.items():
+        for name, by_query in tab.values.get(spec, {}).items():
+            f = Figure.parse(name)
+            vals = [by_query[t] for t in reporting if t in by_query]
+            if f.budget != b or len(vals) != len(reporting) or not vals:
+                continue
+            low, high = mean_interval(vals)
+            interval[name] = (max(0.0, low), min(1.0, high))
+            if pools is not None:
+                high = np.mean([pools.misses[f.k][t].high for t in reporting]) / f.k
+                mean = float(np.mean(vals))
+                bounds[name] = (max(0.0, mean - float(high)), mean)
+    return {"recall_interval": interval, "recall_bounds": bounds}
+
+
+def _pool_info(done: Searches, reporting: range, v, budgets: list[int]) -> dict:
+    pools, n = done.pools, max(1, len(done.truth))
+    misses = {}
+    for k, per_query in pools.misses.items():
+        rows = [per_query[t] for t in reporting]
+        total = tuple(float(sum(getattr(m, a) for m in rows)) for a in ("estimate", "low",
+                                                                      "high"))
+        for b in budgets:
+            if k < b:
+                misses[str(Figure(b, k))] = total
+    return {"depth": v.pool_depth or 2 * max(budgets), "audit_items": v.audit_items,
+            "pairs": done.scores.pairs, "pairs_per_query": round(done.scores.pairs / n, 1),
+            "mean_pool_size": round(float(np.mean(pools.sizes)), 1), "misses": misses}
+
+
+def _candidates(choice: Choice) -> list[dict]:
+    return [{"method": x.spec.method, "rounds": x.spec.rounds, "seed_size": x.spec.seed_size,
+             "objective": x.objective, "below_best": x.below_best,
+             "below_best_se": min(x.below_best_se, 1.0), "measurably_worse": x.measurably_worse,
+             "within_margin": x.within_margin} for x in choice.verdicts]
+
+
+def _measure(ctx: BuildContext, anchors, specs: list[SearchSpec], budgets: list[int],
+             n_tune: int) -> tuple[Table, dict, Searches]:
     """Run every job; returns the recall table, and for an approximate item-vector index the
     plain CUR figures with exact search and the index's overlap with it."""
-    run = searches(ctx, anchors, specs, objective, budgets, n_tune)
+    run = searches(ctx, anchors, specs, budgets)
     tab = table(run.plans, run.jobs, run.truth, ks=run.ks, budgets_of=run.budgets_of,
                 **run.ranking)
     extra: dict = {}
     if run.approximate and "cur" in ctx.cfg.index.methods:
         extra = _exact_cur(ctx, run, range(n_tune, len(anchors.test_ids)))
-    return tab, extra
+    return tab, extra, run
 
 
 @dataclass
@@ -102,24 +186,27 @@ class Searches:
 
     jobs: list[Job]
     plans: list[Plan]
-    truth: list[list[str]]  # per test query, the exact top max(ks) items
+    truth: list[list[str]]  # per test query, the exact (or pooled) top max(ks) items
     ks: list[int]
     budgets_of: dict[int, list[int]]
     ranking: dict  # `curindex.quality.validation.returned`'s keyword arguments
     rows: object  # the score rows (a DataFrame) the retrievals ran over
     codecs: Codecs
     approximate: bool
+    scores: PairScores | None = None  # pooled validation: the pairs it scored
+    pools: Pools | None = None
 
 
-def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: list[Figure],
-             budgets: list[int], n_tune: int) -> Searches:
-    """Run every (search, budget, test query) of validation in Spark."""
+def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], budgets: list[int]
+             ) -> Searches:
+    """Run every (search, budget, test query) of validation in Spark; with pooled truth,
+    score what the searches retrieve as they go, then each test query's pool."""
     cfg, k_i, kind = ctx.cfg, len(anchors.item_ids), kind_for(ctx.cfg)
-    n_test = len(anchors.test_ids)
+    n_test, n_items = len(anchors.test_ids), ctx.load("prepare")["items"]
     rows = ctx.scores().select("item_id", "scores", "bi").coalesce(
         2 * ctx.spark.sparkContext.defaultParallelism)
     names = extras(cfg)
-    first = kind.test_column(ctx)  # score column of test query 0
+    first = kind.test_column(ctx)  # score column of test query 0 (None: pooled truth)
     codecs = Codecs(features=kind.features(ctx), first=first, layout=names,
                     x=ctx.store.read_bytes(ctx.version, EXTRA_TRAINED) if names else None)
     exact_index = is_exact(cfg.index.factory, max(k_i, 1))
@@ -128,36 +215,41 @@ def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], objective: lis
         read_shard=ctx.read_shard_file, first=first, nprobe=cfg.index.nprobe,
         ef_search=cfg.index.ef_search)
     ks = sorted(cfg.validate.ks)
-    # The exact top items of every test query come with round 1's candidates.
-    retriever = WithTruth(SparkRetriever(ctx.spark, rows, codecs, approx_e=approx),
-                          [Ask(t, EXACT, np.zeros(0), max(ks), frozenset())
-                           for t in range(n_test)])
+    inner = SparkRetriever(ctx.spark, rows, codecs, approx_e=approx)
+    scores = None if ctx.exact_truth() else PairScores(ctx, ctx.scores(), anchors.test_texts)
+    # Exact truth: the exact top items of every test query come with round 1's candidates.
+    retriever = Scored(inner, scores) if scores else WithTruth(
+        inner, [Ask(t, EXACT, np.zeros(0), max(ks), frozenset()) for t in range(n_test)])
     # Detached anchors (incremental builds) still cost a call each, but are no results.
     detached = set(ctx.load("prepare").get("detached_anchors", []))
     live = np.array([a not in detached for a in anchors.item_ids], dtype=bool)
     live_ids = [a for a, ok in zip(anchors.item_ids, live, strict=True) if ok]
     bi = None
-    if any(s.seed == "bi-encoder" for s in specs) or kind.NEEDS_BI:
+    if any(s.seed == "bi-encoder" for s in specs) or kind.NEEDS_BI or scores:
         from curindex.scoring.biencoder import get_biencoder
 
         bi = get_biencoder().encode(anchors.test_texts)  # [n_test, dim]
-    side = kind.query_side(ctx, anchors, bi)
-    job_list = jobs(specs, n_tune=n_tune, n_test=n_test, objective=objective,
-                    budgets=budgets, k_i=k_i)
-    plans = [_plan(j, side, bi, live_ids, k_i=k_i, n_items=ctx.load("prepare")["items"])
-             for j in job_list]
+    side = kind.query_side(ctx, anchors, bi, scores)
+    job_list = jobs(specs, n_test=n_test, budgets=budgets, k_i=k_i)
+    plans = [_plan(j, side, bi, live_ids, k_i=k_i, n_items=n_items) for j in job_list]
     # the driver's cores are idle while it solves: every one re-solves weights
     run_plans(plans, retriever, anchor_columns=side.anchor_columns, rcond=side.rcond,
               workers=os.cpu_count() or 1, cos=set(names) == {"h", "bi"}, latent=side.latent)
-    if retriever.truth_found is None:  # no plan ran (nothing to retrieve at any budget)
-        retriever.retrieve([])
-    truth = [keys for keys, _ in retriever.truth_found or []]
+    pools = None
+    if scores is not None:
+        v = cfg.validate
+        pools = pool_truth(scores, inner, plans, bi, live_ids, n_test=n_test, ks=ks,
+                           depth=v.pool_depth or 2 * max(budgets, default=0),
+                           audit=v.audit_items, n_items=n_items, seed=cfg.anchors.seed)
+        truth = pools.truth
+    else:
+        if retriever.truth_found is None:  # no plan ran (nothing to retrieve at any budget)
+            retriever.retrieve([])
+        truth = [keys for keys, _ in retriever.truth_found or []]
     ranking = {"anchor_keys": live_ids, "live": live, "k_i": k_i,
-               "n_items": ctx.load("prepare")["items"], "n_anchors_listed": len(live_ids)}
-    budgets_of = {t: sorted({f.budget for f in objective}) if t < n_tune else budgets
-                  for t in range(n_test)}
-    return Searches(job_list, plans, truth, ks, budgets_of, ranking, rows, codecs,
-                    not exact_index)
+               "n_items": n_items, "n_anchors_listed": len(live_ids)}
+    return Searches(job_list, plans, truth, ks, {t: budgets for t in range(n_test)}, ranking,
+                    rows, codecs, not exact_index, scores, pools)
 
 
 def _plan(job: Job, side: QuerySide, bi: np.ndarray | None, live_ids: list[str], *, k_i: int,
@@ -178,7 +270,8 @@ def _exact_cur(ctx: BuildContext, run: Searches, reporting: range) -> dict:
            if j.spec.method == "cur" and j.query in reporting]
     again = [Plan(p.query, p.spec, p.budget, p.sizes, p.first, p.anchor_exact, p.excluded)
              for p, _ in cur]
-    run_plans(again, SparkRetriever(ctx.spark, run.rows, run.codecs), anchor_columns=None,
+    exact = SparkRetriever(ctx.spark, run.rows, run.codecs)
+    run_plans(again, Scored(exact, run.scores) if run.scores else exact, anchor_columns=None,
               rcond=0.0)
     tab = table(again, [j for _, j in cur], run.truth, ks=run.ks, budgets_of=run.budgets_of,
                 **run.ranking)
@@ -217,9 +310,11 @@ def _method_rows(tab: Table, specs: list[SearchSpec], objective: list[Figure], n
     return rows
 
 
-def _log(ctx: BuildContext, served: SearchSpec, reason: str, state: dict,
-         failed: list[str]) -> None:
-    log.info("served search: %s (%s)", served.describe(), reason)
+def _log(ctx: BuildContext, served_by: dict[int, SearchSpec], default: SearchSpec, reason: str,
+         state: dict, failed: list[str]) -> None:
+    log.info("served search: %s (%s)", default.describe(), reason)
+    for b, spec in sorted(served_by.items()):
+        log.info("served at budget %d: %s", b, spec.describe())
     base = (state["baseline"] or {}).get("recall", {})
     for figure, value in by_figure(state["recall"]):
         b = base.get(str(figure))

@@ -19,13 +19,12 @@ exact-model pairs split into the index's and validation's (``counts``).
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
-from types import NoneType, UnionType
 from typing import Any
 
-from curindex.config import BuildConfig, config_from_dict
+from curindex.config import BuildConfig
 from curindex.errors import IntegrityError
+from curindex.manifest.codec import dump, load
 from curindex.ops.plan import BuildPlan
 
 FORMAT = 4
@@ -183,6 +182,20 @@ class Baseline:
 
 
 @dataclass(frozen=True)
+class PoolInfo:
+    """Pooled validation: what each test query's pool held, what scoring it cost, and the
+    audit's estimate of the true top-k items it missed (per figure, summed over the reporting
+    queries: estimate and 95% interval)."""
+
+    depth: int  # the bi-encoder's top items in each pool
+    audit_items: int
+    pairs: int  # exact-model pairs validation scored
+    pairs_per_query: float
+    mean_pool_size: float
+    misses: dict[str, tuple[float, float, float]]  # "k@budget" -> (estimate, low, high)
+
+
+@dataclass(frozen=True)
 class Validation:
     n_test: int  # test queries reported on
     min_recall: dict[str, float]
@@ -194,6 +207,15 @@ class Validation:
     baseline: Baseline | None = None
     index: str = ""
     min_lift_over_baseline: float | None = None
+    # format 4: how the test queries' exact top items were known ("exact": scored against
+    # every item; "pooled": the top of a pool, `pool`), and why
+    ground_truth: str = "exact"
+    ground_truth_why: str = ""
+    pool: PoolInfo | None = None
+    # the served search's figures: a 95% interval over the reporting queries, and (pooled) the
+    # interval that also holds what the pool may have missed
+    recall_interval: dict[str, tuple[float, float]] = field(default_factory=dict)
+    recall_bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -230,6 +252,7 @@ class Candidate:
     below_best: float
     below_best_se: float
     measurably_worse: bool
+    within_margin: bool = False  # may serve (format 4: the practical-margin rule)
 
 
 @dataclass(frozen=True)
@@ -242,10 +265,26 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class BudgetChoice:
+    """The search served at one validated budget (and above it, up to the next one), chosen
+    on the mean of every k figure at that budget on the tuning queries."""
+
+    budget: int
+    method: str
+    rounds: int
+    seed_size: int
+    objective: float  # its mean on the tuning queries
+    reason: str
+    candidates: tuple[Candidate, ...] = ()
+
+
+@dataclass(frozen=True)
 class SearchInfo:
     default: ServedSearch
     methods: tuple[MethodFigures, ...] = ()
     selection: Selection | None = None
+    # format 4: the search served at each validated budget (empty: `default` at every budget)
+    by_budget: tuple[BudgetChoice, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -300,11 +339,11 @@ class Manifest:
                 "upgrade curindex to read it")
         for upgrade in _UPGRADES[fmt - 1:]:
             doc = upgrade(doc)
-        return _load(cls, doc, where)
+        return load(cls, doc, where)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of this manifest."""
-        return _dump(self)
+        return dump(self)
 
     @property
     def scorer_config(self) -> dict[str, Any]:
@@ -320,14 +359,14 @@ def read_manifest(store: Any, version: str) -> Manifest:
 
 def load_section(cls: type, value: Any, where: str) -> Any:
     """One section of a manifest document, typed (IntegrityError naming `where`)."""
-    return _load(cls, value, where)
+    return load(cls, value, where)
 
 
 def body(**sections: Any) -> dict[str, Any]:
     """The manifest document a build commits (the store adds the envelope), checked by reading
     it back as a Manifest with a placeholder envelope, so a malformed section fails the commit,
     not a later reader."""
-    doc = {"format": FORMAT, **{k: _dump(v) for k, v in sections.items()}}
+    doc = {"format": FORMAT, **{k: dump(v) for k, v in sections.items()}}
     Manifest.from_dict({**doc, "version": "uncommitted", "created_at": "", "files": {}})
     return doc
 
@@ -359,61 +398,3 @@ def _upgrade_3(doc: dict) -> dict:
 
 
 _UPGRADES = (_upgrade_1, _upgrade_2, _upgrade_3)
-
-
-# -- a small typed reader and writer over dataclasses --
-
-def _load(tp: Any, value: Any, where: str) -> Any:
-    if tp is Any:
-        return value
-    if tp is BuildConfig:
-        try:
-            return config_from_dict(value, source=where, check=False)
-        except Exception as e:
-            raise IntegrityError(f"{where}: {e}") from e
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise IntegrityError(f"{where}: expected an object, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp)}
-        unknown = sorted(set(value) - set(fields))
-        if unknown:
-            raise IntegrityError(f"{where}: unknown field {unknown[0]!r}")
-        kwargs = {}
-        for name, f in fields.items():
-            if name in value:
-                kwargs[name] = _load(hints[name], value[name], f"{where}.{name}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise IntegrityError(f"{where}: missing field {name!r}")
-        return tp(**kwargs)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (UnionType, typing.Union):
-        if value is None and NoneType in args:
-            return None
-        (inner,) = [a for a in args if a is not NoneType]
-        return _load(inner, value, where)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise IntegrityError(f"{where}: expected a list, got {type(value).__name__}")
-        return tuple(_load(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise IntegrityError(f"{where}: expected an object, got {type(value).__name__}")
-        return {str(k): _load(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    if tp is float and type(value) is int:
-        return float(value)
-    if type(value) is not tp and not (tp is float and isinstance(value, float)):
-        raise IntegrityError(f"{where}: expected {tp.__name__}, got {value!r}")
-    return value
-
-
-def _dump(value: Any) -> Any:
-    if isinstance(value, BuildConfig):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value):
-        return {f.name: _dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_dump(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _dump(v) for k, v in value.items()}
-    return value
