@@ -83,6 +83,10 @@ METHODS = {
     # build's own test queries (SHIPPED_TEST of them, half tuning), the served one chosen
     # there, searched with default arguments.
     "shipped": ({"anchors": {"n_items": 50}, "validate": None, "index": None}, {}),
+    # The same build validated with pooled truth (each test query's pool scored, not the
+    # corpus): its figures beside `shipped`'s exact ones (`pooled_vs_exact`).
+    "shipped-pooled": ({"anchors": {"n_items": 50}, "validate": {"ground_truth": "pooled"},
+                        "index": None, "_defaults": ("validate",)}, {}),
     # The sparse build kind with its defaults: the non-test queries of the log and synthetic
     # queries made from items, each scored against its bi-encoder neighbours and random items;
     # searched with bi-seeded rounds over the latent vectors.
@@ -140,6 +144,7 @@ def main() -> None:
                "build_calls_per_item": {}}
         exact_top = np.argsort(-s[test], axis=1, kind="stable")[:, : max(ks)]
         test_texts = [queries[i][1] for i in test]
+        manifests: dict[str, dict] = {}
         with tempfile.TemporaryDirectory(prefix="curindex-quality-") as tmp:
             tmp = Path(tmp)
             pool = [queries[i] for i in rest]
@@ -152,7 +157,7 @@ def main() -> None:
                 divisor = overrides.pop("k_q_divisor", 1)
                 method_q //= divisor
                 real_q = overrides.pop("real_q", None)
-                if name == "shipped":  # its own test queries choose its search
+                if name.startswith("shipped"):  # its own test queries choose its search
                     real = method_q - args.synthetic
                     n_test = SHIPPED_TEST if real + SHIPPED_TEST <= len(rest) else 10
                     overrides["anchors"] = {**overrides["anchors"], "n_test": n_test}
@@ -178,11 +183,16 @@ def main() -> None:
                     out.setdefault("sparse", {})[name] = {
                         k: manifest["sparse"][k] for k in (
                             "training_queries", "synthetic_queries", "pairs", "fit")}
-                if name == "shipped":
-                    out["shipped"] = {"n_test": manifest["anchors"]["n_test"],
-                                      "n_tune": manifest["anchors"]["n_tune"],
-                                      "served": manifest["search"]["default"],
-                                      "reason": manifest["search"]["selection"]["reason"]}
+                manifests[name] = manifest
+                if name.startswith("shipped"):
+                    out[name] = {"n_test": manifest["anchors"]["n_test"],
+                                 "n_tune": manifest["anchors"]["n_tune"],
+                                 "served": manifest["search"]["default"],
+                                 "by_budget": [{k: c[k] for k in ("budget", "method", "rounds",
+                                                                  "seed_size", "objective")}
+                                               for c in manifest["search"].get("by_budget", [])],
+                                 "validation_pairs": manifest["counts"]["validation_pairs"],
+                                 "ground_truth": manifest["validation"]["ground_truth"]}
                 log.info("%s: %s", name, out["methods"][name])
                 if name == "curindex":  # the bi-encoder index is there: measure the baseline
                     out["methods"]["bi-encoder-rerank"] = measure(
@@ -190,9 +200,26 @@ def main() -> None:
                         s[test], items)
                     out["cheap_calls_per_query"]["bi-encoder-rerank"] = 1
                     log.info("bi-encoder-rerank: %s", out["methods"]["bi-encoder-rerank"])
+        if {"shipped", "shipped-pooled"} <= set(manifests):
+            out["pooled_vs_exact"] = pooled_vs_exact(manifests["shipped"],
+                                                     manifests["shipped-pooled"])
     finally:
         spark.stop()
     print(json.dumps(out, indent=1))
+
+
+def pooled_vs_exact(exact: dict, pooled: dict) -> dict:
+    """Per method of the two builds (the same test queries and searches), each figure's
+    exact and pooled recall on the reporting queries, and the largest difference."""
+    rows, worst = {}, 0.0
+    for e, p in zip(exact["search"]["methods"], pooled["search"]["methods"], strict=True):
+        name = f"{e['method']} ({e['rounds']}, {e['seed_size']})"
+        rows[name] = {f: [round(v, 4), round(p["recall"].get(f, float("nan")), 4)]
+                      for f, v in e["recall"].items()}
+        worst = max([worst, *(abs(v - p["recall"][f]) for f, v in e["recall"].items()
+                              if f in p["recall"])])
+    return {"methods": rows, "max_abs_difference": round(worst, 4),
+            "pool": pooled["validation"].get("pool")}
 
 
 def read_beir(folder: Path, max_items: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -295,10 +322,11 @@ def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, 
         "store": {"uri": str(tmp / f"store-{name}")},
         "spark": {"score_partitions": 8, "block_items": 512},
     }
+    defaults = overrides.pop("_defaults", ())  # sections that start from the build's defaults
     for section, values in overrides.items():
-        if values is None:  # the build's defaults (shards aside): no search-method settings
+        if values is None or section in defaults:  # (shards aside): no method settings
             raw[section] = {k: v for k, v in raw.get(section, {}).items() if k == "num_shards"}
-        else:
+        if values is not None:
             raw[section] = {**raw.get(section, {}), **values}
     cfg = config_from_dict(raw)
     result = run_build(spark, cfg, version="v1", publish=True)

@@ -53,7 +53,7 @@ def test_validation_is_what_the_searcher_returns(spark, tmp_path, encoding):
     anchors = ctx.anchors()
     specs = candidates(ALL, VALIDATE["rounds"], VALIDATE["seed_sizes"])
     n_tune = ctx.n_tune()
-    run = searches(ctx, anchors, specs, [Figure.parse("5@40")], [10, 20, 40, 60], n_tune)
+    run = searches(ctx, anchors, specs, [10, 20, 40, 60])
     for stage in ("validate", "commit"):
         run_stage(spark, cfg, version="m", stage=stage)
     store = Store.open(cfg.store.uri)
@@ -79,10 +79,12 @@ def test_validation_is_what_the_searcher_returns(spark, tmp_path, encoding):
     assert {m for m, _ in checked} == set(ALL)
     assert {b for _, b in checked} == {10, 20, 40, 60}
 
-    # The recorded figures are the mean recall of those answers on the reporting queries.
+    # The recorded figures are the mean recall of those answers on the reporting queries,
+    # each budget's from the search served at that budget.
     manifest = store.read_manifest("m")
-    served = manifest["search"]["default"]
-    spec = SearchSpec(served["method"], served["rounds"], served["seed_size"])
+    served = {c["budget"]: SearchSpec(c["method"], c["rounds"], c["seed_size"])
+              for c in manifest["search"]["by_budget"]}
+    assert sorted(served) == [10, 20, 40, 60]
     reporting = range(n_tune, len(anchors.test_ids))
     texts = [anchors.test_texts[t] for t in reporting]
     scorer = searcher.scorer
@@ -94,7 +96,7 @@ def test_validation_is_what_the_searcher_returns(spark, tmp_path, encoding):
         hits = [len(set(r.ids) & {ids[j] for j in np.argsort(-exact[i], kind="stable")[:f.k]})
                 / f.k for i, r in enumerate(got)]
         assert value == pytest.approx(float(np.mean(hits)), abs=1e-12), name
-        assert all(r.method == spec.describe() for r in got)
+        assert all(r.method == served[f.budget].describe() for r in got)
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +175,28 @@ def test_the_gate_refuses_a_served_search_under_the_baseline(spark, served, tmp_
     raw["validate"]["min_lift_over_baseline"] = lift - 0.01
     raw["store"] = {"uri": str(tmp_path / "margin")}
     assert run_build(spark, config_from_dict(raw), version="g", publish=True).published
+
+
+def test_a_pool_that_cannot_miss_reproduces_exact_recall_bit_for_bit(spark, tmp_path):
+    """Pooled validation whose pools hold every item (the bi-encoder's top N) finds the same
+    exact top items, so every method's figures and the choice equal exact validation's."""
+    root = corpus(tmp_path)
+    docs = {}
+    for truth in ("exact", "pooled"):
+        raw = tiny_config(root, store=tmp_path / truth,
+                          scorer={"kind": "toy", "options": {"dim": "24"}},
+                          anchors={"n_queries": 40, "n_items": 8, "n_test": 24, "seed": 3},
+                          index={"methods": ALL},
+                          validate={**VALIDATE, "ground_truth": truth, "pool_depth": 1000,
+                                    "audit_items": 0})
+        docs[truth] = run_build(spark, config_from_dict(raw), version="p").manifest
+    exact, pooled = docs["exact"], docs["pooled"]
+    assert (exact.validation.ground_truth, pooled.validation.ground_truth) == ("exact", "pooled")
+    assert pooled.validation.pool.mean_pool_size == pooled.counts.items  # nothing outside
+    assert [m.recall for m in pooled.search.methods] == [m.recall for m in exact.search.methods]
+    assert pooled.validation.recall == exact.validation.recall
+    assert pooled.search.by_budget == exact.search.by_budget
+    # what each cost: every test query against every item, or its pool's pairs
+    assert exact.counts.validation_pairs == exact.counts.items * 24
+    assert pooled.counts.validation_pairs == pooled.validation.pool.pairs > 0
+    assert pooled.counts.index_pairs == exact.counts.index_pairs == exact.counts.items * 40

@@ -30,6 +30,7 @@ import numpy as np
 
 from curindex.config import BuildConfig
 from curindex.ops.sample import count_rows, sample_texts
+from curindex.quality.pooling import resolve_truth
 from curindex.search.methods import needed_extras
 
 SAMPLE_ITEMS = 64
@@ -57,6 +58,7 @@ class BuildPlan:
     kind: str = "dense"
     training_queries: int = 0  # a sparse build's, scored against (neighbours + random) items
     pair_seconds: float = 0.0  # a sparse build: one training pair, one task
+    pooled: int = 0  # of the test pairs, pooled validation's (at most; 0: exact truth)
 
     def lines(self) -> list[str]:
         """The plan as log lines."""
@@ -68,12 +70,13 @@ class BuildPlan:
             first = (f"plan: sparse index: {self.training_queries:,} training queries x up to "
                      f"{per_q} items = {p['index']:,} exact-model pairs "
                      f"({p['index'] / max(1, self.items):.3g} per item); validation: "
-                     f"{self.items:,} items x {self.test_queries} test queries = "
-                     f"{p['test']:,}; {p['total']:,} in all{embed}")
+                     f"{p['test']:,}{_pooled(self)}; {p['total']:,} in all{embed}")
         else:
             first = (f"plan: {self.items:,} items x ({self.anchor_queries} anchor + "
-                     f"{self.test_queries} test queries) = {p['total']:,} exact-model pairs "
-                     f"({p['anchor']:,} anchor, {p['test']:,} test){embed}")
+                     f"{self.test_queries} test queries) = {p['total'] - self.pooled:,} "
+                     f"exact-model pairs ({p['anchor']:,} anchor, {p['test'] - self.pooled:,} "
+                     f"test){embed}" + (f"; validation's pools: at most {self.pooled:,}"
+                                         if self.pooled else ""))
         return [
             first,
             f"plan: writes {_size(b['vectors'])} of item vectors, {_size(b['extra'])} of "
@@ -84,6 +87,11 @@ class BuildPlan:
             + (f", {self.pair_seconds * 1000:.3g} ms per training pair" if self.kind == "sparse"
                else "") + f", {_source_text(self.source)})",
         ]
+
+
+def _pooled(plan: BuildPlan) -> str:
+    return " pairs at most in the test queries' pools" if plan.pooled else \
+        f" ({plan.items:,} items x {plan.test_queries} test queries)"
 
 
 def _source_text(source: str) -> str:
@@ -102,16 +110,20 @@ def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None
     (else counted)."""
     n = count_rows(cfg.items, role="items") if n_items is None else n_items
     sparse = cfg.index.kind == "sparse"
-    n_test = cfg.anchors.n_test
     k_q = 0 if sparse else cfg.anchors.n_queries
-    n_q = k_q + n_test  # scored against every item
     bi = needs_biencoder(cfg)
     slots = slots or task_slots(cfg)
     n_train = training_queries(cfg, n_items=n, n_queries=n_queries) if sparse else 0
     sp = cfg.sparse
     index = min(n_train * (sp.neighbours + sp.random_items), n_train * n) if sparse else n * k_q
-    pairs = {"anchor": n * k_q, "index": index, "test": n * n_test,
-             "total": index + n * n_test}
+    truth, _ = resolve_truth(cfg.validate.ground_truth, n_test=cfg.anchors.n_test, n_items=n,
+                             index_pairs=index)
+    # exact truth: the test queries are scored against every item, in the score stage;
+    # pooled: each test query's pool (at most) is scored in validation
+    n_test = cfg.anchors.n_test if truth == "exact" else 0
+    n_q = k_q + n_test  # scored against every item
+    test = n * n_test if truth == "exact" else cfg.anchors.n_test * pool_size(cfg, n)
+    pairs = {"anchor": n * k_q, "index": index, "test": test, "total": index + test}
     pair_s = 0.0
     if rate:
         item_s, fixed, source, pair_s = n_q / rate * slots, 0.0, "rate", slots / rate
@@ -128,7 +140,19 @@ def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None
         slots=slots, item_seconds=round(item_s, 6), fixed_seconds=round(fixed, 3),
         score_seconds=round(fixed + (n * item_s + index * pair_s * sparse) / slots, 1),
         source=source, kind=cfg.index.kind, training_queries=n_train,
-        pair_seconds=round(pair_s, 6))
+        pair_seconds=round(pair_s, 6), pooled=0 if truth == "exact" else test)
+
+
+def pool_size(cfg: BuildConfig, n_items: int) -> int:
+    """At most how many items a test query's pool holds with pooled validation: every
+    candidate search's items at the largest budget, the bi-encoder's top items and the audit
+    (fewer in fact: the searches find many of the same items)."""
+    from curindex.quality.validation import candidates
+
+    v = cfg.validate
+    budget = max([b for b in v.budgets if b < n_items], default=0)
+    specs = candidates(cfg.index.methods, v.rounds, v.seed_sizes)
+    return min(n_items, len(specs) * budget + (v.pool_depth or 2 * budget) + v.audit_items)
 
 
 def training_queries(cfg: BuildConfig, *, n_items: int, n_queries: int | None = None) -> int:

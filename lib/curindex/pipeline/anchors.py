@@ -20,11 +20,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curindex.config import AnchorsConfig
 from curindex.errors import InputError
+from curindex.pipeline.files import parquet_bytes
+from curindex.store import FileEntry, Store
 
 KMEANS_SAMPLE = 10_000  # items embedded on the driver for k-means anchors (at most)
 SYNTHETIC_PREFIX = "synthetic:"  # id of a synthetic anchor query: this + the item's id
@@ -108,3 +111,18 @@ def kmeans_items(items: DataFrame, k: int, *, seed: int, n_items: int) -> list[t
                                   salt="items-kmeans"))
     emb = get_biencoder().encode([t for _, t in sample])  # [n, dim]
     return [sample[j] for j in kmeans_rows(emb, k, seed=seed)]
+
+
+def write_anchor_tables(store: Store, version: str, anchors: Anchors) -> list[FileEntry]:
+    n_q, n_t = len(anchors.query_ids), len(anchors.test_ids)
+    def strings(values: list[str]) -> pa.Array:
+        return pa.array(values, pa.string())  # typed when empty (a sparse build's items)
+
+    items = pa.table({"id": strings(anchors.item_ids), "text": strings(anchors.item_texts)})
+    queries = pa.table({  # "anchor": a dense build's anchor queries, a sparse one's training
+        "id": strings(anchors.query_ids + anchors.test_ids),
+        "text": strings(anchors.query_texts + anchors.test_texts),
+        "role": strings(["anchor"] * n_q + ["test"] * n_t),
+    })
+    return [store.write_bytes(version, "anchors/items.parquet", parquet_bytes(items)),
+            store.write_bytes(version, "anchors/queries.parquet", parquet_bytes(queries))]

@@ -80,6 +80,17 @@ def misses(pool_scores: np.ndarray, audit_outside: np.ndarray, *, k: int, n_item
                   min(cap, high * outside))
 
 
+def recall_bounds(pooled: float, missed_high: float, *, k: int, inside: bool = True
+                  ) -> tuple[float, float]:
+    """The interval of a method's true recall from its pooled recall and an upper estimate of
+    the true top-k items its query's pool missed: down by ``missed_high / k`` (the pool's top
+    k holds that many items that are not truly top k), and, when the method's answer is not
+    wholly inside the pool (`inside` False), up by as much (its items outside the pool may be
+    the missed ones)."""
+    gap = missed_high / k
+    return max(0.0, pooled - gap), min(1.0, pooled + (0.0 if inside else gap))
+
+
 def truth_from_pool(keys: Sequence, scores: np.ndarray, k: int) -> list:
     """The pool's top k keys by exact score (ties by pool order)."""
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]

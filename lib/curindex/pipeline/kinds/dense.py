@@ -12,7 +12,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 
 from curindex.kinds.dense import DenseFeatures
-from curindex.pipeline.anchors import Anchors, choose_anchors
+from curindex.pipeline.anchors import Anchors, choose_anchors, write_anchor_tables
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.factorize import factorize as solve
 from curindex.pipeline.factorize import gather_anchor_rows
@@ -56,8 +56,6 @@ def factorize(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     ctx.check_chunks()
     cfg, anchors, files, selection = ctx.cfg, ctx.anchors(), [], {}
     if cfg.anchors.items == "leverage":  # anchor items from the scores, first
-        from curindex.pipeline.stages.prepare import write_anchor_tables
-
         t0 = time.perf_counter()
         ids, texts = leverage_anchor_items(ctx.scores(), k_q=ctx.k_q, k_i=cfg.anchors.n_items)
         anchors = dataclasses.replace(anchors, item_ids=ids, item_texts=texts)

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import logging
 
-import pyarrow as pa
-
 from curindex.errors import ConfigError
 from curindex.manifest import read_manifest
 from curindex.ops.plan import needs_biencoder, plan_build, plan_dict, rate_from_history
 from curindex.pipeline import incremental
-from curindex.pipeline.anchors import Anchors
+from curindex.pipeline.anchors import write_anchor_tables
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.corpus import check_texts, read_texts
-from curindex.pipeline.files import parquet_bytes, remove_work
+from curindex.pipeline.files import remove_work
 from curindex.pipeline.kinds import kind_for
 from curindex.quality.pooling import resolve_truth
 from curindex.search.shardindex import empty_index
-from curindex.store import FileEntry, Store
+from curindex.store import FileEntry
 
 log = logging.getLogger("curindex.pipeline")
 
@@ -78,18 +76,3 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     files = [store.write_bytes(ctx.version, rel, store.read_bytes(base, rel))
              for rel in kind.DEFINING_FILES]
     return {**state, "base": base, "detached_anchors": detached}, files
-
-
-def write_anchor_tables(store: Store, version: str, anchors: Anchors) -> list[FileEntry]:
-    n_q, n_t = len(anchors.query_ids), len(anchors.test_ids)
-    def strings(values: list[str]) -> pa.Array:
-        return pa.array(values, pa.string())  # typed when empty (a sparse build's items)
-
-    items = pa.table({"id": strings(anchors.item_ids), "text": strings(anchors.item_texts)})
-    queries = pa.table({  # "anchor": a dense build's anchor queries, a sparse one's training
-        "id": strings(anchors.query_ids + anchors.test_ids),
-        "text": strings(anchors.query_texts + anchors.test_texts),
-        "role": strings(["anchor"] * n_q + ["test"] * n_t),
-    })
-    return [store.write_bytes(version, "anchors/items.parquet", parquet_bytes(items)),
-            store.write_bytes(version, "anchors/queries.parquet", parquet_bytes(queries))]

@@ -26,7 +26,7 @@ from curindex.pipeline.retrieval import (
 from curindex.pipeline.stages.write_shards import extras
 from curindex.quality.figures import Figure, by_figure
 from curindex.quality.gate import gate_failures, lift_failures
-from curindex.quality.pooling import mean_interval
+from curindex.quality.pooling import mean_interval, recall_bounds
 from curindex.quality.selection import Choice, choose, served_at
 from curindex.quality.validation import Job, Table, candidates, jobs, table
 from curindex.search.methods import Ask, Plan, SearchSpec, run_plans
@@ -138,10 +138,9 @@ def _intervals(tab: Table, served_by: dict[int, SearchSpec], reporting: range,
                 continue
             low, high = mean_interval(vals)
             interval[name] = (max(0.0, low), min(1.0, high))
-            if pools is not None:
-                high = np.mean([pools.misses[f.k][t].high for t in reporting]) / f.k
-                mean = float(np.mean(vals))
-                bounds[name] = (max(0.0, mean - float(high)), mean)
+            if pools is not None:  # every answer is inside its pool
+                high = float(np.mean([pools.misses[f.k][t].high for t in reporting]))
+                bounds[name] = recall_bounds(float(np.mean(vals)), high, k=f.k)
     return {"recall_interval": interval, "recall_bounds": bounds}
 
 
