@@ -23,38 +23,17 @@ import pytest
 
 from curindex.config import config_from_dict
 from curindex.errors import InputError, IntegrityError, ScorerError, StoreError
-from curindex.pipeline import run_build, run_stage
+from curindex.pipeline import run_build
 from curindex.search import Searcher
 from curindex.search.shardindex import LABEL_SHIFT
 from curindex.store import Store
-from support import make_texts, tiny_config, write_corpus, write_jsonl
+from support import tiny_config, write_jsonl
 
 pytestmark = pytest.mark.spark
 
-STAGES = ("prepare", "score", "factorize", "write_shards", "validate")
-
-
-@pytest.fixture(scope="module")
-def built(spark, tmp_path_factory):
-    """A published version "v" whose build was killed after its manifest was written: its
-    work folder and stage states are still there (copied back after the commit)."""
-    root = tmp_path_factory.mktemp("reader-checks")
-    corpus = write_corpus(root, make_texts(200, seed=1, prefix="doc"),
-                          make_texts(80, seed=2, prefix="q"))
-    cfg = config_from_dict(tiny_config(corpus))
-    for stage in STAGES:
-        run_stage(spark, cfg, version="v", stage=stage)
-    store = Path(cfg.store.uri)
-    saved = root / "saved"
-    for name in ("_work", "_builds"):
-        shutil.copytree(store / name, saved / name)
-    run_stage(spark, cfg, version="v", stage="commit")
-    for name in ("_work", "_builds"):
-        shutil.copytree(saved / name, store / name, dirs_exist_ok=True)
-    from curindex.ops.publish import publish_version
-
-    publish_version(Store.open(cfg.store.uri), "v")
-    return cfg
+@pytest.fixture
+def built(tiny_published):
+    return tiny_published
 
 
 def copy_store(cfg, tmp_path: Path) -> Path:
@@ -141,9 +120,16 @@ def test_faiss_labels_outside_the_shards_are_refused(built, tmp_path):
 
 
 def test_a_rerun_of_a_version_committed_before_its_cleanup_removes_the_leftovers(spark, built):
+    from curindex.pipeline.chunks import chunk_name
+
     store = Path(built.store.uri)
-    assert (store / "_work" / "v").exists()  # killed after the manifest: leftovers remain
-    assert (store / "_builds" / "v" / "score.json").exists()
+    # What a build killed after writing its manifest leaves: its score chunks, stage states
+    # and the record of its work folder.
+    chunks = store / "_work" / "v" / "scores"
+    chunks.mkdir(parents=True)
+    (chunks / chunk_name(0)).write_bytes(b"score rows")
+    Store.open(str(store)).save_build_state("v", "score", {"pairs_scored": 1})
+    Store.open(str(store)).record_build("v", str(store / "_work" / "v"))
     result = run_build(spark, built, version="v")
     assert result.manifest is not None and result.manifest.version == "v"
     assert not (store / "_work" / "v").exists()

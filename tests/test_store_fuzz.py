@@ -1,11 +1,12 @@
 """Property: whatever a store's writable files hold, `curindex` never crashes on it.
 
-Hypothesis mutates one published store (two versions, one tiny build): its manifests, CURRENT,
-build records and stage states, and its Arrow id maps (with the manifest's hashes recomputed,
-so that the readers behind `verify` see the mutation). Each case runs `verify`, `search`,
-`versions` or `prune` in a long-lived worker process (tests/store_fuzz_worker.py). The
-process must never die by a signal, every command must exit with a documented code with an
-``error:`` line (never a traceback), and nothing outside the store may be deleted.
+Hypothesis mutates a copy of a published store (two versions of one tiny build): its
+manifests, CURRENT, build records and stage states, and its Arrow id maps (with the
+manifest's hashes recomputed, so that the readers behind `verify` see the mutation). Each
+case runs `verify`, `search`, `versions` or `prune` in a long-lived worker process
+(tests/store_fuzz_worker.py). The process must never die by a signal, every command must
+exit with a documented code with an ``error:`` line (never a traceback), and nothing outside
+the store may be deleted.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from curindex.cli.exits import EXIT_CODES, FAILURE
-from curindex.config import config_from_dict
-from support import make_texts, tiny_config, write_corpus
 
 pytestmark = pytest.mark.spark
 
@@ -79,26 +78,16 @@ class Worker:
 
 
 @pytest.fixture(scope="module")
-def pristine(spark, tmp_path_factory):
-    """A published store: version "v" (current) and "old" (a copy of it, committed earlier),
-    plus a folder outside it that no command may touch."""
-    from curindex.ops.publish import publish_version
-    from curindex.pipeline import run_build
-    from curindex.store import Store
-
+def pristine(tiny_published, tmp_path_factory):
+    """A copy of the tiny published store with a second version, "old" (a copy of "v",
+    committed earlier), and a folder outside it that no command may touch."""
     root = tmp_path_factory.mktemp("fuzz")
-    corpus = write_corpus(root, make_texts(120, seed=1, prefix="doc"),
-                          make_texts(60, seed=2, prefix="q"))
-    cfg = config_from_dict(tiny_config(corpus, anchors={"n_queries": 24, "n_items": 8,
-                                                        "n_test": 4, "seed": 3},
-                                       index={"num_shards": 2, "methods": ["cur"]}))
-    run_build(spark, cfg, version="v")
-    store = Path(cfg.store.uri)
+    store = root / "store"
+    shutil.copytree(tiny_published.store.uri, store, symlinks=True)
     shutil.copytree(store / "versions" / "v", store / "versions" / "old")
     doc = json.loads((store / "versions" / "old" / "manifest.json").read_text())
     doc.update(version="old", created_at="2000-01-01T00:00:00.000000+00:00")
     (store / "versions" / "old" / "manifest.json").write_text(json.dumps(doc))
-    publish_version(Store.open(str(store)), "v")
     outside = root / "outside"
     (outside / "old").mkdir(parents=True)
     (outside / "old" / "keep.txt").write_text("not the store's")
