@@ -101,6 +101,23 @@ def test_crafted_anchors_are_refused(built, tmp_path, damage):
         Searcher.open(str(store))
 
 
+@pytest.mark.parametrize(("section", "key", "value", "fragment"), [
+    ("search", "method", "evil", "served search is malformed"),
+    ("search", "budget", 10**12, "served search is malformed"),
+    ("config", "nprobe", 2**63 + 5, r"\[index\] nprobe"),
+    ("index", "shards", [], "lists no shards"),
+])
+def test_recorded_search_settings_are_checked(built, tmp_path, section, key, value, fragment):
+    store = copy_store(built, tmp_path)
+    path = store / "versions" / "v" / "manifest.json"
+    doc = json.loads(path.read_text())
+    {"search": doc["search"]["default"], "config": doc["config"]["index"],
+     "index": doc["index"]}[section][key] = value
+    path.write_text(json.dumps(doc))
+    with pytest.raises(IntegrityError, match=fragment):
+        Searcher.open(str(store)).search(["river data"], k=3, budget=40)
+
+
 def test_faiss_labels_outside_the_shards_are_refused(built, tmp_path):
     store = copy_store(built, tmp_path)
     rel = shard0(store, "index")

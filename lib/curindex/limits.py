@@ -47,8 +47,8 @@ def bound_problems(section: str, values: Any) -> list[tuple[str, str]]:
         if isinstance(value, list) and len(value) > MAX_LIST_ITEMS:
             out.append((key, f"must list at most {MAX_LIST_ITEMS} values, got {len(value)}"))
         elif not all(lo <= v <= hi for v in items):
-            what = "every value" if isinstance(value, list) else "it"
-            out.append((key, f"{what} must be in [{lo:,}, {hi:,}], got {value}"))
+            each = "every value " if isinstance(value, list) else ""
+            out.append((key, f"{each}must be in [{lo:,}, {hi:,}], got {value}"))
     return out
 
 

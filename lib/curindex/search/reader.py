@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curindex.errors import IntegrityError, StoreError
-from curindex.limits import INT_BOUNDS, MAX_SHARDS
+from curindex.limits import INT_BOUNDS, MAX_SHARDS, bound_problems
 from curindex.manifest import Manifest, ServedSearch
 from curindex.search.methods import SearchSpec
 from curindex.search.shardindex import (
@@ -278,11 +278,14 @@ def check_served(version: str, served: ServedSearch) -> ServedSearch:
 
 
 def _check_layout(version: str, manifest: Manifest) -> None:
-    """The manifest's shard list: distinct shard numbers a label can hold, sane counts."""
+    """The manifest's shard list (distinct shard numbers a label can hold, sane counts) and
+    the search settings the shards are opened with."""
     idx = manifest.index
     numbers = [e.shard for e in idx.shards]
     if not numbers:
         raise IntegrityError(f"version {version}: the manifest lists no shards")
+    for key, problem in bound_problems("index", manifest.config.index):  # nprobe, ef_search
+        raise IntegrityError(f"version {version}: the manifest's [index] {key}: {problem}")
     if idx.label_shift != LABEL_SHIFT or len(set(numbers)) != len(numbers) or not all(
             0 <= n < MAX_SHARDS and 0 <= e.n_items < 1 << LABEL_SHIFT
             for n, e in zip(numbers, idx.shards, strict=True)):
