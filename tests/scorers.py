@@ -97,3 +97,19 @@ class _Noisy(ToyScorer):
 
 def noisy(cfg: ScorerConfig) -> _Noisy:
     return _Noisy(cfg, fingerprint="")
+
+
+class _Raising(ToyScorer):
+    """The toy scorer, failing inside Spark's tasks (so in the score stage, after the
+    driver's plan sample has scored fine): a bug in a user's scorer, mid-build."""
+
+    def score_block(self, queries, items):
+        from pyspark import TaskContext
+
+        if TaskContext.get() is not None:
+            raise RuntimeError("broken on purpose")
+        return super().score_block(queries, items)
+
+
+def raising(cfg: ScorerConfig) -> _Raising:
+    return _Raising(cfg, fingerprint="")

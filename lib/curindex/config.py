@@ -9,6 +9,7 @@ from. ``BuildConfig.to_dict()`` is what a version's manifest records.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tomllib
 import types
 import typing
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from curindex.errors import ConfigError
+from curindex.limits import MAX_LIST_ITEMS, bound_problems, figure_ok
 from curindex.quality.figures import Figure, figure_grid
 from curindex.scoring.models import REVISION_RE, looks_like_model_id
 from curindex.scoring.registry import KINDS, scorer_problems
@@ -25,8 +27,6 @@ BUILTIN_PREFIX = "builtin:"
 INPUT_FORMATS = ("auto", "parquet", "jsonl", "beir")
 SCORER_KINDS = tuple(KINDS)
 ANCHOR_ITEM_STRATEGIES = ("random", "kmeans", "leverage")
-MAX_SHARDS = 65_536  # shard numbers fill 23 bits of a faiss label; file names have 5 digits
-MAX_CHUNKS = 100_000
 
 
 @dataclass(frozen=True)
@@ -214,10 +214,13 @@ def _err(source: str, where: str, msg: str) -> ConfigError:
     return ConfigError(f"{source}: {where or 'top level'}: {msg}")
 
 
+_type_hints = functools.cache(typing.get_type_hints)  # evaluated (compiled) once per class
+
+
 def _build(cls: type, data: Any, source: str, where: str) -> Any:
     if not isinstance(data, dict):
         raise _err(source, where, f"expected a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(data) - set(fields))
     for name in unknown:
@@ -297,6 +300,27 @@ def _model_path(p: str, base: Path) -> str:
     return str((base / p).resolve())
 
 
+def scorer_from_dict(data: Any, *, source: str) -> ScorerConfig:
+    """A `[scorer]` table typed and checked as a config load checks it (ConfigError naming
+    the key), as a reader checks the settings a manifest recorded before using them."""
+    scorer = _build(ScorerConfig, data, source, where="[scorer]")
+    for key, problem in _scorer_problems(scorer):
+        raise _err(source, f"[scorer] {key}", problem)
+    return scorer
+
+
+def _scorer_problems(s: ScorerConfig) -> list[tuple[str, str]]:
+    """(key, problem) for each impossible `[scorer]` value."""
+    out = list(scorer_problems(s.kind, path=s.path, target=s.target, options=s.options))
+    out += bound_problems("scorer", s)
+    if s.max_query_tokens < 2 or s.max_item_tokens < 2:
+        out.append(("max_query_tokens" if s.max_query_tokens < 2 else "max_item_tokens",
+                    "must be >= 2"))
+    if not (REVISION_RE.match(s.revision) and ".." not in s.revision):
+        out.append(("revision", f"must be a branch, tag or commit hash, got {s.revision!r}"))
+    return out
+
+
 def _check(cfg: BuildConfig, source: str) -> None:
     """Values that type-check but are impossible."""
     a, s = cfg.anchors, cfg.scorer
@@ -305,20 +329,21 @@ def _check(cfg: BuildConfig, source: str) -> None:
         if not ok:
             raise _err(source, key, msg)
 
+    for section in ("anchors", "scorer", "factorize", "index", "validate", "spark"):
+        for key, problem in bound_problems(section, getattr(cfg, section)):
+            need(False, f"[{section}] {key}", problem)
+
     for name, inp in (("items", cfg.items), ("queries", cfg.queries)):
         need(bool(inp.path), f"[{name}] path", "must not be empty")
         need(inp.format in INPUT_FORMATS, f"[{name}] format", f"must be one of {INPUT_FORMATS}")
         need(bool(inp.id_column), f"[{name}] id_column", "must not be empty")
         need(bool(inp.text_columns), f"[{name}] text_columns", "must name at least one column")
-    need(a.n_queries >= 1, "[anchors] n_queries", f"must be >= 1, got {a.n_queries}")
-    need(a.n_items >= 1, "[anchors] n_items", f"must be >= 1, got {a.n_items}")
     need(
         a.n_items <= a.n_queries,
         "[anchors] n_items",
         f"k_i = {a.n_items} > k_q = n_queries = {a.n_queries}: the intersection matrix would be "
         "wide and its pseudo-inverse under-determined; use several times more anchor queries",
     )
-    need(a.n_test >= 0, "[anchors] n_test", f"must be >= 0, got {a.n_test}")
     need(0 <= a.synthetic_queries <= a.n_queries, "[anchors] synthetic_queries",
          f"must be in [0, n_queries = {a.n_queries}], got {a.synthetic_queries}")
     need(
@@ -326,20 +351,14 @@ def _check(cfg: BuildConfig, source: str) -> None:
         "[anchors] items",
         f"unknown strategy {a.items!r} (known: {', '.join(ANCHOR_ITEM_STRATEGIES)})",
     )
-    for key, problem in scorer_problems(s.kind, path=s.path, target=s.target,
-                                        options=s.options):
+    for key, problem in _scorer_problems(s):
         need(False, f"[scorer] {key}", problem)
-    need(s.batch_size >= 1, "[scorer] batch_size", f"must be >= 1, got {s.batch_size}")
-    need(s.max_query_tokens >= 2, "[scorer] max_query_tokens", "must be >= 2")
-    need(s.max_item_tokens >= 2, "[scorer] max_item_tokens", "must be >= 2")
-    need(s.threads >= 0, "[scorer] threads", f"must be >= 0, got {s.threads}")
-    need(bool(REVISION_RE.match(s.revision)) and ".." not in s.revision, "[scorer] revision",
-         f"must be a branch, tag or commit hash, got {s.revision!r}")
     f = cfg.factorize
     need(0.0 <= f.rcond < 1.0, "[factorize] rcond", f"must be in [0, 1), got {f.rcond}")
-    need(f.min_rank >= 1, "[factorize] min_rank", f"must be >= 1, got {f.min_rank}")
-    need(bool(f.tune_rconds) and all(0.0 <= r < 1.0 for r in f.tune_rconds),
-         "[factorize] tune_rconds", f"must be a non-empty list in [0, 1), got {f.tune_rconds}")
+    need(bool(f.tune_rconds) and len(f.tune_rconds) <= MAX_LIST_ITEMS
+         and all(0.0 <= r < 1.0 for r in f.tune_rconds), "[factorize] tune_rconds",
+         f"must be a non-empty list of at most {MAX_LIST_ITEMS} values in [0, 1), got "
+         f"{f.tune_rconds[:MAX_LIST_ITEMS]}")
     need(0.0 < f.tune_fraction < 1.0, "[factorize] tune_fraction",
          f"must be in (0, 1), got {f.tune_fraction}")
     need(not f.tune or (int(a.n_test * f.tune_fraction) >= 1 and
@@ -352,30 +371,18 @@ def _check(cfg: BuildConfig, source: str) -> None:
         f"{f.min_rank} > k_i = {a.n_items}: no intersection matrix could reach that rank",
     )
     v = cfg.validate
-    need(all(k >= 1 for k in v.ks), "[validate] ks", f"must all be >= 1, got {v.ks}")
-    need(all(b >= 1 for b in v.budgets), "[validate] budgets", f"must all be >= 1, got {v.budgets}")
     for name, floor in v.min_recall.items():
-        k, _, b = name.partition("@")
-        need(k.isdigit() and b.isdigit() and int(k) < int(b), f"[validate] min_recall.{name}",
-             "keys are 'k@budget' with k < budget, e.g. \"10@200\"")
+        need(figure_ok(name), f"[validate] min_recall.{name[:40]}",
+             "keys are 'k@budget' with 0 < k < budget, e.g. \"10@200\"")
+        b = name.partition("@")[2]
         need(int(b) > a.n_items, f"[validate] min_recall.{name}",
              f"budget {b} must exceed k_i = {a.n_items}")
         need(0.0 <= floor <= 1.0, f"[validate] min_recall.{name}",
              f"must be in [0, 1], got {floor}")
         need(a.n_test > 0, f"[validate] min_recall.{name}", "a threshold needs n_test > 0")
     _check_search(cfg, need)
-    # A shard number and a row make a faiss label (shard << 40 | row, a signed 64-bit int),
-    # and a chunk number a file name: bounded so that neither can overflow.
-    need(1 <= cfg.index.num_shards <= MAX_SHARDS, "[index] num_shards",
-         f"must be in [1, {MAX_SHARDS}], got {cfg.index.num_shards}")
-    need(cfg.index.nprobe >= 1, "[index] nprobe", "must be >= 1")
-    need(cfg.index.ef_search >= 1, "[index] ef_search", "must be >= 1")
     need(bool(cfg.index.factory.strip()), "[index] factory", "must not be empty")
     need(bool(cfg.store.uri), "[store] uri", "must not be empty")
-    need(0 <= cfg.spark.score_partitions <= MAX_CHUNKS, "[spark] score_partitions",
-         f"must be in [0, {MAX_CHUNKS}], got {cfg.spark.score_partitions}")
-    need(cfg.spark.block_items >= 1, "[spark] block_items", "must be >= 1")
-
 
 
 def _check_search(cfg: BuildConfig, need: Any) -> None:
@@ -392,9 +399,9 @@ def _check_search(cfg: BuildConfig, need: Any) -> None:
          f"must be a non-empty list of sizes >= 1, got {v.seed_sizes}")
     names = [n.strip() for n in v.objective.split(",")] if v.objective else []
     for name in names:
+        need(figure_ok(name), "[validate] objective",
+             f"{name[:40]!r}: figures are 'k@budget' with 0 < k < budget, e.g. \"10@200\"")
         k, _, b = name.partition("@")
-        need(k.isdigit() and b.isdigit() and 0 < int(k) < int(b), "[validate] objective",
-             f"{name!r}: figures are 'k@budget' with k < budget, e.g. \"10@200\"")
         need(int(k) in v.ks and int(b) in v.budgets, "[validate] objective",
              f"{name!r} is not measured: add {k} to [validate] ks and {b} to budgets")
     lift = v.min_lift_over_baseline

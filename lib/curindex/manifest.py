@@ -17,6 +17,7 @@ older version supports what its switches built, stored in float32, and serves pl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from types import NoneType, UnionType
@@ -321,6 +322,11 @@ _UPGRADES = (_upgrade_1, _upgrade_2)
 
 # -- a small typed reader and writer over dataclasses --
 
+# The string annotations of a class, evaluated once: evaluating them compiles each one, which
+# was most of the time a reader took to read a manifest.
+_type_hints = functools.cache(typing.get_type_hints)
+
+
 def _load(tp: Any, value: Any, where: str) -> Any:
     if tp is Any:
         return value
@@ -332,7 +338,7 @@ def _load(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise IntegrityError(f"{where}: expected an object, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
+        hints = _type_hints(tp)
         fields = {f.name: f for f in dataclasses.fields(tp)}
         unknown = sorted(set(value) - set(fields))
         if unknown:

@@ -25,6 +25,7 @@ import sys
 from curindex import __version__
 from curindex.cli import build_cmd, eval_cmds, plan_cmd, report_cmd, search_cmd, store_cmds
 from curindex.cli.exits import BROKEN_PIPE, FAILURE, INTERRUPTED, epilog, exit_code
+from curindex.cli.output import escaped
 
 # Each adds its subcommands with add_commands(sub); a new command is one more module here.
 COMMAND_MODULES = (build_cmd, plan_cmd, search_cmd, eval_cmds, report_cmd, store_cmds)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exit_code(e)
         if code == FAILURE:  # not a curindex error: a bug, shown with its traceback
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {escaped(e)}", file=sys.stderr)  # it may quote what a store holds
         return code
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +24,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from curindex.manifest import read_manifest
     from curindex.report import render_report, summary_table
     from curindex.store import Store
+    from curindex.store.io import loads
 
     store = Store.open(args.store)
     version = store.resolve(version_of(args))
@@ -45,9 +45,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     html = out / "report.html"
     if args.output == "json":
         report_json = out / "report.json"
+        try:  # read from the store: bounded like every JSON document read there
+            report = loads(report_json.read_bytes()) if report_json.is_file() else None
+        except ValueError as e:
+            raise IntegrityError(f"version {version}: report/report.json: {e}") from e
         emit_json({"store": store.uri, "version": version, "out": str(out), "html": str(html),
-                   "report": json.loads(report_json.read_text(encoding="utf-8"))
-                   if report_json.is_file() else None})
+                   "report": report})
         return 0
     print(summary_table(manifest))
     print(f"\nreport: {safe(html)}")

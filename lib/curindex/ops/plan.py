@@ -205,7 +205,7 @@ def sample_seconds(cfg: BuildConfig, *, n_q: int, bi: bool) -> tuple[float, floa
     thread, as a task scores it."""
     import torch
 
-    from curindex.scoring.base import build_scorer, fingerprint_for, prepare_queries
+    from curindex.scoring.base import build_scorer, fingerprint_for, prepare_queries, scorer_errors
 
     items = sample_texts(cfg.items, role="items", n=SAMPLE_ITEMS)
     queries = sample_texts(cfg.queries, role="queries", n=min(n_q, MAX_SAMPLE_QUERIES))
@@ -222,12 +222,13 @@ def sample_seconds(cfg: BuildConfig, *, n_q: int, bi: bool) -> tuple[float, floa
         if prepared is not None:  # queries encoded once on the driver: part of the start
             scorer.load_queries(queries, prepared)  # type: ignore[attr-defined]
 
-        def timed(q: int) -> float:
+        def timed(q: int, n: int | None = None) -> float:
             t0 = time.perf_counter()
-            scorer.score_block(queries[:q], items)
+            with scorer_errors(cfg.scorer, where="the plan's sample"):
+                scorer.score_block(queries[:q], items[:n])
             return time.perf_counter() - t0
 
-        scorer.score_block(queries[:1], items[:2])  # warm
+        timed(1, 2)  # warm
         n = len(items)
         one, four = timed(1), timed(min(4, len(queries)))
         # The large sample: as many queries as SAMPLE_BUDGET_S allows at the rough pair cost

@@ -4,11 +4,11 @@ validate it.
 Sources: Parquet (a file or a folder), JSON lines, a BEIR folder (``corpus.jsonl`` for items,
 ``queries.jsonl`` for queries; ``_id``, ``title``, ``text``), or ``builtin:stdlib-docs`` (the
 demo corpus, see ``curindex.inputs.demo``). Texts of several columns are joined with the configured
-separator, skipping null or empty parts.
+separator, skipping null or blank parts (blank: only whitespace, Unicode's included).
 
 Validation (``check_texts``) raises InputError naming the source and the problem for: an empty
-table, a null id, a null or empty text, a duplicate id, and text that was not valid UTF-8
-(Spark decodes invalid bytes as U+FFFD, which is what is detected). Nothing is repaired
+table, a null id, a blank id, a null or blank text, a duplicate id, and text that was not valid
+UTF-8 (Spark decodes invalid bytes as U+FFFD, which is what is detected). Nothing is repaired
 silently.
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, BinaryType, MapType, StringType, StructType
 from pyspark.sql.utils import AnalysisException
@@ -79,10 +79,16 @@ def read_texts(spark: SparkSession, cfg: InputConfig, *, role: str) -> DataFrame
     if isinstance(fields[id_col], ArrayType | MapType | StructType | BinaryType):
         raise InputError(f"{role} {path!r}: id column {id_col!r} holds "
                          f"{fields[id_col].simpleString()} values, not ids")
-    parts = [F.when(F.trim(F.col(c).cast(StringType())) != "", F.col(c).cast(StringType()))
+    parts = [F.when(~blank(F.col(c).cast(StringType())), F.col(c).cast(StringType()))
              for c in text_cols]
     text = F.concat_ws(cfg.text_separator, *parts) if len(parts) > 1 else parts[0]
     return df.select(F.col(id_col).cast(StringType()).alias("id"), text.alias("text"))
+
+
+def blank(column: Column) -> Column:
+    """Whether a string column holds only whitespace, Unicode's included (an id of U+3000
+    is as empty as one of spaces; Spark's `trim` strips ASCII spaces only)."""
+    return column.rlike(r"^\p{IsWhite_Space}*$")
 
 
 def input_digest(cfg: InputConfig, *, role: str) -> str:
@@ -169,10 +175,8 @@ def _check_texts(df: DataFrame, *, role: str, source: str) -> TextStats:
     agg = df.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.col("id").isNull().cast("long")).alias("null_ids"),
-        F.sum((F.trim(F.col("id")) == "").cast("long")).alias("empty_ids"),
-        F.sum((F.col("text").isNull() | (F.trim(F.col("text")) == "")).cast("long")).alias(
-            "empty"
-        ),
+        F.sum(blank(F.col("id")).cast("long")).alias("empty_ids"),
+        F.sum((F.col("text").isNull() | blank(F.col("text"))).cast("long")).alias("empty"),
         F.sum(F.col("text").contains("\ufffd").cast("long")).alias("bad_utf8"),
         F.max(F.length("text")).alias("max_chars"),
         F.avg(F.length("text")).alias("mean_chars"),
@@ -185,7 +189,7 @@ def _check_texts(df: DataFrame, *, role: str, source: str) -> TextStats:
         raise InputError(f"{role} {source!r}: {agg['empty_ids']} rows have an empty id (ids "
                          "name items in results and files: every one needs characters)")
     if agg["empty"]:
-        ex = _examples(df.where(F.col("text").isNull() | (F.trim(F.col("text")) == "")))
+        ex = _examples(df.where(F.col("text").isNull() | blank(F.col("text"))))
         raise InputError(f"{role} {source!r}: {agg['empty']} rows have null or empty text "
                          f"(ids: {ex})")
     if agg["bad_utf8"]:

@@ -30,13 +30,16 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pyarrow.fs as pafs
 from pyspark.sql import SparkSession
 
 from curindex.config import BuildConfig
 from curindex.errors import ConfigError
 from curindex.manifest import Manifest
 from curindex.ops.publish import publish_version
+from curindex.pipeline.chunks import open_dir
 from curindex.pipeline.context import BuildContext
+from curindex.pipeline.files import remove_work
 from curindex.pipeline.stages import STAGES
 from curindex.store import Lock, validate_version_id
 
@@ -71,6 +74,7 @@ def _run(ctx: BuildContext, stage: str, lock: Lock) -> dict | Manifest:
     committed = ctx.committed_manifest()
     if committed is not None:  # a re-run of a finished build: nothing to do, nothing to undo
         log.info("version %s is already committed: stage %s skipped", ctx.version, stage)
+        _remove_leftovers(ctx)
         return committed if stage == "commit" else {"skipped": "version already committed"}
     lock.check()  # a build whose lock was taken over (it stalled past its expiry) stops here
     ctx.store.record_build(ctx.version, ctx.work)
@@ -84,6 +88,17 @@ def _run(ctx: BuildContext, stage: str, lock: Lock) -> dict | Manifest:
     log.info("version %s: stage %s: done in %.1f s", ctx.version, stage,
              time.perf_counter() - t0)
     return result
+
+
+def _remove_leftovers(ctx: BuildContext) -> None:
+    """What the commit stage of an earlier attempt did not remove because it died after
+    writing the manifest: the work folder (every item's score rows) and the stage states."""
+    fs, path = open_dir(ctx.work)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        log.info("version %s: removing the work folder its committed build left: %s",
+                 ctx.version, ctx.work)
+        remove_work(ctx.spark, ctx.work)
+    ctx.store.forget_build(ctx.version)
 
 
 def run_build(spark: SparkSession, cfg: BuildConfig, *, version: str | None = None,

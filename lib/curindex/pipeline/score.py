@@ -97,10 +97,10 @@ def score_fn(
     n_q = len(queries)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from curindex.scoring.base import checked_scores, get_scorer, truncated_mask
+        from curindex.scoring import base
 
         _set_threads(scorer_cfg.threads)
-        scorer = get_scorer(scorer_cfg, fingerprint)
+        scorer = base.get_scorer(scorer_cfg, fingerprint)
         embedder = None
         if biencoder:
             from curindex.scoring.biencoder import get_biencoder
@@ -126,14 +126,14 @@ def score_fn(
                 ids = block.column("id").combine_chunks()
                 texts = block.column("text").to_pylist()
                 where = f"items {ids[0].as_py()!r}..{ids[-1].as_py()!r}"
-                scores = checked_scores(
-                    scorer.score_block(queries, texts), n_q, len(texts), where=where
-                )  # [n_q, n_items]
+                with base.scorer_errors(scorer_cfg, where=where):
+                    raw = scorer.score_block(queries, texts)
+                scores = base.checked_scores(raw, n_q, len(texts), where=where)  # [n_q, n_items]
                 columns = [
                     ids.cast(pa.string()),
                     block.column("shard").combine_chunks().cast(pa.int32()),
                     block.column("text").combine_chunks().cast(pa.string()),
-                    pa.array(truncated_mask(scorer, texts, role="item")),
+                    pa.array(base.truncated_mask(scorer, texts, role="item")),
                     scorerows.list_array(scores.T),  # one row per item
                 ]
                 if embedder is not None:

@@ -65,6 +65,9 @@ class CrossEncoderScorer:
         n_labels = model.config.num_labels
         if "label_index" in cfg.options:
             self.label = int(cfg.options["label_index"])
+            if not 0 <= self.label < n_labels:
+                raise ScorerError(f"[scorer] options.label_index = {self.label}: the model at "
+                                  f"{cfg.path!r} has {n_labels} labels (0 to {n_labels - 1})")
         elif n_labels == 1:
             self.label = 0
         else:
@@ -76,6 +79,13 @@ class CrossEncoderScorer:
         model_max = int(getattr(model.config, "max_position_embeddings", 512))
         self.max_len = min(model_max, self.tokenizer.model_max_length,
                            cfg.max_query_tokens + cfg.max_item_tokens)
+        if cfg.max_query_tokens + self.n_special > min(model_max,
+                                                       self.tokenizer.model_max_length):
+            # a longer query would not fit the pair: the forward pass would fail mid-build
+            raise ScorerError(
+                f"[scorer] max_query_tokens = {cfg.max_query_tokens} with the pair's "
+                f"{self.n_special} special tokens does not fit the model's "
+                f"{min(model_max, self.tokenizer.model_max_length)} positions ({cfg.path!r})")
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.uses_types = self.tokenizer.uses_types
         self.cls_only = bert.is_plain_bert(model)

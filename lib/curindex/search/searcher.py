@@ -17,14 +17,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from curindex.config import ScorerConfig
-from curindex.errors import ScorerError
+from curindex.config import ScorerConfig, scorer_from_dict
+from curindex.errors import ConfigError, ScorerError
 from curindex.manifest import Manifest, ServedSearch, read_manifest
 from curindex.scoring.base import Scorer, build_scorer, checked_scores, fingerprint_for
 from curindex.search.methods import Ask, Plan, SearchSpec, ranked, run_plans
-from curindex.search.reader import VersionShards
+from curindex.search.reader import (
+    VersionShards,
+    check_served,
+    read_anchor_columns,
+    read_anchor_items,
+)
 from curindex.store import Store
 
 # A version built before builds chose their search serves plain CUR at this default budget.
@@ -43,7 +47,8 @@ def trusted_scorer_config(recorded: dict, *, version: str, scorer_target: str | 
     choose code to run: a built-in kind is built as recorded, while a `callable` scorer is built
     only when its target is the `scorer_target` the caller passes or is listed in
     ``$CURINDEX_ALLOWED_SCORERS``. The recorded target is only compared with those, as a
-    string; nothing is imported before the check passes. Raises ScorerError otherwise.
+    string; nothing is imported before the check passes. The settings are then checked as
+    a config load checks them. Raises ScorerError otherwise.
     """
     from curindex.config import SCORER_KINDS
 
@@ -65,11 +70,10 @@ def trusted_scorer_config(recorded: dict, *, version: str, scorer_target: str | 
                 f"version {version} was built with the callable scorer {target!r}; a reader "
                 f"imports a callable only when it is allowed: pass scorer_target={target!r} "
                 f"(curindex search --scorer-target) or list it in ${ALLOWED_TARGETS_ENV}")
-    try:
-        return ScorerConfig(**recorded)
-    except TypeError as e:
-        raise ScorerError(f"version {version}: the manifest's scorer settings are malformed: "
-                          f"{e}") from e
+    try:  # the same checks as a config load: a recorded toy vocab of 2e9 is refused here
+        return scorer_from_dict(recorded, source=f"version {version}: manifest")
+    except ConfigError as e:
+        raise ScorerError(str(e)) from e
 
 
 @dataclass(frozen=True)
@@ -138,14 +142,11 @@ class Searcher:
                 f"version {vid}: the scorer here has fingerprint {fp}, the index was built with "
                 f"{manifest.scorer.fingerprint} (different weights or settings)"
             )
-        anchors = pq.read_table(store.local_path(vid, manifest.anchors.items_file))
+        anchors = read_anchor_items(store, vid, manifest)
         shards = VersionShards.open(store, vid, manifest, ivf_in_memory=ivf_in_memory)
-        anchor_columns = None
-        if shards.has("h"):
-            rows = np.load(store.local_path(vid, manifest.anchors.scores_file),
-                           allow_pickle=False)  # [k_i, k_q + n_test]
-            anchor_columns = rows[:, : manifest.anchors.n_queries].T.astype(np.float64)
-        served = manifest.search.default if manifest.search is not None else LEGACY_SEARCH
+        anchor_columns = read_anchor_columns(store, vid, manifest) if shards.has("h") else None
+        served = (check_served(vid, manifest.search.default) if manifest.search is not None
+                  else LEGACY_SEARCH)
         return cls(store=store, version=vid, manifest=manifest,
                    scorer=build_scorer(scfg, fp),
                    anchor_ids=anchors.column("id").to_pylist(),
