@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= spark,airflow,report,dev
+EXTRAS ?= spark,airflow,report,serve,dev
 
 # Spark runs its Python workers with $PYSPARK_PYTHON; point it at the venv, and keep Spark on
 # loopback (it otherwise binds to whatever address the host name resolves to).

@@ -113,3 +113,27 @@ class _Raising(ToyScorer):
 
 def raising(cfg: ScorerConfig) -> _Raising:
     return _Raising(cfg, fingerprint="")
+
+
+class _Failing(ToyScorer):
+    """The toy scorer, raising for any query that holds the word in options.fail_on (default
+    "explode"): a model that fails on some inputs; each block delayed by
+    $CURINDEX_TEST_SCORER_DELAY_S seconds."""
+
+    def _check(self, queries):
+        word = self.cfg.options.get("fail_on", "explode")
+        bad = [q for q in queries if word in q.split()]
+        if bad:
+            raise RuntimeError(f"the model failed on {bad[0]!r}")
+
+    def score_block(self, queries, items):
+        import time
+
+        self._check(queries)
+        # slowed down where a test says so (not an option: options enter the fingerprint)
+        time.sleep(float(os.environ.get("CURINDEX_TEST_SCORER_DELAY_S") or 0))
+        return super().score_block(queries, items)
+
+
+def failing(cfg: ScorerConfig) -> _Failing:
+    return _Failing(cfg, fingerprint="")

@@ -5,6 +5,7 @@ versioned index stores.
         [-- spark-submit options]
     curindex plan --conf FILE [--rate PAIRS_PER_S] [--slots N]
     curindex search [--store URI] [--version V] [--k 10] [--budget N] [--method M] ... QUERY...
+    curindex serve [--store URI] [--host H] [--port P] [--poll-s S] ...
     curindex eval|report [--store URI] [--version V] ...
     curindex versions|publish|rollback|prune|verify [--store URI] ...
 
@@ -23,12 +24,21 @@ import os
 import sys
 
 from curindex import __version__
-from curindex.cli import build_cmd, eval_cmds, plan_cmd, report_cmd, search_cmd, store_cmds
+from curindex.cli import (
+    build_cmd,
+    eval_cmds,
+    plan_cmd,
+    report_cmd,
+    search_cmd,
+    serve_cmd,
+    store_cmds,
+)
 from curindex.cli.exits import BROKEN_PIPE, FAILURE, INTERRUPTED, epilog, exit_code
 from curindex.cli.output import escaped
 
 # Each adds its subcommands with add_commands(sub); a new command is one more module here.
-COMMAND_MODULES = (build_cmd, plan_cmd, search_cmd, eval_cmds, report_cmd, store_cmds)
+COMMAND_MODULES = (build_cmd, plan_cmd, search_cmd, serve_cmd, eval_cmds, report_cmd,
+                   store_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +44,16 @@ from curindex.scoring import bert
 from curindex.scoring.tokens import load_tokenizer
 
 PRECISIONS = ("fp32", "int8", "bf16")
+
+
+class PairTokens(NamedTuple):
+    """The token ids of a block's queries and items after truncation."""
+
+    q_ids: np.ndarray  # [n_q, w] query token ids, padded
+    q_len: np.ndarray  # [n_q] query tokens kept
+    i_ids: np.ndarray  # [n_i, w'] item token ids, padded
+    i_len: np.ndarray  # [n_i] item tokens, at most the model's length
+    budget: np.ndarray  # [n_q] item tokens a pair with each query keeps at most
 
 
 class CrossEncoderScorer:
@@ -129,50 +140,61 @@ class CrossEncoderScorer:
         n_q, n_i = len(queries), len(items)
         if n_q == 0 or n_i == 0:
             return np.zeros((n_q, n_i), dtype=np.float32)
-        plan = self._plan(self._content(queries), self._content(items))
-        q_len, i_kept = plan[1], plan[3]
-        lengths = (self.n_special + q_len[:, None] + i_kept).reshape(-1)  # query-major
+        tokens = self._plan(self._content(queries), self._content(items))
+        qs, its = np.divmod(np.arange(n_q * n_i), n_i)  # query-major
+        return self._score(qs, its, tokens).reshape(n_q, n_i)
+
+    @torch.inference_mode()
+    def score_pairs(self, queries: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        """Scores of the aligned pairs ``(queries[j], items[j])``: float32 [len(queries)].
+
+        Each distinct text is tokenised once, and pairs of different queries share forward
+        batches, sorted by length as in `score_block` (a batch of queries costs what their
+        pairs cost, not one padded block per query). ValueError when the lengths differ."""
+        if len(queries) != len(items):
+            raise ValueError(f"{len(queries)} queries and {len(items)} items do not pair up")
+        if not len(queries):
+            return np.zeros(0, dtype=np.float32)
+        q_texts, qs = _distinct(queries)
+        i_texts, its = _distinct(items)
+        return self._score(qs, its, self._plan(self._content(q_texts), self._content(i_texts)))
+
+    def _score(self, qs: np.ndarray, its: np.ndarray, tokens: PairTokens) -> np.ndarray:
+        """Scores of the pairs (query qs[j], item its[j]) of `tokens`: float32 [len(qs)]."""
+        lengths = self.n_special + tokens.q_len[qs] + _kept(tokens, qs, its)
         # Longest first: the first batch allocates the largest activations, and the later ones
         # reuse that memory from the heap. Growing batches would each get fresh pages from the
         # OS (above glibc's mmap threshold), which costs several percent of the forward time.
         order = np.argsort(-lengths, kind="stable")
-        out = np.empty(n_q * n_i, dtype=np.float32)
+        out = np.empty(len(qs), dtype=np.float32)
 
         def run(idx: np.ndarray) -> None:
-            out[idx] = self._logits(*self._batch(idx // n_i, idx % n_i, *plan)).numpy()
+            out[idx] = self._logits(*self._batch(qs[idx], its[idx], tokens)).numpy()
 
         batches = [order[s : s + self.cfg.batch_size]
                    for s in range(0, len(order), self.cfg.batch_size)]
         in_streams(run, batches, torch.get_num_threads())
-        return out.reshape(n_q, n_i)
+        return out
 
-    def _plan(
-        self, q_tok: list[list[int]], i_tok: list[list[int]]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Query token ids [n_q, w] and lengths [n_q] after truncation, item token ids
-        [n_i, w'], and the item tokens each pair keeps [n_q, n_i]."""
+    def _plan(self, q_tok: list[list[int]], i_tok: list[list[int]]) -> PairTokens:
+        """The queries' and items' token ids after truncation (see `PairTokens`)."""
         q_tok = [t[: self.cfg.max_query_tokens] for t in q_tok]
         i_tok = [t[: self.max_len] for t in i_tok]
         q_len = np.array([len(t) for t in q_tok], dtype=np.int64)
         i_len = np.array([len(t) for t in i_tok], dtype=np.int64)
         budget = np.maximum(0, self.max_len - self.n_special - q_len)  # item tokens per query
-        i_kept = np.minimum(i_len[None, :], budget[:, None])
-        return _padded(q_tok, self.pad_id), q_len, _padded(i_tok, self.pad_id), i_kept
+        return PairTokens(_padded(q_tok, self.pad_id), q_len, _padded(i_tok, self.pad_id), i_len,
+                          budget)
 
     def _batch(
-        self,
-        qs: np.ndarray,
-        its: np.ndarray,
-        q_ids: np.ndarray,
-        q_len: np.ndarray,
-        i_ids: np.ndarray,
-        i_kept: np.ndarray,
+        self, qs: np.ndarray, its: np.ndarray, tokens: PairTokens
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Padded input ids, token types and attention mask of the pairs (qs[r], its[r]),
         filled segment by segment with numpy rather than pair by pair in Python."""
+        q_ids, i_ids = tokens.q_ids, tokens.i_ids
         pre, mid, post = (np.asarray(t, dtype=np.int64) for t in self.t_ids)
         tp, tq, tm, ti, tpost = self.t_types
-        lq, li = q_len[qs], i_kept[qs, its]
+        lq, li = tokens.q_len[qs], _kept(tokens, qs, its)
         q0 = np.full_like(lq, len(pre))
         m0 = q0 + lq
         i0 = m0 + len(mid)
@@ -312,6 +334,19 @@ class Int8Linear(torch.nn.Module):
         if self.float_first_row:
             y[:, 0] = F.linear(x[:, 0], self.weight, self.bias)
         return y
+
+
+def _kept(tokens: PairTokens, qs: np.ndarray, its: np.ndarray) -> np.ndarray:
+    """The item tokens each pair (qs[r], its[r]) keeps: [len(qs)]."""
+    return np.minimum(tokens.i_len[its], tokens.budget[qs])
+
+
+def _distinct(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The distinct texts, first seen first, and each text's place among them."""
+    at: dict[str, int] = {}
+    where = np.fromiter((at.setdefault(t, len(at)) for t in texts), dtype=np.int64,
+                        count=len(texts))
+    return list(at), where
 
 
 def _padded(tokens: list[list[int]], pad: int) -> np.ndarray:
