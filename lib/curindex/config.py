@@ -18,6 +18,7 @@ from typing import Any
 
 from curindex.errors import ConfigError
 from curindex.quality.figures import Figure, figure_grid
+from curindex.scoring.device import DEVICE_RE
 from curindex.scoring.models import REVISION_RE, looks_like_model_id
 from curindex.scoring.registry import KINDS, scorer_problems
 
@@ -75,6 +76,9 @@ class ScorerConfig:
     max_query_tokens: int = 64
     max_item_tokens: int = 128
     threads: int = 0  # torch threads per task; 0 = the cores Spark gives each task
+    # where the model runs: auto (a GPU when there is one: in a Spark task the one Spark
+    # assigned it), cpu, cuda (a GPU, required) or cuda:N (curindex.scoring.device)
+    device: str = "auto"
     options: dict[str, str] = field(default_factory=dict)  # passed to callable/toy scorers
 
 
@@ -333,6 +337,8 @@ def _check(cfg: BuildConfig, source: str) -> None:
     need(s.max_query_tokens >= 2, "[scorer] max_query_tokens", "must be >= 2")
     need(s.max_item_tokens >= 2, "[scorer] max_item_tokens", "must be >= 2")
     need(s.threads >= 0, "[scorer] threads", f"must be >= 0, got {s.threads}")
+    need(bool(DEVICE_RE.match(s.device)), "[scorer] device",
+         f"must be auto, cpu, cuda or cuda:N, got {s.device!r}")
     need(bool(REVISION_RE.match(s.revision)) and ".." not in s.revision, "[scorer] revision",
          f"must be a branch, tag or commit hash, got {s.revision!r}")
     f = cfg.factorize

@@ -32,7 +32,7 @@ def integer(minimum: int) -> OptionCheck:
     return check
 
 
-PRECISION = choice("fp32", "int8", "bf16")
+PRECISION = choice("fp32", "int8", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ class Searcher:
     def open(cls, store_uri: str, version: str = "current", *,
              scorer_path: str | None = None, scorer_target: str | None = None,
              verify: bool = True, ivf_in_memory: bool = False,
-             max_budget: int = DEFAULT_MAX_BUDGET) -> Searcher:
+             max_budget: int = DEFAULT_MAX_BUDGET, device: str = "auto") -> Searcher:
         """Open `version` ("current" = the published one) of the store at `store_uri`.
 
         The scorer is rebuilt from the manifest's config (`scorer_path` overrides where the
@@ -121,7 +121,8 @@ class Searcher:
         With `ivf_in_memory`, IVF shards from the build's one trained quantizer are copied into
         one in-memory IVF index (RAM for every shard's lists, the latency of one index; see
         `shardindex.ivf_in_memory`). `max_budget` caps the exact-model calls one query may ask
-        for.
+        for. `device` places the scorer's model on this machine ("auto": a GPU when there is
+        one; "cpu", "cuda", "cuda:N"; see `curindex.scoring.device`), whatever the build used.
         """
         store = Store.open(store_uri)
         vid = store.resolve(version)
@@ -130,6 +131,7 @@ class Searcher:
         manifest = read_manifest(store, vid)
         scfg = trusted_scorer_config(manifest.scorer_config, version=vid,
                                      scorer_target=scorer_target)
+        scfg = dataclasses.replace(scfg, device=device)  # the build's GPUs are not this machine's
         if scorer_path is not None:
             scfg = dataclasses.replace(scfg, path=scorer_path)
         fp = fingerprint_for(scfg)
