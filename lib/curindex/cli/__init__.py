@@ -3,6 +3,7 @@ versioned index stores.
 
     curindex build --conf FILE [--master URL] [--version ID] [--publish] [--base V]
         [-- spark-submit options]
+    curindex check --conf FILE
     curindex plan --conf FILE [--rate PAIRS_PER_S] [--slots N]
     curindex search [--store URI] [--version V] [--k 10] [--budget N] [--method M] ... QUERY...
     curindex eval|report [--store URI] [--version V] ...
@@ -23,11 +24,19 @@ import os
 import sys
 
 from curindex import __version__
-from curindex.cli import build_cmd, eval_cmds, plan_cmd, report_cmd, search_cmd, store_cmds
+from curindex.cli import (
+    build_cmd,
+    check_cmd,
+    eval_cmds,
+    plan_cmd,
+    report_cmd,
+    search_cmd,
+    store_cmds,
+)
 from curindex.cli.exits import BROKEN_PIPE, FAILURE, INTERRUPTED, epilog, exit_code
 
 # Each adds its subcommands with add_commands(sub); a new command is one more module here.
-COMMAND_MODULES = (build_cmd, plan_cmd, search_cmd, eval_cmds, report_cmd, store_cmds)
+COMMAND_MODULES = (check_cmd, build_cmd, plan_cmd, search_cmd, eval_cmds, report_cmd, store_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:
