@@ -137,8 +137,9 @@ input or scorer, a refused quality gate or scorer change, a failed factorization
 another live build holds. Anything else (Spark, the cluster, the store's network) is retried
 (2 retries, 5 minutes apart). The build job records the curindex error it stopped on in its
 summary file; in `deploy_mode` cluster that file is on the cluster, and a failed build counts
-as retryable. `CURINDEX_ON_FAILURE` (`module:function`, imported on the worker when a run
-fails) is called with the run's context, after the run's failure is logged as one line.
+as retryable. The DAG's `on_failure_callback` logs a failed run as one line, then calls
+`CURINDEX_ON_FAILURE` (`module:function`, imported when the callback runs: where Airflow runs
+DAG callbacks, the DAG processor) with the run's context.
 
 **Version id.** A run builds the version `rebuild-<logical date in UTC, YYYYMMDDTHHMMSSZ>`
 (a run without a logical date: `rebuild-<run id, made safe>-<8 hex digits>`). A retried task,
