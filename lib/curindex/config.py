@@ -20,6 +20,7 @@ from typing import Any
 from curindex.errors import ConfigError
 from curindex.limits import MAX_LIST_ITEMS, bound_problems, figure_ok
 from curindex.quality.figures import Figure, figure_grid
+from curindex.scoring.device import DEVICE_RE
 from curindex.scoring.models import REVISION_RE, looks_like_model_id
 from curindex.scoring.registry import KINDS, scorer_problems
 
@@ -75,6 +76,9 @@ class ScorerConfig:
     max_query_tokens: int = 64
     max_item_tokens: int = 128
     threads: int = 0  # torch threads per task; 0 = the cores Spark gives each task
+    # where the model runs: auto (a GPU when there is one: in a Spark task the one Spark
+    # assigned it), cpu, cuda (a GPU, required) or cuda:N (curindex.scoring.device)
+    device: str = "auto"
     options: dict[str, str] = field(default_factory=dict)  # passed to callable/toy scorers
 
 
@@ -318,6 +322,8 @@ def _scorer_problems(s: ScorerConfig) -> list[tuple[str, str]]:
                     "must be >= 2"))
     if not (REVISION_RE.match(s.revision) and ".." not in s.revision):
         out.append(("revision", f"must be a branch, tag or commit hash, got {s.revision!r}"))
+    if not DEVICE_RE.match(s.device):
+        out.append(("device", f"must be auto, cpu, cuda or cuda:N, got {s.device!r}"))
     return out
 
 

@@ -3,6 +3,7 @@ versioned index stores.
 
     curindex build --conf FILE [--master URL] [--version ID] [--publish] [--base V]
         [-- spark-submit options]
+    curindex check --conf FILE
     curindex plan --conf FILE [--rate PAIRS_PER_S] [--slots N]
     curindex search [--store URI] [--version V] [--k 10] [--budget N] [--method M] ... QUERY...
     curindex serve [--store URI] [--host H] [--port P] [--poll-s S] ...
@@ -26,6 +27,7 @@ import sys
 from curindex import __version__
 from curindex.cli import (
     build_cmd,
+    check_cmd,
     eval_cmds,
     plan_cmd,
     report_cmd,
@@ -37,7 +39,7 @@ from curindex.cli.exits import BROKEN_PIPE, FAILURE, INTERRUPTED, epilog, exit_c
 from curindex.cli.output import escaped
 
 # Each adds its subcommands with add_commands(sub); a new command is one more module here.
-COMMAND_MODULES = (build_cmd, plan_cmd, search_cmd, serve_cmd, eval_cmds, report_cmd,
+COMMAND_MODULES = (check_cmd, build_cmd, plan_cmd, search_cmd, serve_cmd, eval_cmds, report_cmd,
                    store_cmds)
 
 

@@ -6,7 +6,8 @@ The exact-model pairs (anchor and test queries against every item), the bytes of
 files and score rows, and the score stage's time: from ``--rate`` (the score stage's pairs per
 second), else from the config's store's last full build with the same scorer, else measured
 on a short scoring sample here, on one thread per task slot. Every build logs the same lines
-at its start and records the plan in its manifest beside what it then counted and timed.
+at its start and records the plan in its manifest beside what it then counted and timed. The
+config is checked first (``curindex check``): a config the build would reject gets no plan.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ log = logging.getLogger("curindex.cli")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from curindex.cli.check_cmd import run_check
     from curindex.config import load_config
     from curindex.ops.plan import plan_build, plan_dict
 
+    run_check(args.conf, what="planning")  # a plan of a build that cannot run is no plan
     cfg = load_config(args.conf)
     history = None if args.rate or args.sample else _history(cfg)
     with timed("counting the inputs" if args.rate or history else "measuring a scoring sample"):

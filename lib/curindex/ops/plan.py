@@ -206,6 +206,7 @@ def sample_seconds(cfg: BuildConfig, *, n_q: int, bi: bool) -> tuple[float, floa
     import torch
 
     from curindex.scoring.base import build_scorer, fingerprint_for, prepare_queries, scorer_errors
+    from curindex.scoring.device import driver_device
 
     items = sample_texts(cfg.items, role="items", n=SAMPLE_ITEMS)
     queries = sample_texts(cfg.queries, role="queries", n=min(n_q, MAX_SAMPLE_QUERIES))
@@ -215,10 +216,11 @@ def sample_seconds(cfg: BuildConfig, *, n_q: int, bi: bool) -> tuple[float, floa
     try:
         t0 = time.perf_counter()
         fp = fingerprint_for(cfg.scorer)
+        scfg = dataclasses.replace(cfg.scorer, device=driver_device(cfg.scorer.device))
         scorer = build_scorer(dataclasses.replace(
-            cfg.scorer, batch_size=sample_batch(cfg.scorer.batch_size, len(items), cfg)), fp)
+            scfg, batch_size=sample_batch(cfg.scorer.batch_size, len(items), cfg)), fp)
         fixed = WORKER_START_S + time.perf_counter() - t0
-        prepared = prepare_queries(cfg.scorer, fp, queries)
+        prepared = prepare_queries(scfg, fp, queries)
         if prepared is not None:  # queries encoded once on the driver: part of the start
             scorer.load_queries(queries, prepared)  # type: ignore[attr-defined]
 
@@ -243,7 +245,7 @@ def sample_seconds(cfg: BuildConfig, *, n_q: int, bi: bool) -> tuple[float, floa
         item_s += write_seconds(items, n_q)
         if prepared is not None:
             t0 = time.perf_counter()
-            prepare_queries(cfg.scorer, fp, queries)
+            prepare_queries(scfg, fp, queries)
             fixed += (time.perf_counter() - t0) * n_q / len(queries)
         if bi:
             from curindex.scoring.biencoder import get_biencoder

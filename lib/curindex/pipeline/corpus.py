@@ -32,8 +32,8 @@ from pyspark.sql.utils import AnalysisException
 
 from curindex.config import BUILTIN_PREFIX, InputConfig
 from curindex.errors import InputError
+from curindex.inputs.sources import resolve_source
 
-BEIR_FILES = {"items": "corpus.jsonl", "queries": "queries.jsonl"}
 _EXAMPLES = 5
 
 
@@ -137,18 +137,8 @@ def read_errors(role: str, source: str, fmt: str = "") -> Iterator[None]:
 
 def _resolve(cfg: InputConfig, role: str) -> tuple[str, str, str, list[str]]:
     """(format, path, id column, text columns) after format auto-detection."""
-    path, fmt = cfg.path, cfg.format
-    if fmt == "auto":
-        if os.path.isdir(path) and os.path.exists(os.path.join(path, BEIR_FILES[role])):
-            fmt = "beir"
-        elif path.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
-            fmt = "jsonl"
-        else:
-            fmt = "parquet"
-    if fmt == "beir":
-        text_cols = ["title", "text"] if role == "items" else ["text"]
-        return fmt, os.path.join(path, BEIR_FILES[role]), "_id", text_cols
-    return fmt, path, cfg.id_column, list(cfg.text_columns)
+    src = resolve_source(cfg, role=role)
+    return src.format, src.path, src.id_column, list(src.text_columns)
 
 
 def _builtin(spark: SparkSession, path: str, role: str) -> DataFrame:

@@ -102,9 +102,11 @@ def _remove_leftovers(ctx: BuildContext) -> None:
 
 
 def run_build(spark: SparkSession, cfg: BuildConfig, *, version: str | None = None,
-              publish: bool = False, base: str | None = None) -> BuildResult:
-    """Build every stage of one version, then publish it when asked and it passed its gate.
-    With `base` (a version id or "current") the build is incremental on that version."""
+              publish: bool = False, base: str | None = None,
+              allow_scorer_change: bool = False) -> BuildResult:
+    """Build every stage of one version, then publish it when asked and it passed its gate
+    (and, unless `allow_scorer_change`, was built with the current version's scorer). With
+    `base` (a version id or "current") the build is incremental on that version."""
     version = validate_version_id(version or new_version_id())
     log.info("building version %s into %s%s", version, cfg.store.uri,
              f" (incremental on {base})" if base else "")
@@ -126,7 +128,7 @@ def run_build(spark: SparkSession, cfg: BuildConfig, *, version: str | None = No
             if isinstance(result, Manifest):
                 manifest = result
     if publish:
-        publish_version(ctx.store, version)
+        publish_version(ctx.store, version, allow_scorer_change=allow_scorer_change)
         log.info("published version %s", version)
     return BuildResult(version=version, store_uri=ctx.store.uri, manifest=manifest,
                        published=publish)

@@ -26,6 +26,7 @@ difference starts the folder over.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -100,7 +101,7 @@ def score_fn(
         from curindex.scoring import base
 
         _set_threads(scorer_cfg.threads)
-        scorer = base.get_scorer(scorer_cfg, fingerprint)
+        scorer = base.get_scorer(task_scorer_config(scorer_cfg), fingerprint)
         embedder = None
         if biencoder:
             from curindex.scoring.biencoder import get_biencoder
@@ -163,6 +164,26 @@ def _set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def task_scorer_config(cfg: ScorerConfig) -> ScorerConfig:
+    """`cfg` with ``device`` resolved for this Spark task: the GPU Spark assigned it (its
+    ``TaskContext.resources()["gpu"]``), never every GPU of the executor; the CPU for "auto"
+    when torch sees no GPU (`curindex.scoring.device.choose_device`)."""
+    import torch
+    from pyspark import TaskContext
+
+    from curindex.scoring.device import choose_device
+
+    ctx = TaskContext.get()
+    resources = ctx.resources() if ctx is not None else {}
+    gpus = resources["gpu"].addresses if "gpu" in resources else None
+    device = choose_device(cfg.device, gpus=gpus, cuda_count=torch.cuda.device_count())
+    if device.startswith("cuda") and not gpus and torch.cuda.device_count() > 1:
+        log.warning("score: Spark assigned this task no GPU; it uses %s. Set "
+                    "spark.executor.resource.gpu.amount and spark.task.resource.gpu.amount "
+                    "so that tasks spread over the GPUs", device)
+    return dataclasses.replace(cfg, device=device)
+
+
 @dataclass(frozen=True)
 class ScoreResult:
     """What one run of the score stage did."""
@@ -208,6 +229,7 @@ def score_items(
     chunk's metadata: chunks scored with another stamp are never kept.
     """
     from curindex.scoring.base import prepare_queries
+    from curindex.scoring.device import driver_device
 
     n_chunks = max(1, int(partitions))
     fs, root = open_dir(out_path)
@@ -233,7 +255,9 @@ def score_items(
     )
     prepared = None
     try:
-        state = prepare_queries(scorer_cfg, fingerprint, queries)
+        # on the driver, whose GPUs (if any) are not the executors'
+        driver_cfg = dataclasses.replace(scorer_cfg, device=driver_device(scorer_cfg.device))
+        state = prepare_queries(driver_cfg, fingerprint, queries)
         prepared = sc.broadcast(state) if state is not None else None
         rows = items.select("id", "text").withColumns(
             {"shard": shard_of("id", num_shards), "chunk": chunk_of("id", n_chunks)})

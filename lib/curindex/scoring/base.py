@@ -170,17 +170,20 @@ def build_scorer(cfg: ScorerConfig, fingerprint: str | None = None) -> Scorer:
     return scorer
 
 
-# One scorer per Python worker process, keyed by fingerprint (Spark reuses Python workers
-# across tasks, so this survives from one task to the next).
-_CACHE: dict[str, Scorer] = {}
+# One scorer per Python worker process, keyed by fingerprint and device (Spark reuses Python
+# workers across tasks, so this survives from one task to the next; a later task may be
+# assigned another GPU).
+_CACHE: dict[tuple[str, str], Scorer] = {}
 
 
 def get_scorer(cfg: ScorerConfig, fingerprint: str) -> Scorer:
-    """The cached scorer of this process for `fingerprint`, built on first use."""
-    scorer = _CACHE.get(fingerprint)
+    """The cached scorer of this process for `fingerprint` on ``cfg.device``, built on first
+    use."""
+    key = (fingerprint, cfg.device)
+    scorer = _CACHE.get(key)
     if scorer is None:
         scorer = build_scorer(cfg, fingerprint)
-        _CACHE[fingerprint] = scorer
+        _CACHE[key] = scorer
     return scorer
 
 

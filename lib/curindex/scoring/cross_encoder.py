@@ -19,8 +19,14 @@ compute matters more than how: little padding and no keys and values for the las
 ``options.precision``: ``fp32`` (default); ``int8`` (the encoder layers' Linear layers with
 int8 weights and dynamically quantised int8 activations, the [CLS] row in float: the fast path
 on x86 CPUs, see `Int8Linear`); ``bf16`` (for CPUs with native bf16, AVX512-BF16 or AMX; slower
-than fp32 on others). Both change the scores slightly and, like every option, the scorer
-fingerprint.
+than fp32 on others); ``fp16`` (half precision: the default on a GPU, see
+``[scorer] device`` and `curindex.scoring.device`). Each changes the scores slightly; set
+explicitly, like every option, it changes the scorer fingerprint (the device does not: fp16 on
+a GPU ranks as fp32 does within the tolerance the int8 path meets).
+
+Weights: a checkpoint that does not provide every parameter of the model (a bi-encoder's
+folder has no classification head, which transformers would initialise at random) is refused
+with a ScorerError naming the missing parameters (`bert.complete_model`).
 
 Truncation: a query keeps at most ``max_query_tokens`` content tokens; the item gets the rest of
 ``max_query_tokens + max_item_tokens`` (and of the model's own maximum length), special tokens
@@ -41,9 +47,10 @@ import torch.nn.functional as F
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError
 from curindex.scoring import bert
+from curindex.scoring.device import check_precision, choose_device, default_precision
 from curindex.scoring.tokens import load_tokenizer
 
-PRECISIONS = ("fp32", "int8", "bf16")
+PRECISIONS = ("fp32", "int8", "bf16", "fp16")
 
 
 class PairTokens(NamedTuple):
@@ -60,17 +67,16 @@ class CrossEncoderScorer:
     def __init__(self, cfg: ScorerConfig, *, fingerprint: str) -> None:
         self.fingerprint = fingerprint
         self.cfg = cfg
-        self.precision = precision_option(cfg)
+        self.device = torch.device(torch_device(cfg.device))
+        self.precision = precision_option(cfg, self.device.type)
         try:
             self.tokenizer = load_tokenizer(cfg.path)
             model = bert.load_bert(cfg.path, classifier=True)
             if model is None:  # not a BERT checkpoint it reads: transformers loads it
                 from transformers import AutoModelForSequenceClassification
 
-                bert.quiet_transformers()
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    cfg.path, local_files_only=True, dtype=torch.float32
-                ).eval()
+                model = bert.complete_model(AutoModelForSequenceClassification, cfg.path,
+                                            what="a sequence classifier (cross-encoder)")
         except (OSError, ValueError) as e:
             raise ScorerError(f"[scorer] path {cfg.path!r}: cannot load a model: {e}") from e
         n_labels = model.config.num_labels
@@ -106,6 +112,7 @@ class CrossEncoderScorer:
         self.cls_forward = (
             with_precision(bert.BertClsForward(model), self.precision) if self.cls_only else None
         )
+        (self.cls_forward if self.cls_only else self.model).to(self.device)
 
     def _template(self) -> None:
         """Learn where the special tokens go around a pair from one probe pair."""
@@ -169,11 +176,12 @@ class CrossEncoderScorer:
         out = np.empty(len(qs), dtype=np.float32)
 
         def run(idx: np.ndarray) -> None:
-            out[idx] = self._logits(*self._batch(qs[idx], its[idx], tokens)).numpy()
+            out[idx] = self._logits(*self._batch(qs[idx], its[idx], tokens)).cpu().numpy()
 
         batches = [order[s : s + self.cfg.batch_size]
                    for s in range(0, len(order), self.cfg.batch_size)]
-        in_streams(run, batches, torch.get_num_threads())
+        # a GPU runs one batch at a time (its streams are not CPU cores)
+        in_streams(run, batches, 1 if self.device.type == "cuda" else torch.get_num_threads())
         return out
 
     def _plan(self, q_tok: list[list[int]], i_tok: list[list[int]]) -> PairTokens:
@@ -221,8 +229,10 @@ class CrossEncoderScorer:
 
     def _logits(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray) -> torch.Tensor:
         """The relevance logit of each row of a batch, float32."""
-        ids_t, types_t = torch.from_numpy(ids), torch.from_numpy(types)
-        mask_t = None if mask.all() else torch.from_numpy(mask)  # equal lengths: no masking
+        ids_t, types_t = torch.from_numpy(ids).to(self.device), torch.from_numpy(types).to(
+            self.device)
+        # equal lengths: no masking
+        mask_t = None if mask.all() else torch.from_numpy(mask).to(self.device)
         if self.cls_only:
             logits = self.cls_forward(ids_t, types_t, mask_t)
         else:
@@ -265,14 +275,22 @@ def in_streams(run: Callable[[np.ndarray], None], batches: list[np.ndarray], thr
         torch.set_num_threads(threads)
 
 
-def precision_option(cfg: ScorerConfig) -> str:
-    """The `options.precision` of a scorer config, validated."""
-    precision = cfg.options.get("precision", "fp32")
+def precision_option(cfg: ScorerConfig, device: str = "cpu") -> str:
+    """The `options.precision` of a scorer config, validated for `device` (a torch device
+    type); unset, fp32 on a CPU and fp16 on a GPU (``curindex.scoring.device``)."""
+    precision = cfg.options.get("precision", default_precision(device))
     if precision not in PRECISIONS:
         raise ScorerError(
             f"[scorer] options.precision: {precision!r} is not one of {', '.join(PRECISIONS)}"
         )
+    check_precision(precision, device)
     return precision
+
+
+def torch_device(setting: str) -> str:
+    """`setting` (``[scorer] device``, or the device a Spark task resolved) as a torch device
+    string, for this process's GPUs (``curindex.scoring.device.choose_device``)."""
+    return choose_device(setting, gpus=None, cuda_count=torch.cuda.device_count())
 
 
 def with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
@@ -282,6 +300,12 @@ def with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     (it runs on one row per pair) and every int8 Linear computes the [CLS] row in float."""
     if precision == "bf16":
         return model.to(torch.bfloat16)
+    if precision == "fp16":
+        if isinstance(model, bert.BertClsForward):  # as for int8: the [CLS] row in float32
+            model.embeddings.half()
+            model.layers.half()
+            return model
+        return model.to(torch.float16)
     if precision == "int8":
         cls_first = isinstance(model, bert.BertClsForward)
         if isinstance(model, bert.BertClsForward | bert.BertTokensForward):

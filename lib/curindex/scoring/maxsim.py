@@ -13,9 +13,10 @@ unpadded: one [query tokens, dim] matrix for all queries. A block's scores come 
 product per chunk of length-sorted items, so neither side pays for padding in the product.
 `score_pairs` scores aligned pairs of many queries, encoding each distinct item once.
 
-``options.precision``: ``fp32`` (default), ``int8`` (dynamic int8 quantisation of the
-encoder's Linear layers) or ``bf16``, as for the cross-encoder; the similarity product itself is
-always fp32.
+``options.precision``: ``fp32`` (the default on a CPU), ``int8`` (dynamic int8 quantisation of
+the encoder's Linear layers), ``bf16`` or ``fp16`` (the default on a GPU), as for the
+cross-encoder; the similarity product itself is always fp32, on the CPU. ``[scorer] device``
+places the encoder (`curindex.scoring.device`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 
 from curindex.config import ScorerConfig
 from curindex.scoring import bert
-from curindex.scoring.cross_encoder import precision_option, with_precision
+from curindex.scoring.cross_encoder import precision_option, torch_device, with_precision
 from curindex.scoring.models import default_minilm_path
 from curindex.scoring.tokens import encoded_lengths, load_tokenizer
 
@@ -49,7 +50,9 @@ class MaxSimScorer:
         # BERT encoders run `BertTokensForward` (fused query/key/value); others their own forward
         model, encoder, self.fused = bert.load_encoder(path)
         self.dim = int(model.config.hidden_size)
-        self.encoder = with_precision(encoder, precision_option(cfg))
+        self.device = torch.device(torch_device(cfg.device))
+        self.encoder = with_precision(encoder, precision_option(cfg, self.device.type))
+        self.encoder.to(self.device)
         tok = self.tokenizer
         # Only [CLS], [SEP] and padding are dropped; [UNK] carries content.
         special = (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id)
@@ -78,7 +81,8 @@ class MaxSimScorer:
                 ids[row, : len(tokens[i])] = tokens[i]
             mask = np.arange(width)[None, :] < np.array([len(tokens[i]) for i in idx])[:, None]
             # a batch of equal lengths runs without a mask
-            hidden = self._hidden(ids, None if mask.all() else mask).float()  # [b, t, dim]
+            # [b, t, dim]; the similarities are computed on the CPU, in float32
+            hidden = self._hidden(ids, None if mask.all() else mask).float().cpu()
             hidden = torch.nn.functional.normalize(hidden, dim=-1)
             keep = mask & ~np.isin(ids, self._special)
             for row, i in enumerate(idx):
@@ -86,12 +90,13 @@ class MaxSimScorer:
         return result
 
     def _hidden(self, ids: np.ndarray, mask: np.ndarray | None) -> torch.Tensor:
-        ids_t = torch.from_numpy(ids)
+        ids_t = torch.from_numpy(ids).to(self.device)
         if self.fused:
-            return self.encoder(ids_t, None if mask is None else torch.from_numpy(mask))
+            return self.encoder(ids_t, None if mask is None else
+                                torch.from_numpy(mask).to(self.device))
         inputs = {"input_ids": ids_t}
         if mask is not None:
-            inputs["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
+            inputs["attention_mask"] = torch.from_numpy(mask.astype(np.int64)).to(self.device)
         return self.encoder(**inputs).last_hidden_state
 
     def prepare_queries(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ def integer(minimum: int, maximum: int) -> OptionCheck:
     return check
 
 
-PRECISION = choice("fp32", "int8", "bf16")
+PRECISION = choice("fp32", "int8", "bf16", "fp16")
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class Searcher:
     def open(cls, store_uri: str, version: str = "current", *,
              scorer_path: str | None = None, scorer_target: str | None = None,
              verify: bool = True, ivf_in_memory: bool = False,
-             max_budget: int = DEFAULT_MAX_BUDGET) -> Searcher:
+             max_budget: int = DEFAULT_MAX_BUDGET, device: str = "auto") -> Searcher:
         """Open `version` ("current" = the published one) of the store at `store_uri`.
 
         The scorer is rebuilt from the manifest's config (`scorer_path` overrides where the
@@ -74,10 +74,13 @@ class Searcher:
         With `ivf_in_memory`, IVF shards from the build's one trained quantizer are copied into
         one in-memory IVF index (RAM for every shard's lists, the latency of one index; see
         `shardindex.ivf_in_memory`). `max_budget` caps the exact-model calls one query may ask
-        for. Refreshes open later versions with the same settings.
+        for. `device` places the scorer's model on this machine ("auto": a GPU when there is
+        one; "cpu", "cuda", "cuda:N"; see `curindex.scoring.device`), whatever the build used.
+        Refreshes open later versions with the same settings.
         """
         options = {"scorer_path": scorer_path, "scorer_target": scorer_target,
-                   "verify": verify, "ivf_in_memory": ivf_in_memory, "max_budget": max_budget}
+                   "verify": verify, "ivf_in_memory": ivf_in_memory, "max_budget": max_budget,
+                   "device": device}
         return cls(OpenVersion.load(Store.open(store_uri), version, **options),
                    open_options=options)
 

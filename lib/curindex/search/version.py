@@ -124,7 +124,7 @@ class OpenVersion:
     def load(cls, store: Store, version: str, *, scorer_path: str | None = None,
              scorer_target: str | None = None, verify: bool = True,
              ivf_in_memory: bool = False, max_budget: int = DEFAULT_MAX_BUDGET,
-             scorer: SharedScorer | None = None) -> OpenVersion:
+             device: str = "auto", scorer: SharedScorer | None = None) -> OpenVersion:
         """Open `version` (an id or "current") of `store`; see ``Searcher.open`` for the
         arguments and errors. `scorer`: a loaded scorer to reuse when its fingerprint is the
         version's (a refresh keeps the model it has)."""
@@ -134,6 +134,7 @@ class OpenVersion:
         manifest = read_manifest(store, vid)
         scfg = trusted_scorer_config(manifest.scorer_config, version=vid,
                                      scorer_target=scorer_target)
+        scfg = dataclasses.replace(scfg, device=device)  # the build's GPUs are not this machine's
         if scorer_path is not None:
             scfg = dataclasses.replace(scfg, path=scorer_path)
         fp = fingerprint_for(scfg)
