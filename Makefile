@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= spark,airflow,report,dev
+EXTRAS ?= spark,airflow,report,serve,dev
 
 # Spark runs its Python workers with $PYSPARK_PYTHON; point it at the venv, and keep Spark on
 # loopback (it otherwise binds to whatever address the host name resolves to).
@@ -18,7 +18,7 @@ export PATH                  := $(abspath $(BIN)):$(PATH)
 DEMO_QUERIES := "read a file line by line" "compress data with gzip" \
                 "parse a date from a string" "random number from a normal distribution"
 
-.PHONY: setup demo test e2e cluster-test lint bench bench-scale bench-quality clean
+.PHONY: setup demo test e2e cluster-test lint bench bench-scale bench-quality bench-dag clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: setup
-	curindex build --conf conf/demo.toml --master 'local[2]' --publish -- \
-	  --driver-java-options "-Dlog4j2.configurationFile=file:$(abspath conf/log4j2.properties)"
+	curindex build --conf conf/demo.toml --master 'local[2]' --publish
 	curindex search --store store --k 5 --budget 100 $(DEMO_QUERIES)
 
 test: setup
@@ -58,6 +57,9 @@ bench-scale: setup
 
 bench-quality: setup
 	$(BIN)/python bench/quality.py
+
+bench-dag: setup
+	$(BIN)/python bench/dag.py
 
 clean:
 	rm -rf store .work spark-warehouse

@@ -1,5 +1,6 @@
-"""Scheduled rebuilds of a curindex index: the build's Spark stages, the quality gate, publish
-and prune, as one Airflow DAG. The DAG's doc_md below says what it does and how to deploy it.
+"""Scheduled rebuilds of a curindex index: a check without Spark, the build (one spark-submit,
+or one per stage), the quality gate, publish and prune, as one Airflow DAG. The DAG's doc_md
+below says what it does and how to deploy it.
 
 Deploy from the installed package: ``pip install 'curindex[spark,airflow]'`` on the DAG
 processor and the workers, then copy this file alone into the DAGs folder. At parse time only
@@ -9,16 +10,17 @@ light: no Spark, torch or faiss) are imported; the tasks import the rest on the 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, Asset, Param, chain, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 try:
     import curindex
@@ -35,7 +37,10 @@ BUILD_JOB = os.environ.get("CURINDEX_BUILD_JOB") or curindex.build_job_path()
 # parsed, so it comes from the environment, never from the config file.
 STORE_ASSET = Asset(name="curindex-store", uri=os.environ.get("CURINDEX_STORE_URI") or
                     "curindex-store")
-SPARK_STAGES = (  # (task id, --stage of the build job)
+# "build": one spark-submit runs the whole build (it resumes, stage by stage, what an earlier
+# try completed); "stages": one spark-submit per stage, each a task of its own.
+LAYOUTS = ("build", "stages")
+SPARK_STAGES = (  # (task id, --stage of the build job) of the "stages" layout
     ("check_inputs", "prepare"),
     ("score", "score"),
     ("factorize", "factorize"),
@@ -45,8 +50,10 @@ SPARK_STAGES = (  # (task id, --stage of the build job)
 )
 # How long each task may run before Airflow fails it (and retries it). Scoring is the long
 # stage: k_q + n_test queries against every item. CURINDEX_TASK_TIMEOUTS (JSON, task id ->
-# minutes) overrides any of them where the DAG is parsed.
+# minutes; "dagrun" for the whole run) overrides any of them where the DAG is parsed.
 TASK_TIMEOUTS = {
+    "check": timedelta(minutes=30),
+    "build": timedelta(hours=21),
     "check_inputs": timedelta(hours=1),
     "score": timedelta(hours=12),
     "factorize": timedelta(hours=1),
@@ -55,6 +62,7 @@ TASK_TIMEOUTS = {
     "commit": timedelta(hours=1),
     "publish": timedelta(hours=1),  # verifies the sha256 of every file
     "prune": timedelta(minutes=30),
+    "dagrun": timedelta(hours=24),
 }
 
 
@@ -73,6 +81,33 @@ def _timeouts() -> dict[str, timedelta]:
     return {**TASK_TIMEOUTS, **{t: timedelta(minutes=m) for t, m in minutes.items()}}
 
 
+def _layout() -> str:
+    layout = os.environ.get("CURINDEX_SPARK_TASKS") or "build"
+    if layout not in LAYOUTS:
+        raise ValueError(f"CURINDEX_SPARK_TASKS={layout!r}: expected one of {LAYOUTS}")
+    return layout
+
+
+# SparkSubmitOperator arguments a run or the DAG may set (its own signature: every argument
+# the installed provider has, so none is dropped); the build sets these four itself.
+OWN_ARGS = ("application", "application_args", "conf", "conn_id")
+SUBMIT_ARGS = tuple(n for n, p in inspect.signature(SparkSubmitOperator.__init__).parameters
+                    .items() if p.kind == p.KEYWORD_ONLY and n not in OWN_ARGS)
+
+
+def _submit_defaults() -> dict[str, Any]:
+    """DAG-level SparkSubmitOperator arguments from CURINDEX_SPARK_SUBMIT (JSON)."""
+    text = os.environ.get("CURINDEX_SPARK_SUBMIT") or "{}"
+    try:
+        args = json.loads(text)
+    except ValueError:
+        args = None
+    if not isinstance(args, dict) or not set(args) <= set(SUBMIT_ARGS):
+        raise ValueError(f"CURINDEX_SPARK_SUBMIT={text!r}: expected a JSON object of "
+                         f"SparkSubmitOperator arguments ({', '.join(SUBMIT_ARGS)})")
+    return args
+
+
 DOC_MD = """
 # curindex_rebuild
 
@@ -81,23 +116,30 @@ it to the index store and prunes old versions.
 
 ## Tasks
 
-1. `check_inputs`: reads and checks the items and queries (present, non-empty, unique ids,
-   non-empty texts) and chooses the anchors (the build job's `--stage prepare`).
-2. `score`: scores the anchor and held-out test queries against every item.
-3. `factorize`: pseudo-inverts the anchor intersection matrix into `G.npy`.
-4. `write_shards`: writes the faiss shards.
-5. `validate`: measures Top-k-Recall@budget on the held-out queries (the gate's figures).
-6. `commit`: writes the manifest; the version is complete, not yet published.
-7. `publish`: the quality gate. A version whose recall meets `[validate] min_recall` becomes
-   the store's current version and the asset `curindex-store` is updated; otherwise the task
-   fails with the figures in its log, without retries, and nothing is published (the version
-   stays in the store for inspection).
-8. `prune`: deletes the versions beyond the `keep_versions` newest (never the current or the
+1. `check`: `curindex check` on the config, without Spark: the config, the inputs' files,
+   schemas and row counts against `[anchors]`, the scorer (it loads and scores a pair), the
+   store and work folder. Every problem is listed at once and the run fails at once.
+2. `build`: one spark-submit of the build job of the installed curindex package
+   (`curindex/pipeline/job.py --conf CONFIG --version VERSION`): every stage in one Spark
+   application, resuming the stages an earlier try completed. With `CURINDEX_SPARK_TASKS=stages`
+   each stage is a task and a spark-submit of its own instead: `check_inputs` (reads and checks
+   every row, chooses the anchors), `score`, `factorize`, `write_shards`, `validate`, `commit`
+   (six JVM starts instead of one, and each stage retried alone).
+3. `publish`: the quality gate. A version whose recall meets `[validate] min_recall` (and, unless
+   the run sets `allow_scorer_change`, built with the current version's scorer) becomes the
+   store's current version and the asset `curindex-store` is updated; otherwise the task fails
+   with the figures in its log and nothing is published (the version stays for inspection).
+4. `prune`: deletes the versions beyond the `keep_versions` newest (never the current or the
    previous one).
 
-Tasks 1 to 6 are `SparkSubmitOperator`s running the build job of the installed curindex
-package (`curindex/pipeline/job.py --conf CONFIG --version VERSION --stage STAGE`); `publish`
-and `prune` are Python tasks that do not start Spark.
+**Failures.** What a retry cannot mend fails the task at once, without retries: a bad config,
+input or scorer, a refused quality gate or scorer change, a failed factorization, a build lock
+another live build holds. Anything else (Spark, the cluster, the store's network) is retried
+(2 retries, 5 minutes apart). The build job records the curindex error it stopped on in its
+summary file; in `deploy_mode` cluster that file is on the cluster, and a failed build counts
+as retryable. The DAG's `on_failure_callback` logs a failed run as one line, then calls
+`CURINDEX_ON_FAILURE` (`module:function`, imported when the callback runs: where Airflow runs
+DAG callbacks, the DAG processor) with the run's context.
 
 **Version id.** A run builds the version `rebuild-<logical date in UTC, YYYYMMDDTHHMMSSZ>`
 (a run without a logical date: `rebuild-<run id, made safe>-<8 hex digits>`). A retried task,
@@ -108,11 +150,15 @@ nothing and its publish changes nothing, so a re-run leaves the same files. Re-r
 after its config file changed fails (versions are immutable); re-running an old run makes its
 version current again.
 
-**Timeouts.** Each task has an `execution_timeout`, after which Airflow fails it (and retries
-it, as for any failure): `check_inputs` 1 h, `score` 12 h, `factorize` 1 h, `write_shards`
-3 h, `validate` 3 h, `commit` 1 h, `publish` 1 h (it hashes every file), `prune` 30 min.
-Set `CURINDEX_TASK_TIMEOUTS` (JSON, task id to minutes, e.g. `{"score": 2880}`) where the DAG
-is parsed to change any of them.
+**Logs and results.** Spark's own logs are at WARN (the package's `log4j2.properties`, through
+`SPARK_SUBMIT_OPTS`, unless the run names its own); curindex logs its stages. The build's
+summary (version, items, recall, the served search, seconds per stage) is logged as one line
+and returned as the Spark task's XCom.
+
+**Timeouts.** `check` 30 min, `build` 21 h (`check_inputs` 1 h, `score` 12 h, `factorize` 1 h,
+`write_shards` 3 h, `validate` 3 h, `commit` 1 h), `publish` 1 h (it hashes every file),
+`prune` 30 min, and the whole run 24 h (`dagrun_timeout`). Set `CURINDEX_TASK_TIMEOUTS` (JSON,
+task id or `dagrun` to minutes, e.g. `{"build": 2880}`) where the DAG is parsed to change them.
 
 ## Params
 
@@ -121,10 +167,20 @@ is parsed to change any of them.
 - `spark_conn_id` (default `spark_default`): the Airflow Spark connection of this run; its
   host is the master (`local[4]`, `spark://host:7077`, `yarn`, `k8s://...`).
 - `spark_conf` (default `{}`): Spark settings, over the config file's `[spark.conf]` table.
+- `spark_submit` (default `{}`, over the DAG's `$CURINDEX_SPARK_SUBMIT`): any other argument
+  of the provider's `SparkSubmitOperator` by its name, e.g. `{"deploy_mode": "cluster", "archives":
+  "hdfs:///envs/curindex.tar.gz#env", "num_executors": 8, "executor_memory": "16g",
+  "executor_cores": 4, "yarn_queue": "batch"}` (also `driver_memory`, `total_executor_cores`,
+  `spark_binary`, `py_files`, `files`, `jars`, `packages`, `keytab`, `principal`,
+  `proxy_user`, `properties_file`, `env_vars`, `verbose`, ...).
 - `keep_versions` (default 5): how many versions `prune` keeps.
 - `base` (default empty: a full build): a version id, or `current`, to build incrementally on
   (its anchors and G are kept, only new and changed items are scored, untouched shards are
   shared with it); it must have been built with `[index] keep_scores = true`.
+- `allow_scorer_change` (default false): publish even when the current version was built with
+  another scorer (every reader of the store then loads the new model).
+- `check_scorer` (default true): `check` loads the scorer and scores a pair; false when only the
+  cluster holds the model (`deploy_mode` cluster).
 
 ## Deploy
 
@@ -132,12 +188,15 @@ is parsed to change any of them.
   `pip install torch==2.13.0`, the CPU build), which puts `spark-submit` on the environment's
   `PATH`; Java 17 on the workers, and read access to the config file and the inputs. Without
   curindex the file fails to parse with an ImportError saying so. Spark executors need the
-  same Python environment (`spark.pyspark.python` in `[spark.conf]`, or `PYSPARK_PYTHON`) and
-  the model.
+  same Python environment (ship it with the `archives` argument and `spark.pyspark.python`, as
+  for `curindex build -- --archives ...`) and the model.
 - This file, alone, goes into the DAGs folder; the build job comes from the installed package.
 - Environment, all optional: `CURINDEX_CONF` (the default config path), `CURINDEX_STORE_URI`
   (the asset's URI: set it to the config's `[store] uri`), `CURINDEX_SCHEDULE` (default
-  `@daily`), `CURINDEX_TASK_TIMEOUTS`, `CURINDEX_BUILD_JOB` (another path of the build job).
+  `@daily`), `CURINDEX_SPARK_TASKS` (`build`, the default, or `stages`),
+  `CURINDEX_SPARK_SUBMIT` (JSON: SparkSubmitOperator arguments for every run),
+  `CURINDEX_TASK_TIMEOUTS`, `CURINDEX_ON_FAILURE`, `CURINDEX_BUILD_JOB` (another path of the
+  build job).
 - A Spark connection: `airflow connections add spark_default --conn-type spark --conn-host
   yarn`, or `AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "local[4]"}'`.
 - One rebuild by hand: `airflow dags trigger curindex_rebuild --conf '{"config":
@@ -154,16 +213,32 @@ def curindex_version(dag_run: Any) -> str:
     return version_for_run(dag_run.logical_date, dag_run.run_id)
 
 
-class BuildStage(SparkSubmitOperator):
-    """One stage of the build job, submitted on the Spark connection the run names.
+@contextmanager
+def failing_fast() -> Iterator[None]:
+    """A curindex error that a retry cannot mend fails the task at once (no retry); any
+    other error is raised as it is (and retried)."""
+    from curindex.ops.submit import DETERMINISTIC
 
-    ``conn_id`` is a templated field (``{{ params.spark_conn_id }}``) handed to the provider's
-    hook when the task runs. The Spark settings are resolved then too: the config file's
-    ``[spark.conf]`` with the ``spark_conf`` param over it; they are the only settings this
-    operator passes to spark-submit, with the application, its arguments, the name and the
-    environment. A version already committed from the same config needs no stage: nothing is
-    submitted.
-    """
+    try:
+        yield
+    except DETERMINISTIC as e:
+        raise AirflowFailException(f"{type(e).__name__}: {e}") from e
+
+
+def on_failure(context: Any) -> None:
+    """The run's failure as one log line, then the callable CURINDEX_ON_FAILURE names."""
+    from curindex.ops.dag_tasks import failure_hook
+
+    failure_hook(context, os.environ.get("CURINDEX_ON_FAILURE", ""))
+
+
+class BuildStage(SparkSubmitOperator):
+    """The build job (or one stage of it) submitted with the provider's operator and hook as
+    they are: ``conn_id`` is a templated field (``{{ params.spark_conn_id }}``), and the Spark
+    settings (the config file's ``[spark.conf]`` with the ``spark_conf`` param over it), the
+    run's ``spark_submit`` arguments over the DAG's, and the job's ``--summary`` file are set
+    on the operator when the task runs, before the provider's ``execute``. A version already
+    committed from the same config submits nothing. Returns the job's summary (an XCom)."""
 
     template_fields: Sequence[str] = (*SparkSubmitOperator.template_fields, "conn_id")
 
@@ -174,38 +249,64 @@ class BuildStage(SparkSubmitOperator):
         super().__init__(conn_id=conn_id, **kwargs)
         self.conn_id = conn_id
 
-    def execute(self, context: Any) -> None:
-        from curindex.ops.dag_tasks import is_committed, spark_conf
+    def execute(self, context: Any) -> dict[str, Any]:
+        import tempfile
+
+        from curindex.ops.dag_tasks import committed_summary, spark_conf, submit_env_vars
+        from curindex.ops.submit import job_error, one_line, read_summary
 
         params, version = context["params"], curindex_version(context["dag_run"])
-        if is_committed(params["config"], version):
-            self.log.info("version %s is already committed from this config: nothing to do",
-                          version)
-            return
-        self.conf = spark_conf(params["config"], params["spark_conf"])
-        super().execute(context)
+        with failing_fast():
+            done = committed_summary(params["config"], version)
+            if done is not None:
+                self.log.info("version %s is already committed from this config: nothing to "
+                              "do", version)
+                return done
+            self.conf = spark_conf(params["config"], params["spark_conf"])
+        self._conn_id = self.conn_id  # the provider's hook reads the rendered connection here
+        self.apply_submit_args(params["spark_submit"])
+        self.env_vars = submit_env_vars(self.env_vars, self.conf)
+        with tempfile.TemporaryDirectory(prefix="curindex-task-") as tmp:
+            path = os.path.join(tmp, "summary.json")
+            self.application_args = [*self.application_args, "--summary", path]
+            try:
+                super().execute(context)
+            except AirflowException as e:
+                error = job_error(read_summary(path))  # the curindex error the job stopped on
+                if error is None:
+                    raise
+                with failing_fast():
+                    raise error from e
+            summary = read_summary(path)
+        self.log.info("curindex summary: %s", one_line(summary))
+        return summary
 
-    def _get_hook(self) -> SparkSubmitHook:
-        return SparkSubmitHook(
-            conn_id=self.conn_id, conf=self.conf, name=self.name,
-            application_args=self.application_args, env_vars=self.env_vars,
-            files=self.files, py_files=self.py_files, jars=self.jars,
-            driver_class_path=self.driver_class_path, packages=self.packages,
-            exclude_packages=self.exclude_packages, keytab=self.keytab,
-            principal=self.principal, proxy_user=self.proxy_user,
-            properties_file=self.properties_file)
+    def apply_submit_args(self, args: dict[str, Any]) -> None:
+        """Set SparkSubmitOperator arguments by name (the provider keeps some under a leading
+        underscore); AirflowFailException naming an argument it does not have."""
+        for name, value in (args or {}).items():
+            attr = name if name in self.template_fields else f"_{name}"
+            if name not in SUBMIT_ARGS or not hasattr(self, attr):
+                raise AirflowFailException(
+                    f"spark_submit: {name!r} is not an argument of SparkSubmitOperator here "
+                    f"(known: {', '.join(SUBMIT_ARGS)})")
+            if name == "env_vars":  # over the task's own (PYTHONSAFEPATH)
+                value = {**(self.env_vars or {}), **(value or {})}
+            setattr(self, attr, value)
 
 
-TIMEOUTS = _timeouts()
+TIMEOUTS, LAYOUT, SUBMIT_DEFAULTS = _timeouts(), _layout(), _submit_defaults()
 
 with DAG(
     dag_id=DAG_ID,
-    description="Rebuild, validate, publish and prune a curindex index",
+    description="Check, rebuild, validate, publish and prune a curindex index",
     doc_md=DOC_MD,
     schedule=os.environ.get("CURINDEX_SCHEDULE") or "@daily",
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=TIMEOUTS["dagrun"],
+    on_failure_callback=on_failure,
     tags=["curindex", "index-build"],
     default_args={"owner": "curindex", "retries": 2, "retry_delay": timedelta(minutes=5)},
     params={
@@ -215,40 +316,56 @@ with DAG(
                                description="Airflow Spark connection id"),
         "spark_conf": Param({}, type="object",
                             description="Spark settings over the config's [spark.conf]"),
+        "spark_submit": Param({}, type="object",
+                              description="SparkSubmitOperator arguments by name "
+                                          "(num_executors, archives, deploy_mode, ...), over "
+                                          "$CURINDEX_SPARK_SUBMIT's"),
         "keep_versions": Param(5, type="integer", minimum=0,
                                description="versions prune keeps"),
         "base": Param("", type="string",
                       description="build incrementally on this version ('current' or an id); "
                                   "empty: a full build"),
+        "allow_scorer_change": Param(False, type="boolean",
+                                     description="publish even when the current version "
+                                                 "was built with another scorer"),
+        "check_scorer": Param(True, type="boolean",
+                              description="check loads the scorer and scores a pair"),
     },
     user_defined_macros={"curindex_version": curindex_version},
 ) as dag:
-    stages = [
-        BuildStage(
-            task_id=task_id,
-            application=BUILD_JOB,
-            application_args=["--conf", "{{ params.config }}",
-                              "--version", "{{ curindex_version(dag_run) }}", "--stage", stage,
-                              # later stages read the base from what prepare recorded
-                              *(["--base", "{{ params.base }}"] if stage == "prepare" else [])],
-            name=f"curindex-{stage}",
-            execution_timeout=TIMEOUTS[task_id],
-        )
-        for task_id, stage in SPARK_STAGES
-    ]
+
+    @task(execution_timeout=TIMEOUTS["check"])
+    def check(params: Any = None) -> dict[str, Any]:
+        """Everything that can be known without Spark; every problem at once, no retry."""
+        from curindex.ops.dag_tasks import check_config
+
+        with failing_fast():
+            return check_config(params["config"], scorer=params["check_scorer"])
+
+    def stage(task_id: str, stage_name: str | None) -> BuildStage:
+        args = ["--conf", "{{ params.config }}", "--version", "{{ curindex_version(dag_run) }}"]
+        if stage_name is not None:
+            args += ["--stage", stage_name]
+        if stage_name in (None, "prepare"):  # later stages read the base prepare recorded
+            args += ["--base", "{{ params.base }}"]
+        return BuildStage(task_id=task_id, application=BUILD_JOB, application_args=args,
+                          name=f"curindex-{stage_name or 'build'}",
+                          execution_timeout=TIMEOUTS[task_id], **SUBMIT_DEFAULTS)
+
+    spark_tasks = ([stage("build", None)] if LAYOUT == "build" else
+                   [stage(task_id, name) for task_id, name in SPARK_STAGES])
 
     @task(outlets=[STORE_ASSET], execution_timeout=TIMEOUTS["publish"])
     def publish(params: Any = None, dag_run: Any = None, outlet_events: Any = None) -> str:
-        """The quality gate, then the CURRENT pointer: a version under its thresholds fails the
-        run (no retry) and stays unpublished."""
-        from curindex.errors import QualityGateError
+        """The quality gate and the scorer check, then the CURRENT pointer: a version under its
+        thresholds (or with another scorer, unless allowed) fails the run (no retry) and stays
+        unpublished."""
         from curindex.ops.dag_tasks import publish_version
 
         version = curindex_version(dag_run)
-        try:
-            event = publish_version(params["config"], version)
-        except QualityGateError as e:
-            raise AirflowFailException(f"quality gate failed: {e}") from e
+        with failing_fast():
+            event = publish_version(params["config"], version,
+                                    allow_scorer_change=params["allow_scorer_change"])
         outlet_events[STORE_ASSET].extra = event
         return version
 
@@ -257,6 +374,7 @@ with DAG(
         """Delete old versions of the store."""
         from curindex.ops.dag_tasks import prune_versions
 
-        return prune_versions(params["config"], params["keep_versions"])
+        with failing_fast():
+            return prune_versions(params["config"], params["keep_versions"])
 
-    chain(*stages, publish(), prune())
+    chain(check(), *spark_tasks, publish(), prune())

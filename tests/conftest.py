@@ -61,3 +61,19 @@ def store(store_uri: str):
     from curindex.store import Store
 
     return Store.open(store_uri, create=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_published(spark, tmp_path_factory):
+    """The config of a tiny published build (version "v": 200 items, the toy scorer, three
+    shards), shared by the tests that only read it or work on a copy of its store."""
+    from curindex.config import config_from_dict
+    from curindex.pipeline import run_build
+    from support import tiny_config
+
+    root = tmp_path_factory.mktemp("tiny-published")
+    corpus = write_corpus(root, make_texts(200, seed=1, prefix="doc"),
+                          make_texts(80, seed=2, prefix="q"))
+    cfg = config_from_dict(tiny_config(corpus))
+    run_build(spark, cfg, version="v", publish=True)
+    return cfg

@@ -131,3 +131,43 @@ def recorded_pairs(log_dir) -> list[tuple[str, str]]:
 
     return [tuple(json.loads(line)) for p in sorted(Path(log_dir).glob("pairs-*.jsonl"))
             for line in p.read_text(encoding="utf-8").splitlines()]
+
+
+class _Raising(ToyScorer):
+    """The toy scorer, failing inside Spark's tasks (so in the score stage, after the
+    driver's plan sample has scored fine): a bug in a user's scorer, mid-build."""
+
+    def score_block(self, queries, items):
+        from pyspark import TaskContext
+
+        if TaskContext.get() is not None:
+            raise RuntimeError("broken on purpose")
+        return super().score_block(queries, items)
+
+
+def raising(cfg: ScorerConfig) -> _Raising:
+    return _Raising(cfg, fingerprint="")
+
+
+class _Failing(ToyScorer):
+    """The toy scorer, raising for any query that holds the word in options.fail_on (default
+    "explode"): a model that fails on some inputs; each block delayed by
+    $CURINDEX_TEST_SCORER_DELAY_S seconds."""
+
+    def _check(self, queries):
+        word = self.cfg.options.get("fail_on", "explode")
+        bad = [q for q in queries if word in q.split()]
+        if bad:
+            raise RuntimeError(f"the model failed on {bad[0]!r}")
+
+    def score_block(self, queries, items):
+        import time
+
+        self._check(queries)
+        # slowed down where a test says so (not an option: options enter the fingerprint)
+        time.sleep(float(os.environ.get("CURINDEX_TEST_SCORER_DELAY_S") or 0))
+        return super().score_block(queries, items)
+
+
+def failing(cfg: ScorerConfig) -> _Failing:
+    return _Failing(cfg, fingerprint="")

@@ -110,9 +110,17 @@ def test_json_answers_agree_with_the_library(built, capfd):
     doc = only_json(out)
     listed = store.read_manifest("v1")
     assert doc["current"] == "v1"
+    served = listed["search"]["default"]
     assert doc["versions"] == [{"version": "v1", "created_at": listed["created_at"],
                                 "files": len(listed["files"]), "current": True,
-                                "bytes": sum(f["size"] for f in listed["files"].values())}]
+                                "bytes": sum(f["size"] for f in listed["files"].values()),
+                                "scorer": listed["scorer"],
+                                "served": {"search": served["method"] if served["rounds"] == 1
+                                           else f"adaptive ({served['rounds']} rounds)",
+                                           "budget": served["budget"]},
+                                "recall": listed["validation"]["recall"],
+                                # the figure the build chose its search on (10@40 here)
+                                "objective": listed["search"]["selection"]["objective"][0]}]
     code, out, _ = cli(capfd, "verify", "--store", uri, "-o", "json")
     assert only_json(out) == {"store": uri, "version": "v1", "ok": True,
                               "files": len(listed["files"]), "references": 0}
@@ -366,12 +374,21 @@ def test_build_submits_the_packaged_job_with_this_python(monkeypatch, tmp_path):
     import curindex
     from curindex.cli.build_cmd import submit_command, submit_env
 
-    for var in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "SPARK_LOCAL_IP", "SPARK_HOME"):
+    for var in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "SPARK_LOCAL_IP", "SPARK_HOME",
+                "SPARK_SUBMIT_OPTS"):
         monkeypatch.delenv(var, raising=False)
     env = submit_env("local[2]", "/opt/pyspark")
     assert (env["PYSPARK_PYTHON"], env["PYSPARK_DRIVER_PYTHON"]) == (sys.executable,) * 2
     assert (env["SPARK_LOCAL_IP"], env["SPARK_HOME"], env["PYTHONSAFEPATH"]) == (
         "127.0.0.1", "/opt/pyspark", "1")
+    # Spark's own logs at WARN: the log4j2 configuration inside the package, for the driver
+    log4j = Path(curindex.__file__).parent / "log4j2.properties"
+    assert env["SPARK_SUBMIT_OPTS"] == f"-Dlog4j2.configurationFile=file:{log4j}"
+    assert "rootLogger.level = warn" in log4j.read_text()
+    mine = "-Xss4m -Dlog4j2.configurationFile=file:/etc/spark/mine.properties"
+    monkeypatch.setenv("SPARK_SUBMIT_OPTS", mine)  # a configuration of one's own stays
+    assert submit_env("local[2]", None)["SPARK_SUBMIT_OPTS"] == mine
+    monkeypatch.delenv("SPARK_SUBMIT_OPTS")
     monkeypatch.setenv("PYSPARK_PYTHON", "/envs/shared/bin/python")
     env = submit_env("yarn", None)
     assert env["PYSPARK_PYTHON"] == "/envs/shared/bin/python"  # what is set stays

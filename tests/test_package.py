@@ -268,8 +268,8 @@ def installed(tmp_path_factory) -> dict:
 @pytest.mark.e2e
 def test_the_wheel_holds_the_package(installed):
     names = zipfile.ZipFile(installed["wheel"]).namelist()
-    for name in ("curindex/py.typed", "curindex/pipeline/job.py", "curindex/cli/__init__.py",
-                 "curindex/__main__.py", "curindex/scoring/models.py"):
+    for name in ("curindex/py.typed", "curindex/log4j2.properties", "curindex/pipeline/job.py",
+                 "curindex/cli/__init__.py", "curindex/__main__.py", "curindex/scoring/models.py"):
         assert name in names
     assert not [n for n in names if n.startswith("curindex/cli_")]
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

@@ -165,7 +165,7 @@ def test_cross_encoder_batches_equal_pair_inputs(tiny_cross_encoder):
             scorer.t_ids, scorer.t_types = template
             scorer.n_special = 4
         qs, its = np.divmod(np.arange(9), 3)  # every (query, item) pair
-        ids, types, mask = scorer._batch(qs, its, *scorer._plan(q_tok, i_tok))
+        ids, types, mask = scorer._batch(qs, its, scorer._plan(q_tok, i_tok))
         for row, (a, b) in enumerate(zip(qs, its, strict=True)):
             want_ids, want_types = scorer.pair_inputs(q_tok[a], i_tok[b])
             n = int(mask[row].sum())

@@ -13,7 +13,6 @@ import pytest
 
 from curindex.search.methods import Ask
 from curindex.search.reader import Shard, VersionShards
-from curindex.search.searcher import Searcher, _Retriever
 from curindex.search.shardindex import (
     LABEL_SHIFT,
     empty_index,
@@ -23,6 +22,7 @@ from curindex.search.shardindex import (
     shard_labels,
     split_labels,
 )
+from curindex.search.version import OpenVersion, _Retriever
 
 N, DIM, SHARDS, NLIST, NPROBE, K = 20_000, 32, 4, 64, 4, 50
 FACTORY = f"IVF{NLIST},Flat"
@@ -247,8 +247,8 @@ def test_searcher_retrieves_over_ivf_shards_with_one_coarse_search(data, tmp_pat
     single = faiss.deserialize_index(blob)
     single.add_with_ids(data["x"], data["labels"])
     single.nprobe = NPROBE
-    searcher = Searcher(store=None, version="test", manifest=None, scorer=Zeros(),
-                        anchor_ids=[], anchor_texts=[], shards=shards)
+    searcher = OpenVersion(store=None, version="test", manifest=None, scorer=Zeros(),
+                           anchor_ids=[], anchor_texts=[], shards=shards)
     retriever = _Retriever(searcher, ["q"] * len(data["q"]))
     got = [keys for keys, _ in retriever.retrieve(
         [Ask(i, "e", q, K, frozenset()) for i, q in enumerate(data["q"])])]

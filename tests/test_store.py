@@ -350,7 +350,8 @@ def test_cli_commands(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     assert run("publish", "v1").startswith("published v1")
     run("publish", "v2")
     lines = run("versions").splitlines()
-    assert lines[0].split() == ["VERSION", "CREATED_AT", "FILES", "SIZE"]
+    assert lines[0].split() == ["VERSION", "CREATED_AT", "SCORER", "SERVES", "RECALL", "FILES",
+                                "SIZE"]  # "-" where a version records none
     assert lines[1].split()[0] == "v1" and lines[1].endswith("2 B")
     assert lines[2].split()[:2] == ["*", "v2"] and lines[2].endswith("2.0 KiB")
     assert len({len(line) for line in lines}) == 1  # aligned

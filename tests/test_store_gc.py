@@ -146,16 +146,16 @@ def test_prune_removes_build_state_and_work_with_the_version(store: Store) -> No
     store.set_current("v3")
     result = store.prune(work_roots=roots(store), keep=0)
     assert result.versions == ["v0", "v1"]
-    assert result.build_states == ["v0", "v1"]
-    assert result.work_dirs == [work["v0"][0], work["v1"][0]]
+    # Kept versions are committed: what their builds left (they died after writing the
+    # manifest) goes too, the versions stay.
+    assert result.build_states == ["v0", "v1", "v2", "v3"]
+    assert result.work_dirs == [work[v][0] for v in ("v0", "v1", "v2", "v3")]
     assert not result.dry_run
-    for v in ("v0", "v1"):
+    for v in ("v0", "v1", "v2", "v3"):
         assert store.load_build_state(v, "score") is None
         assert not exists(store, work[v][1])
         assert not exists(store, store.build_state_dir(v))
-    for i, v in ((2, "v2"), (3, "v3")):  # kept versions keep their builds' leftovers
-        assert store.load_build_state(v, "score") == {"chunks": i}
-        assert exists(store, work[v][1])
+    assert store.list_versions() == ["v2", "v3"]
 
 
 def test_prune_keeps_a_live_build_and_removes_it_once_abandoned(
@@ -224,11 +224,11 @@ def test_dry_run_deletes_nothing_and_names_what_prune_deletes(
     assert snapshot(store) == before
     assert dry.dry_run
     assert dry.versions == ["v0", "v1", "wip"]
-    assert dry.build_states == ["failed", "v0", "v1"]
+    assert dry.build_states == ["failed", "v0", "v1", "v2", "v3"]  # v2, v3: kept, built
     real = store.prune(work_roots=roots(store), keep=0, build_retention_s=0.0)
     assert (real.versions, real.build_states, real.work_dirs) == (
         dry.versions, dry.build_states, dry.work_dirs)
-    assert len(real.work_dirs) == 2
+    assert len(real.work_dirs) == 4
     assert snapshot(store) != before
 
 

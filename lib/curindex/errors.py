@@ -32,6 +32,11 @@ class QualityGateError(CurIndexError):
     published."""
 
 
+class ScorerChangeError(QualityGateError):
+    """A version built with another scorer than the current version's would change the model
+    every reader loads; publishing it needs an explicit allow_scorer_change."""
+
+
 class StoreNotFoundError(StoreError):
     """The store named does not exist (readers never create one)."""
 

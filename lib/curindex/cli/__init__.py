@@ -3,8 +3,10 @@ versioned index stores.
 
     curindex build --conf FILE [--master URL] [--version ID] [--publish] [--base V]
         [-- spark-submit options]
+    curindex check --conf FILE
     curindex plan --conf FILE [--rate PAIRS_PER_S] [--slots N]
     curindex search [--store URI] [--version V] [--k 10] [--budget N] [--method M] ... QUERY...
+    curindex serve [--store URI] [--host H] [--port P] [--poll-s S] ...
     curindex eval|report [--store URI] [--version V] ...
     curindex versions|publish|rollback|prune|verify [--store URI] ...
 
@@ -23,11 +25,22 @@ import os
 import sys
 
 from curindex import __version__
-from curindex.cli import build_cmd, eval_cmds, plan_cmd, report_cmd, search_cmd, store_cmds
+from curindex.cli import (
+    build_cmd,
+    check_cmd,
+    eval_cmds,
+    plan_cmd,
+    report_cmd,
+    search_cmd,
+    serve_cmd,
+    store_cmds,
+)
 from curindex.cli.exits import BROKEN_PIPE, FAILURE, INTERRUPTED, epilog, exit_code
+from curindex.cli.output import escaped
 
 # Each adds its subcommands with add_commands(sub); a new command is one more module here.
-COMMAND_MODULES = (build_cmd, plan_cmd, search_cmd, eval_cmds, report_cmd, store_cmds)
+COMMAND_MODULES = (check_cmd, build_cmd, plan_cmd, search_cmd, serve_cmd, eval_cmds, report_cmd,
+                   store_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exit_code(e)
         if code == FAILURE:  # not a curindex error: a bug, shown with its traceback
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {escaped(e)}", file=sys.stderr)  # it may quote what a store holds
         return code
 
 

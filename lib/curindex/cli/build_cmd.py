@@ -1,7 +1,7 @@
 """`curindex build`: submit the build job of the installed package to Spark.
 
-    curindex build --conf FILE [--master URL] [--version ID] [--publish] [--base V] [-o json]
-        [-- spark-submit options...]
+    curindex build --conf FILE [--master URL] [--version ID] [--publish [--allow-scorer-change]]
+        [--base V] [--skip-check] [-o json] [-- spark-submit options...]
 
 The job is ``curindex/pipeline/job.py`` inside the installed package
 (:func:`curindex.build_job_path`), run by the ``spark-submit`` of this Python environment
@@ -15,19 +15,24 @@ Spark's processes get ``PYSPARK_PYTHON`` and ``PYSPARK_DRIVER_PYTHON`` = this in
 ``PYTHONSAFEPATH=1``: run as a script, the job's own folder would otherwise come first on
 ``sys.path``, where ``curindex/pipeline/select.py`` hides the standard library's ``select``.
 
+Spark's own logs are at WARN (``SPARK_SUBMIT_OPTS`` names the packaged log4j2 configuration,
+``curindex.ops.submit``) unless the options after ``--`` name another.
+
 The job writes its JSON summary to a temporary file (``--summary``); spark-submit's own output
-goes to stderr, and stdout holds only the summary (``-o json``) or a short text of it. The
-config is read here first, so a bad config fails before Spark starts (exit code 7). With
-``--publish`` the version is published here after the job commits it, through the same
-``publish_version`` as ``curindex publish``: a version under its quality gate is built, kept
-and refused (exit code 5).
+goes to stderr, and stdout holds only the summary (``-o json``) or a short text of it. First the
+config, its inputs, scorer and store are checked here (``curindex check``), so every problem
+they have is listed at once before Spark starts (exit code 7); ``--skip-check`` leaves that to
+the job (for inputs or a model only the cluster can read). A curindex error the job stops on is
+printed once, with its exit code. With ``--publish`` the version is published here after the
+job commits it, through the same ``publish_version`` as ``curindex publish``: a version under
+its quality gate is built, kept and refused (exit code 5), and so is one built with another
+scorer than the current version's, unless ``--allow-scorer-change``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -36,7 +41,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from curindex import errors
 from curindex.cli.exits import ERROR, FAILURE
 from curindex.cli.options import add_output
 from curindex.cli.output import emit_json, progress, safe, table
@@ -60,9 +64,13 @@ def spark_submit_path() -> tuple[str, str | None]:
                         "install curindex with its Spark extra (pip install 'curindex[spark]')")
 
 
-def submit_env(master: str | None, spark_home: str | None) -> dict[str, str]:
-    """The environment of spark-submit (see the module docstring)."""
-    env = dict(os.environ)
+def submit_env(master: str | None, spark_home: str | None, *,
+               quiet: bool = True) -> dict[str, str]:
+    """The environment of spark-submit (see the module docstring); `quiet`: Spark's own logs
+    at WARN (the packaged log4j2 configuration, ``curindex.ops.submit``)."""
+    from curindex.ops.submit import quiet_spark_env
+
+    env = quiet_spark_env(dict(os.environ)) if quiet else dict(os.environ)
     env.setdefault("PYSPARK_PYTHON", sys.executable)
     env.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     if master is None or master.startswith("local"):
@@ -91,16 +99,17 @@ def build_job() -> str:
 
 
 def run_job(cmd: list[str], env: dict[str, str]) -> tuple[int, str | None]:
-    """Run spark-submit with everything it prints relayed to stderr; (exit code, the job's
-    last ``error: ...`` line)."""
+    """Run spark-submit with everything it prints relayed to stderr but the job's own
+    ``error: ...`` lines, which the caller reports once; (exit code, the last of them)."""
     error = None
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, errors="replace", bufsize=1) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
-            sys.stderr.write(line)
             if line.startswith("error: "):
                 error = line.removeprefix("error: ").strip()
+            else:
+                sys.stderr.write(line)
         return proc.wait(), error
 
 
@@ -110,6 +119,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.spark_args and "--" not in args.argv:
         raise ValueError(f"unexpected arguments {args.spark_args}: spark-submit options go "
                          "after --")
+    from curindex.cli.check_cmd import run_check
+    from curindex.ops.submit import job_error, names_log4j, read_summary
+
+    if not args.skip_check:  # every problem of the config, inputs, scorer and store, at once
+        run_check(args.conf, what="Spark starts")
     cfg = load_config(args.conf)  # a bad config fails here, before Spark starts
     master = args.master
     if master is None and "--master" not in args.spark_args:
@@ -120,21 +134,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         cmd = submit_command(args, master=master, summary=summary_file,
                              spark_submit=spark_submit)
         progress("submitting: " + " ".join(safe(c) for c in cmd))
-        rc, error = run_job(cmd, submit_env(master, spark_home))
-        summary = (json.loads(summary_file.read_text(encoding="utf-8"))
-                   if summary_file.is_file() else {})
+        rc, error = run_job(cmd, submit_env(master, spark_home,
+                                            quiet=not names_log4j(args.spark_args)))
+        summary = read_summary(summary_file)
         if rc != 0:
-            failed = summary.get("error") or {}
-            cls = getattr(errors, str(failed.get("class")), None)
-            if isinstance(cls, type) and issubclass(cls, errors.CurIndexError):
-                raise cls(failed.get("message", error or ""))  # its own exit code
+            failed = job_error(summary)
+            if failed is not None:
+                raise failed  # printed once by the CLI, with its own exit code
             reason = f": {error}" if error else ""
             print(f"error: the build job failed (spark-submit exited with {rc}){reason}",
                   file=sys.stderr)
             # The job exits with 2 after printing a curindex error; anything else is Spark's.
             return ERROR if error else FAILURE
     if args.publish:
-        _publish(summary)
+        _publish(summary, allow_scorer_change=args.allow_scorer_change)
     if args.output == "json":
         emit_json(summary)
     else:
@@ -142,14 +155,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _publish(summary: dict[str, Any]) -> None:
+def _publish(summary: dict[str, Any], *, allow_scorer_change: bool) -> None:
     from curindex.errors import QualityGateError
     from curindex.ops.publish import publish_version
     from curindex.store import Store
 
     version = summary["version"]
     try:
-        publish_version(Store.open(summary["store"]), version)
+        publish_version(Store.open(summary["store"]), version,
+                        allow_scorer_change=allow_scorer_change)
     except QualityGateError as e:
         raise QualityGateError(f"version {version} was built into {summary['store']} but not "
                                f"published: {e}") from e
@@ -185,8 +199,9 @@ def print_summary(s: dict[str, Any]) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     text = "build a version with Spark (the job inside this package, via spark-submit)"
     b = sub.add_parser("build", help=text, description=text,
-                       usage="%(prog)s --conf FILE [--master URL] [--version ID] [--publish] "
-                             "[--base V] [-o json] [-- spark-submit options]")
+                       usage="%(prog)s --conf FILE [--master URL] [--version ID] [--publish "
+                             "[--allow-scorer-change]] [--base V] [--skip-check] [-o json] "
+                             "[-- spark-submit options]")
     b.add_argument("--conf", required=True, metavar="FILE", help="the TOML build config")
     b.add_argument("--master", metavar="URL",
                    help="Spark master (local[4], spark://host:7077, yarn, k8s://...; default: "
@@ -196,6 +211,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="publish the version once built (it must pass its quality gate)")
     b.add_argument("--base", metavar="VERSION",
                    help="build incrementally on this version (an id or 'current')")
+    b.add_argument("--allow-scorer-change", action="store_true",
+                   help="with --publish: publish even when the current version was built "
+                        "with another scorer")
+    b.add_argument("--skip-check", action="store_true",
+                   help="skip the check of inputs, scorer and store before Spark starts "
+                        "(when only the cluster can read them)")
     add_output(b)
     b.add_argument("spark_args", nargs="*", metavar="-- SPARK_SUBMIT_OPTIONS",
                    help="options after -- go to spark-submit before the job")

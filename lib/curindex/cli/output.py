@@ -25,6 +25,14 @@ def safe(text: object) -> str:
     return s if s.isprintable() else repr(s)
 
 
+def escaped(text: object) -> str:
+    """`text` with each non-printable character but the newline written as its escape
+    (``\\x1b``, ``\\u2028``): for messages, which quote what a store or an input held and
+    may span lines."""
+    return "".join(c if c.isprintable() or c == "\n" else
+                   c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 def excerpt(text: str, width: int) -> str:
     """One printable line of at most `width` characters (at least 20) from `text`."""
     one_line = " ".join(safe(word) for word in str(text).split())

@@ -8,7 +8,8 @@ of the index files and score rows, and the score stage's time: from ``--rate`` (
 stage's pairs per second), else from the config's store's last full build with the same
 scorer, else measured on a short scoring sample here, on one thread per task slot. The other
 build kind's cost of the same config is printed beside it. Every build logs the same lines
-at its start and records the plan in its manifest beside what it then counted and timed.
+at its start and records the plan in its manifest beside what it then counted and timed. The
+config is checked first (``curindex check``): a config the build would reject gets no plan.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ log = logging.getLogger("curindex.cli")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from curindex.cli.check_cmd import run_check
     from curindex.config import load_config
     from curindex.ops.plan import other_kind, plan_build, plan_dict
 
+    run_check(args.conf, what="planning")  # a plan of a build that cannot run is no plan
     cfg = load_config(args.conf)
     history = None if args.rate or args.sample else _history(cfg)
     with timed("counting the inputs" if args.rate or history else "measuring a scoring sample"):

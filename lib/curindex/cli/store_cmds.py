@@ -1,7 +1,7 @@
 """`curindex versions|publish|rollback|prune|verify`: an index store from the command line.
 
     curindex versions [--store URI] [-o json]
-    curindex publish  [--store URI] --version V  [-o json]    (or: publish V)
+    curindex publish  [--store URI] --version V [--allow-scorer-change] [-o json]  (or: V)
     curindex rollback [--store URI] [--to V]     [-o json]
     curindex prune    [--store URI] --keep N [--dry-run] [--work-dir URI] [-o json]
     curindex verify   [--store URI] [--version V] [-o json]   (or: verify V)
@@ -33,8 +33,8 @@ def cmd_versions(args: argparse.Namespace) -> int:
     current = store.current()
     complete, unreadable = store.versions_listing()
     rows = [{"version": v, "created_at": m.get("created_at", ""), "files": len(m["files"]),
-             "bytes": sum(f["size"] for f in m["files"].values()), "current": v == current}
-            for v, m in complete]
+             "bytes": sum(f["size"] for f in m["files"].values()), "current": v == current,
+             **version_facts(m)} for v, m in complete]
     for version, reason in unreadable:
         # One damaged manifest must not hide the rest of the store.
         print(f"skipped version {safe(version)}: {safe(reason)}", file=sys.stderr)
@@ -42,14 +42,58 @@ def cmd_versions(args: argparse.Namespace) -> int:
         emit_json({"store": store.uri, "current": current, "versions": rows,
                    "unreadable": [{"version": v, "reason": r} for v, r in unreadable]})
         return 0
-    cells = [["", "VERSION", "CREATED_AT", "FILES", "SIZE"]]
-    cells += [["*" if r["current"] else "", r["version"], str(r["created_at"]), str(r["files"]),
-               size(r["bytes"])] for r in rows]
-    for line in table(cells, right=(3, 4)):
+    cells = [["", "VERSION", "CREATED_AT", "SCORER", "SERVES", "RECALL", "FILES", "SIZE"]]
+    cells += [["*" if r["current"] else "", r["version"], str(r["created_at"]),
+               _scorer_text(r["scorer"]), _served_text(r["served"]),
+               _recall_text(r["recall"], r["objective"]), str(r["files"]), size(r["bytes"])]
+              for r in rows]
+    for line in table(cells, right=(6, 7)):
         print(line)
     if not rows:
         print(f"(no complete versions in {safe(store.uri)})")
     return 0
+
+
+def version_facts(m: dict[str, Any]) -> dict[str, Any]:
+    """What `versions` shows of a manifest besides its files: the scorer (kind, fingerprint),
+    the served search and its budget, its recall figures ("k@budget" -> value) and the figure
+    the build chose the search on (its selection's objective, else its config's, else
+    "10@200", the first that was measured); None where the manifest records nothing (an older
+    or a hand-made version)."""
+    scorer, search = m.get("scorer") or {}, (m.get("search") or {}).get("default") or {}
+    chosen = ((m.get("search") or {}).get("selection") or {}).get("objective") or []
+    served = None
+    if search.get("method"):
+        from curindex.search.methods import SearchSpec
+
+        served = {"search": SearchSpec(search["method"], int(search.get("rounds") or 1),
+                                       int(search.get("seed_size") or 0)).describe(),
+                  "budget": search.get("budget")}
+    recall = dict((m.get("validation") or {}).get("recall") or {})
+    wanted = [*map(str, chosen), *(n.strip() for n in str(((m.get("config") or {}).get(
+        "validate") or {}).get("objective") or "").split(",") if n.strip()), "10@200"]
+    return {"scorer": {"kind": scorer.get("kind"), "fingerprint": scorer.get("fingerprint")}
+            if scorer.get("fingerprint") else None,
+            "served": served, "recall": recall,
+            "objective": next((n for n in wanted if n in recall), None)}
+
+
+def _scorer_text(scorer: dict[str, Any] | None) -> str:
+    if scorer is None:
+        return "-"
+    digest = str(scorer["fingerprint"]).removeprefix("sha256:")[:8]
+    return f"{scorer['kind']} {digest}"
+
+
+def _served_text(served: dict[str, Any] | None) -> str:
+    return "-" if served is None else f"{served['search']} @{served['budget']}"
+
+
+def _recall_text(recall: dict[str, float], figure: str | None) -> str:
+    if figure is None:
+        return "-"
+    k, _, budget = figure.partition("@")
+    return f"top-{k}@{budget} {recall[figure]:.4f}"
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -58,7 +102,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store = _open(args)
     version = version_of(args)
     previous = store.current()
-    publish_version(store, version)
+    publish_version(store, version, allow_scorer_change=args.allow_scorer_change)
     if args.output == "json":
         emit_json({"store": store.uri, "version": version, "previous": previous})
     else:
@@ -131,6 +175,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add("versions", cmd_versions, "list the complete versions in a store (* marks current)")
     p = add("publish", cmd_publish, "verify a version, check its quality gate, make it current")
     add_version(p, positional=True, default=None)
+    p.add_argument("--allow-scorer-change", action="store_true",
+                   help="publish even when the current version was built with another scorer "
+                        "(every reader then loads the new model)")
     p = add("rollback", cmd_rollback, "make the previous (or a given) version current again")
     p.add_argument("--to", metavar="VERSION", default=None, help="version to make current")
     p = add("prune", cmd_prune, "delete old versions, never the current or previous one")

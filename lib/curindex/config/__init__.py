@@ -9,6 +9,7 @@ from. ``BuildConfig.to_dict()`` is what a version's manifest records.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tomllib
 import types
 import typing
@@ -16,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curindex.config.checks import SEARCH_METHODS, SPARSE_METHODS, check_values
+from curindex.config.checks import (
+    SEARCH_METHODS,
+    SPARSE_METHODS,
+    check_values,
+    scorer_value_problems,
+)
 from curindex.errors import ConfigError
 from curindex.quality.figures import Figure, figure_grid
 from curindex.scoring.models import looks_like_model_id
@@ -72,6 +78,9 @@ class ScorerConfig:
     max_query_tokens: int = 64
     max_item_tokens: int = 128
     threads: int = 0  # torch threads per task; 0 = the cores Spark gives each task
+    # where the model runs: auto (a GPU when there is one: in a Spark task the one Spark
+    # assigned it), cpu, cuda (a GPU, required) or cuda:N (curindex.scoring.device)
+    device: str = "auto"
     options: dict[str, str] = field(default_factory=dict)  # passed to callable/toy scorers
 
 
@@ -244,10 +253,13 @@ def _err(source: str, where: str, msg: str) -> ConfigError:
     return ConfigError(f"{source}: {where or 'top level'}: {msg}")
 
 
+_type_hints = functools.cache(typing.get_type_hints)  # evaluated (compiled) once per class
+
+
 def _build(cls: type, data: Any, source: str, where: str) -> Any:
     if not isinstance(data, dict):
         raise _err(source, where, f"expected a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(data) - set(fields))
     for name in unknown:
@@ -325,6 +337,15 @@ def _model_path(p: str, base: Path) -> str:
     if not (base / p).exists() and looks_like_model_id(p):
         return p
     return str((base / p).resolve())
+
+
+def scorer_from_dict(data: Any, *, source: str) -> ScorerConfig:
+    """A `[scorer]` table typed and checked as a config load checks it (ConfigError naming
+    the key), as a reader checks the settings a manifest recorded before using them."""
+    scorer = _build(ScorerConfig, data, source, where="[scorer]")
+    for key, problem in scorer_value_problems(scorer):
+        raise _err(source, f"[scorer] {key}", problem)
+    return scorer
 
 
 def objective_figures(v: ValidateConfig) -> list[Figure]:

@@ -1,19 +1,19 @@
-"""Values of a config that type-check but are impossible (``check_values``): each is a
-ConfigError naming the file and the key. ``curindex.config`` runs these checks when a config
-is loaded."""
+"""Values of a config that type-check but are impossible (``check_values``; a `[scorer]`
+table alone: ``scorer_value_problems``): each is a ConfigError naming the file and the key.
+``curindex.config`` runs these checks when a config is loaded."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from curindex.config.limits import MAX_LIST_ITEMS, bound_problems, figure_ok
 from curindex.errors import ConfigError
+from curindex.scoring.device import DEVICE_RE
 from curindex.scoring.models import REVISION_RE
 from curindex.scoring.registry import scorer_problems
 
 INPUT_FORMATS = ("auto", "parquet", "jsonl", "beir")
 ANCHOR_ITEM_STRATEGIES = ("random", "kmeans", "leverage")
-MAX_SHARDS = 65_536  # shard numbers fill 23 bits of a faiss label; file names have 5 digits
-MAX_CHUNKS = 100_000
 # The search methods a version can serve (``curindex.search.methods``), simplest first, and
 # the build kinds (``curindex.kinds``).
 SEARCH_METHODS = ("bi-rerank", "cur", "adaptive", "bi-seeded")
@@ -21,6 +21,20 @@ KINDS = ("dense", "sparse")
 SPARSE_METHODS = ("bi-rerank", "bi-seeded")  # a sparse index has no anchor items
 ENCODINGS = ("float32", "float16", "sq8")
 TRUTHS = ("auto", "exact", "pooled")
+
+
+def scorer_value_problems(s: Any) -> list[tuple[str, str]]:
+    """(key, problem) for each impossible `[scorer]` value."""
+    out = list(scorer_problems(s.kind, path=s.path, target=s.target, options=s.options))
+    out += bound_problems("scorer", s)
+    if s.max_query_tokens < 2 or s.max_item_tokens < 2:
+        out.append(("max_query_tokens" if s.max_query_tokens < 2 else "max_item_tokens",
+                    "must be >= 2"))
+    if not (REVISION_RE.match(s.revision) and ".." not in s.revision):
+        out.append(("revision", f"must be a branch, tag or commit hash, got {s.revision!r}"))
+    if not DEVICE_RE.match(s.device):
+        out.append(("device", f"must be auto, cpu, cuda or cuda:N, got {s.device!r}"))
+    return out
 
 
 def check_values(cfg: Any, source: str) -> None:
@@ -31,20 +45,21 @@ def check_values(cfg: Any, source: str) -> None:
         if not ok:
             raise ConfigError(f"{source}: {key}: {msg}")
 
+    for section in ("anchors", "scorer", "factorize", "index", "validate", "sparse", "spark"):
+        for key, problem in bound_problems(section, getattr(cfg, section)):
+            need(False, f"[{section}] {key}", problem)
+
     for name, inp in (("items", cfg.items), ("queries", cfg.queries)):
         need(bool(inp.path), f"[{name}] path", "must not be empty")
         need(inp.format in INPUT_FORMATS, f"[{name}] format", f"must be one of {INPUT_FORMATS}")
         need(bool(inp.id_column), f"[{name}] id_column", "must not be empty")
         need(bool(inp.text_columns), f"[{name}] text_columns", "must name at least one column")
-    need(a.n_queries >= 1, "[anchors] n_queries", f"must be >= 1, got {a.n_queries}")
-    need(a.n_items >= 1, "[anchors] n_items", f"must be >= 1, got {a.n_items}")
     need(
         a.n_items <= a.n_queries,
         "[anchors] n_items",
         f"k_i = {a.n_items} > k_q = n_queries = {a.n_queries}: the intersection matrix would be "
         "wide and its pseudo-inverse under-determined; use several times more anchor queries",
     )
-    need(a.n_test >= 0, "[anchors] n_test", f"must be >= 0, got {a.n_test}")
     need(0 <= a.synthetic_queries <= a.n_queries, "[anchors] synthetic_queries",
          f"must be in [0, n_queries = {a.n_queries}], got {a.synthetic_queries}")
     need(
@@ -52,20 +67,14 @@ def check_values(cfg: Any, source: str) -> None:
         "[anchors] items",
         f"unknown strategy {a.items!r} (known: {', '.join(ANCHOR_ITEM_STRATEGIES)})",
     )
-    for key, problem in scorer_problems(s.kind, path=s.path, target=s.target,
-                                        options=s.options):
+    for key, problem in scorer_value_problems(s):
         need(False, f"[scorer] {key}", problem)
-    need(s.batch_size >= 1, "[scorer] batch_size", f"must be >= 1, got {s.batch_size}")
-    need(s.max_query_tokens >= 2, "[scorer] max_query_tokens", "must be >= 2")
-    need(s.max_item_tokens >= 2, "[scorer] max_item_tokens", "must be >= 2")
-    need(s.threads >= 0, "[scorer] threads", f"must be >= 0, got {s.threads}")
-    need(bool(REVISION_RE.match(s.revision)) and ".." not in s.revision, "[scorer] revision",
-         f"must be a branch, tag or commit hash, got {s.revision!r}")
     f = cfg.factorize
     need(0.0 <= f.rcond < 1.0, "[factorize] rcond", f"must be in [0, 1), got {f.rcond}")
-    need(f.min_rank >= 1, "[factorize] min_rank", f"must be >= 1, got {f.min_rank}")
-    need(bool(f.tune_rconds) and all(0.0 <= r < 1.0 for r in f.tune_rconds),
-         "[factorize] tune_rconds", f"must be a non-empty list in [0, 1), got {f.tune_rconds}")
+    need(bool(f.tune_rconds) and len(f.tune_rconds) <= MAX_LIST_ITEMS
+         and all(0.0 <= r < 1.0 for r in f.tune_rconds), "[factorize] tune_rconds",
+         f"must be a non-empty list of at most {MAX_LIST_ITEMS} values in [0, 1), got "
+         f"{f.tune_rconds[:MAX_LIST_ITEMS]}")
     need(0.0 < f.tune_fraction < 1.0, "[factorize] tune_fraction",
          f"must be in (0, 1), got {f.tune_fraction}")
     need(not f.tune or (int(a.n_test * f.tune_fraction) >= 1 and
@@ -78,12 +87,10 @@ def check_values(cfg: Any, source: str) -> None:
         f"{f.min_rank} > k_i = {a.n_items}: no intersection matrix could reach that rank",
     )
     v = cfg.validate
-    need(all(k >= 1 for k in v.ks), "[validate] ks", f"must all be >= 1, got {v.ks}")
-    need(all(b >= 1 for b in v.budgets), "[validate] budgets", f"must all be >= 1, got {v.budgets}")
     for name, floor in v.min_recall.items():
-        k, _, b = name.partition("@")
-        need(k.isdigit() and b.isdigit() and int(k) < int(b), f"[validate] min_recall.{name}",
-             "keys are 'k@budget' with k < budget, e.g. \"10@200\"")
+        need(figure_ok(name), f"[validate] min_recall.{name[:40]}",
+             "keys are 'k@budget' with 0 < k < budget, e.g. \"10@200\"")
+        b = name.partition("@")[2]
         need(cfg.index.kind == "sparse" or int(b) > a.n_items, f"[validate] min_recall.{name}",
              f"budget {b} must exceed k_i = {a.n_items}")
         need(0.0 <= floor <= 1.0, f"[validate] min_recall.{name}",
@@ -91,18 +98,8 @@ def check_values(cfg: Any, source: str) -> None:
         need(a.n_test > 0, f"[validate] min_recall.{name}", "a threshold needs n_test > 0")
     _check_search(cfg, need)
     _check_sparse(cfg, need)
-    # A shard number and a row make a faiss label (shard << 40 | row, a signed 64-bit int),
-    # and a chunk number a file name: bounded so that neither can overflow.
-    need(1 <= cfg.index.num_shards <= MAX_SHARDS, "[index] num_shards",
-         f"must be in [1, {MAX_SHARDS}], got {cfg.index.num_shards}")
-    need(cfg.index.nprobe >= 1, "[index] nprobe", "must be >= 1")
-    need(cfg.index.ef_search >= 1, "[index] ef_search", "must be >= 1")
     need(bool(cfg.index.factory.strip()), "[index] factory", "must not be empty")
     need(bool(cfg.store.uri), "[store] uri", "must not be empty")
-    need(0 <= cfg.spark.score_partitions <= MAX_CHUNKS, "[spark] score_partitions",
-         f"must be in [0, {MAX_CHUNKS}], got {cfg.spark.score_partitions}")
-    need(cfg.spark.block_items >= 1, "[spark] block_items", "must be >= 1")
-
 
 
 def _check_search(cfg: Any, need: Any) -> None:
@@ -119,15 +116,13 @@ def _check_search(cfg: Any, need: Any) -> None:
          f"must be a non-empty list of sizes >= 1, got {v.seed_sizes}")
     names = [n.strip() for n in v.objective.split(",")] if v.objective else []
     for name in names:
+        need(figure_ok(name), "[validate] objective",
+             f"{name[:40]!r}: figures are 'k@budget' with 0 < k < budget, e.g. \"10@200\"")
         k, _, b = name.partition("@")
-        need(k.isdigit() and b.isdigit() and 0 < int(k) < int(b), "[validate] objective",
-             f"{name!r}: figures are 'k@budget' with k < budget, e.g. \"10@200\"")
         need(int(k) in v.ks and int(b) in v.budgets, "[validate] objective",
              f"{name!r} is not measured: add {k} to [validate] ks and {b} to budgets")
     need(v.ground_truth in TRUTHS, "[validate] ground_truth",
          f"must be one of {TRUTHS}, got {v.ground_truth!r}")
-    need(v.pool_depth >= 0, "[validate] pool_depth", f"must be >= 0, got {v.pool_depth}")
-    need(v.audit_items >= 0, "[validate] audit_items", f"must be >= 0, got {v.audit_items}")
     lift = v.min_lift_over_baseline
     need(lift is None or -1.0 <= lift <= 1.0, "[validate] min_lift_over_baseline",
          f"must be in [-1, 1], got {lift}")
@@ -154,9 +149,10 @@ def _check_sparse(cfg: Any, need: Any) -> None:
     need(sp.log_queries >= 0 and sp.synthetic_queries >= 0
          and sp.log_queries + sp.synthetic_queries >= 1, "[sparse] log_queries",
          "log_queries + synthetic_queries must be >= 1 (the training queries)")
-    for key in ("hidden", "epochs", "patience", "batch_size"):
-        need(getattr(sp, key) >= 1, f"[sparse] {key}", f"must be >= 1, got {getattr(sp, key)}")
-    need(sp.learning_rate > 0, "[sparse] learning_rate", "must be > 0")
-    need(sp.weight_decay >= 0, "[sparse] weight_decay", "must be >= 0")
+    need(0.0 < sp.learning_rate <= 10.0, "[sparse] learning_rate",
+         f"must be in (0, 10], got {sp.learning_rate}")
+    need(0.0 <= sp.weight_decay <= 10.0, "[sparse] weight_decay",
+         f"must be in [0, 10], got {sp.weight_decay}")
     need(0.0 < sp.holdout < 0.5, "[sparse] holdout", f"must be in (0, 0.5), got {sp.holdout}")
-    need(sp.prior_weight > 0, "[sparse] prior_weight", "must be > 0")
+    need(0.0 < sp.prior_weight <= 1e6, "[sparse] prior_weight",
+         f"must be in (0, 1e6], got {sp.prior_weight}")

@@ -5,12 +5,17 @@ scalars), raising IntegrityError naming where the value is wrong; ``dump`` gives
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from types import NoneType, UnionType
 from typing import Any
 
 from curindex.config import BuildConfig, config_from_dict
 from curindex.errors import IntegrityError
+
+# The string annotations of a class, evaluated once: evaluating them compiles each one, which
+# was most of the time a reader took to read a manifest.
+_type_hints = functools.cache(typing.get_type_hints)
 
 
 def load(tp: Any, value: Any, where: str) -> Any:
@@ -24,7 +29,7 @@ def load(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise IntegrityError(f"{where}: expected an object, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
+        hints = _type_hints(tp)
         fields = {f.name: f for f in dataclasses.fields(tp)}
         unknown = sorted(set(value) - set(fields))
         if unknown:

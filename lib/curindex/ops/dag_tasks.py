@@ -38,9 +38,29 @@ def spark_conf(config_path: str, overrides: dict[str, Any] | None = None) -> dic
     return conf
 
 
+def check_config(config_path: str, *, scorer: bool = True) -> dict[str, Any]:
+    """``curindex check`` of the config (`curindex.ops.check`): what passed and what could not
+    be checked here, logged and returned; CheckError (a ConfigError) listing every problem."""
+    from curindex.ops.check import check_build
+
+    report = check_build(config_path, scorer=scorer)
+    for line in report.checked:
+        log.info("ok: %s", line)
+    for line in report.notes:
+        log.info("note: %s", line)
+    report.raise_for_problems()
+    return report.to_dict()
+
+
 def is_committed(config_path: str, version: str) -> bool:
     """Whether ``version`` is committed in the config's store from this same config: its build
     stages are then no-ops. (From another config, the stages fail: versions are immutable.)"""
+    return committed_summary(config_path, version) is not None
+
+
+def committed_summary(config_path: str, version: str) -> dict[str, Any] | None:
+    """The build summary of ``version`` when it is committed in the config's store from this
+    same config (what the build task returns), else None."""
     from curindex.config import load_config
     from curindex.errors import StoreError
     from curindex.manifest import read_manifest
@@ -48,16 +68,66 @@ def is_committed(config_path: str, version: str) -> bool:
 
     cfg = load_config(config_path)
     try:
-        manifest = read_manifest(Store.open(cfg.store.uri), version)
+        store = Store.open(cfg.store.uri)
+        manifest = read_manifest(store, version)
     except StoreError:
-        return False
-    return manifest.config == cfg
+        return None
+    if manifest.config != cfg:
+        return None
+    return {"version": version, "store": store.uri, "items": manifest.counts.items,
+            "recall": dict(manifest.validation.recall), "already_committed": True}
 
 
-def publish_version(config_path: str, version: str) -> dict[str, Any]:
+def submit_env_vars(env_vars: dict[str, Any] | None, conf: dict[str, str]) -> dict[str, Any]:
+    """The environment a build task gives spark-submit: `env_vars` with Spark's logs at WARN
+    (``curindex.ops.submit.quiet_spark_env``), unless a log4j2 configuration is named already
+    in them, in this worker's environment or in the Spark settings."""
+    import os
+
+    from curindex.ops.submit import LOG4J_PROPERTY, quiet_spark_env
+
+    env = {str(k): str(v) for k, v in (env_vars or {}).items()}
+    named = (LOG4J_PROPERTY in env.get("SPARK_SUBMIT_OPTS", "") or
+             LOG4J_PROPERTY in os.environ.get("SPARK_SUBMIT_OPTS", "") or
+             any(LOG4J_PROPERTY in str(v) for v in conf.values()))
+    if named:
+        return env
+    if "SPARK_SUBMIT_OPTS" not in env and os.environ.get("SPARK_SUBMIT_OPTS"):
+        env["SPARK_SUBMIT_OPTS"] = os.environ["SPARK_SUBMIT_OPTS"]  # kept, with ours added
+    return quiet_spark_env(env)
+
+
+def failure_hook(context: Any, target: str) -> None:
+    """A failed run as one log line (run id, version, the failed task, the reason), then
+    `target` (``module:function``, empty: none) called with the Airflow context: the DAG's
+    ``on_failure_callback``. An error of the callable is logged, not raised (the run has
+    failed already)."""
+    import importlib
+
+    dag_run = context.get("dag_run")
+    version = (version_for_run(dag_run.logical_date, dag_run.run_id)
+               if dag_run is not None else None)
+    ti = context.get("ti") or context.get("task_instance")
+    log.error("curindex run failed: run %s, version %s, task %s: %s",
+              getattr(dag_run, "run_id", None), version, getattr(ti, "task_id", None),
+              context.get("reason"))
+    if not target:
+        return
+    module, _, name = target.partition(":")
+    try:
+        func = getattr(importlib.import_module(module), name)
+        func(context)
+    except Exception:
+        log.exception("CURINDEX_ON_FAILURE=%s failed", target)
+
+
+def publish_version(config_path: str, version: str, *,
+                    allow_scorer_change: bool = False) -> dict[str, Any]:
     """Publish a committed version into the config's store; returns what the asset event
     carries (store, version, recall). A version under its recall thresholds raises
-    :class:`curindex.errors.QualityGateError` naming the figures, and nothing is published."""
+    :class:`curindex.errors.QualityGateError` naming the figures, and one built with another
+    scorer than the current version's :class:`curindex.errors.ScorerChangeError` unless
+    `allow_scorer_change`; nothing is published then."""
     from curindex.config import load_config
     from curindex.manifest import read_manifest
     from curindex.ops.publish import publish_version as publish
@@ -71,7 +141,7 @@ def publish_version(config_path: str, version: str) -> dict[str, Any]:
         floor = floors.get(str(figure))
         log.info("version %s: %s = %.4f%s", version, figure.label, value,
                  "" if floor is None else f" (threshold {floor:.4f})")
-    publish(store, version)
+    publish(store, version, allow_scorer_change=allow_scorer_change)
     log.info("version %s is the current version of %s", version, store.uri)
     return {"store": store.uri, "version": version, "recall": recall}
 

@@ -299,7 +299,8 @@ def sample_cost(cfg: BuildConfig, *, n_q: int, bi: bool) -> SampleCost:
     sample scored at two query counts on one thread, as a task scores it."""
     import torch
 
-    from curindex.scoring.base import build_scorer, fingerprint_for, prepare_queries
+    from curindex.scoring.base import build_scorer, fingerprint_for, prepare_queries, scorer_errors
+    from curindex.scoring.device import driver_device
 
     items = sample_texts(cfg.items, role="items", n=SAMPLE_ITEMS)
     queries = sample_texts(cfg.queries, role="queries", n=min(n_q, MAX_SAMPLE_QUERIES))
@@ -309,19 +310,21 @@ def sample_cost(cfg: BuildConfig, *, n_q: int, bi: bool) -> SampleCost:
     try:
         t0 = time.perf_counter()
         fp = fingerprint_for(cfg.scorer)
+        scfg = dataclasses.replace(cfg.scorer, device=driver_device(cfg.scorer.device))
         scorer = build_scorer(dataclasses.replace(
-            cfg.scorer, batch_size=sample_batch(cfg.scorer.batch_size, len(items), cfg)), fp)
+            scfg, batch_size=sample_batch(cfg.scorer.batch_size, len(items), cfg)), fp)
         fixed = WORKER_START_S + time.perf_counter() - t0
-        prepared = prepare_queries(cfg.scorer, fp, queries)
+        prepared = prepare_queries(scfg, fp, queries)
         if prepared is not None:  # queries encoded once on the driver: part of the start
             scorer.load_queries(queries, prepared)  # type: ignore[attr-defined]
 
-        def timed(q: int) -> float:
+        def timed(q: int, n: int | None = None) -> float:
             t0 = time.perf_counter()
-            scorer.score_block(queries[:q], items)
+            with scorer_errors(cfg.scorer, where="the plan's sample"):
+                scorer.score_block(queries[:q], items[:n])
             return time.perf_counter() - t0
 
-        scorer.score_block(queries[:1], items[:2])  # warm
+        timed(1, 2)  # warm
         n = len(items)
         one, four = timed(1), timed(min(4, len(queries)))
         # The large sample: as many queries as SAMPLE_BUDGET_S allows at the rough pair cost
@@ -334,7 +337,7 @@ def sample_cost(cfg: BuildConfig, *, n_q: int, bi: bool) -> SampleCost:
         per_item = max(0.0, one / n - per_pair)
         if prepared is not None:
             t0 = time.perf_counter()
-            prepare_queries(cfg.scorer, fp, queries)
+            prepare_queries(scfg, fp, queries)
             fixed += (time.perf_counter() - t0) * n_q / len(queries)
         embed = _embed_seconds(items, cfg) if bi else 0.0
     finally:

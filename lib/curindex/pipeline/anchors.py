@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 
 from curindex.config import AnchorsConfig
 from curindex.errors import InputError
+from curindex.inputs.sources import anchor_count_problems
 from curindex.pipeline.files import parquet_bytes
 from curindex.store import FileEntry, Store
 
@@ -72,14 +73,9 @@ def choose_anchors(
     """
     n_real = cfg.n_queries - cfg.synthetic_queries  # anchor queries from the query source
     need_q = n_real + cfg.n_test
-    if n_queries < need_q:
-        synthetic = f" - {cfg.synthetic_queries} synthetic" if cfg.synthetic_queries else ""
-        raise InputError(
-            f"queries: {n_queries} queries, fewer than k_q{synthetic} + n_test = "
-            f"{cfg.n_queries}{synthetic} + {cfg.n_test} = {need_q}"
-        )
-    if n_items < cfg.n_items:
-        raise InputError(f"items: {n_items} items, fewer than k_i = {cfg.n_items} anchor items")
+    problems = anchor_count_problems(cfg, n_items=n_items, n_queries=n_queries)
+    if problems:
+        raise InputError(problems[0][1])
     q = seeded_sample(queries, need_q, seed=cfg.seed, salt="queries")
     if cfg.items == "kmeans":
         it = kmeans_items(items, cfg.n_items, seed=cfg.seed, n_items=n_items)

@@ -15,13 +15,16 @@ import os
 import re
 import secrets
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from curindex.errors import StoreError
 from curindex.kinds import scorerows
+from curindex.store.io import MAX_SMALL_JSON_BYTES, loads
 
 log = logging.getLogger("curindex.pipeline")
 
@@ -61,25 +64,38 @@ class ChunkWriter:
         self.fs, self.chunk, self.rows = fs, chunk, 0
         self.path = f"{directory}/{chunk_name(chunk)}"
         tmp_dir = f"{directory}/{TMP_DIR}"
-        fs.create_dir(tmp_dir, recursive=True)
         self.tmp = f"{tmp_dir}/chunk-{chunk:05d}.{_attempt_id()}-{secrets.token_hex(4)}.parquet"
-        self._out = fs.open_output_stream(self.tmp)
-        schema = schema or scorerows.arrow_schema(bi=bi)  # score rows unless told otherwise
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self._out, schema.with_metadata(stamp_metadata(stamp)) if stamp else schema)
+        self._writer: pq.ParquetWriter | None = None
+        with self._failing("create"):
+            fs.create_dir(tmp_dir, recursive=True)
+            self._out = fs.open_output_stream(self.tmp)
+            schema = schema or scorerows.arrow_schema(bi=bi)  # score rows unless told
+            self._writer = pq.ParquetWriter(
+                self._out, schema.with_metadata(stamp_metadata(stamp)) if stamp else schema)
+
+    @contextmanager
+    def _failing(self, what: str) -> Iterator[None]:
+        """A failed write (a full disk, a lost mount) as a StoreError naming the chunk."""
+        try:
+            yield
+        except OSError as e:
+            raise StoreError(f"score chunk {self.path}: cannot {what} it ({self.tmp}): "
+                             f"{e}") from e
 
     def write(self, batch: pa.RecordBatch) -> None:
         assert self._writer is not None, "chunk already committed or aborted"
-        self._writer.write_batch(batch)
+        with self._failing("write"):
+            self._writer.write_batch(batch)
         self.rows += batch.num_rows
 
     def commit(self) -> int:
         """Finish the file and move it into place; returns its row count."""
         assert self._writer is not None, "chunk already committed or aborted"
-        self._writer.close()
-        self._writer = None
-        self._out.close()
-        self.fs.move(self.tmp, self.path)  # atomic on a local filesystem and HDFS
+        with self._failing("write"):
+            self._writer.close()
+            self._writer = None
+            self._out.close()
+            self.fs.move(self.tmp, self.path)  # atomic on a local filesystem and HDFS
         return self.rows
 
     def abort(self) -> None:
@@ -112,9 +128,10 @@ def chunk_stamp(fs: pafs.FileSystem, path: str) -> dict[str, str] | None:
     with fs.open_input_file(path) as f:
         meta = pq.ParquetFile(f).schema_arrow.metadata or {}
     try:
-        return json.loads(meta[STAMP_KEY])
+        doc = loads(meta[STAMP_KEY])
     except (KeyError, ValueError):
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 def stale_chunks(fs: pafs.FileSystem, directory: str, stamp: dict[str, str]
@@ -182,11 +199,14 @@ def chunk_blocks(
 
 
 def read_meta(fs: pafs.FileSystem, root: str) -> dict | None:
+    """The folder's record, None when there is none or it is not one (the folder then
+    starts over)."""
     try:
         with fs.open_input_stream(f"{root}/{META_FILE}") as f:
-            return json.loads(f.read())
+            doc = loads(f.read(MAX_SMALL_JSON_BYTES + 1))
     except (OSError, ValueError):
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 def start_output(fs: pafs.FileSystem, root: str, meta: dict, *, resume: bool) -> dict[int, str]:
@@ -205,11 +225,14 @@ def start_output(fs: pafs.FileSystem, root: str, meta: dict, *, resume: bool) ->
                          "starting over", root, ", ".join(
                              k for k in sorted(meta) if old.get(k) != meta[k]))
             fs.delete_dir(root)
-    fs.create_dir(root, recursive=True)
     tmp = f"{root}/{META_FILE}.{secrets.token_hex(4)}.tmp"
-    with fs.open_output_stream(tmp) as out:
-        out.write(json.dumps(meta, indent=1, sort_keys=True).encode())
-    fs.move(tmp, f"{root}/{META_FILE}")
+    try:
+        fs.create_dir(root, recursive=True)
+        with fs.open_output_stream(tmp) as out:
+            out.write(json.dumps(meta, indent=1, sort_keys=True).encode())
+        fs.move(tmp, f"{root}/{META_FILE}")
+    except OSError as e:  # a full disk, a folder it may not write
+        raise StoreError(f"score folder {root}: cannot write {META_FILE}: {e}") from e
     return kept
 
 

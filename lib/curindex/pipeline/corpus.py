@@ -4,11 +4,11 @@ validate it.
 Sources: Parquet (a file or a folder), JSON lines, a BEIR folder (``corpus.jsonl`` for items,
 ``queries.jsonl`` for queries; ``_id``, ``title``, ``text``), or ``builtin:stdlib-docs`` (the
 demo corpus, see ``curindex.inputs.demo``). Texts of several columns are joined with the configured
-separator, skipping null or empty parts.
+separator, skipping null or blank parts (blank: only whitespace, Unicode's included).
 
 Validation (``check_texts``) raises InputError naming the source and the problem for: an empty
-table, a null id, a null or empty text, a duplicate id, and text that was not valid UTF-8
-(Spark decodes invalid bytes as U+FFFD, which is what is detected). Nothing is repaired
+table, a null id, a blank id, a null or blank text, a duplicate id, and text that was not valid
+UTF-8 (Spark decodes invalid bytes as U+FFFD, which is what is detected). Nothing is repaired
 silently.
 """
 
@@ -25,15 +25,15 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, BinaryType, MapType, StringType, StructType
 from pyspark.sql.utils import AnalysisException
 
 from curindex.config import BUILTIN_PREFIX, InputConfig
 from curindex.errors import InputError
+from curindex.inputs.sources import resolve_source
 
-BEIR_FILES = {"items": "corpus.jsonl", "queries": "queries.jsonl"}
 _EXAMPLES = 5
 
 
@@ -79,10 +79,16 @@ def read_texts(spark: SparkSession, cfg: InputConfig, *, role: str) -> DataFrame
     if isinstance(fields[id_col], ArrayType | MapType | StructType | BinaryType):
         raise InputError(f"{role} {path!r}: id column {id_col!r} holds "
                          f"{fields[id_col].simpleString()} values, not ids")
-    parts = [F.when(F.trim(F.col(c).cast(StringType())) != "", F.col(c).cast(StringType()))
+    parts = [F.when(~blank(F.col(c).cast(StringType())), F.col(c).cast(StringType()))
              for c in text_cols]
     text = F.concat_ws(cfg.text_separator, *parts) if len(parts) > 1 else parts[0]
     return df.select(F.col(id_col).cast(StringType()).alias("id"), text.alias("text"))
+
+
+def blank(column: Column) -> Column:
+    """Whether a string column holds only whitespace, Unicode's included (an id of U+3000
+    is as empty as one of spaces; Spark's `trim` strips ASCII spaces only)."""
+    return column.rlike(r"^\p{IsWhite_Space}*$")
 
 
 def input_digest(cfg: InputConfig, *, role: str) -> str:
@@ -131,18 +137,8 @@ def read_errors(role: str, source: str, fmt: str = "") -> Iterator[None]:
 
 def _resolve(cfg: InputConfig, role: str) -> tuple[str, str, str, list[str]]:
     """(format, path, id column, text columns) after format auto-detection."""
-    path, fmt = cfg.path, cfg.format
-    if fmt == "auto":
-        if os.path.isdir(path) and os.path.exists(os.path.join(path, BEIR_FILES[role])):
-            fmt = "beir"
-        elif path.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
-            fmt = "jsonl"
-        else:
-            fmt = "parquet"
-    if fmt == "beir":
-        text_cols = ["title", "text"] if role == "items" else ["text"]
-        return fmt, os.path.join(path, BEIR_FILES[role]), "_id", text_cols
-    return fmt, path, cfg.id_column, list(cfg.text_columns)
+    src = resolve_source(cfg, role=role)
+    return src.format, src.path, src.id_column, list(src.text_columns)
 
 
 def _builtin(spark: SparkSession, path: str, role: str) -> DataFrame:
@@ -169,10 +165,8 @@ def _check_texts(df: DataFrame, *, role: str, source: str) -> TextStats:
     agg = df.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.col("id").isNull().cast("long")).alias("null_ids"),
-        F.sum((F.trim(F.col("id")) == "").cast("long")).alias("empty_ids"),
-        F.sum((F.col("text").isNull() | (F.trim(F.col("text")) == "")).cast("long")).alias(
-            "empty"
-        ),
+        F.sum(blank(F.col("id")).cast("long")).alias("empty_ids"),
+        F.sum((F.col("text").isNull() | blank(F.col("text"))).cast("long")).alias("empty"),
         F.sum(F.col("text").contains("\ufffd").cast("long")).alias("bad_utf8"),
         F.max(F.length("text")).alias("max_chars"),
         F.avg(F.length("text")).alias("mean_chars"),
@@ -185,7 +179,7 @@ def _check_texts(df: DataFrame, *, role: str, source: str) -> TextStats:
         raise InputError(f"{role} {source!r}: {agg['empty_ids']} rows have an empty id (ids "
                          "name items in results and files: every one needs characters)")
     if agg["empty"]:
-        ex = _examples(df.where(F.col("text").isNull() | (F.trim(F.col("text")) == "")))
+        ex = _examples(df.where(F.col("text").isNull() | blank(F.col("text"))))
         raise InputError(f"{role} {source!r}: {agg['empty']} rows have null or empty text "
                          f"(ids: {ex})")
     if agg["bad_utf8"]:

@@ -2,13 +2,17 @@
 installed package; ``jobs/build_index.py`` is the same entry for a checkout).
 
     spark-submit [--master URL] .../curindex/pipeline/job.py --conf FILE [--version ID]
-        [--publish] [--base VERSION] [--stage STAGE] [--summary FILE]
+        [--publish [--allow-scorer-change]] [--base VERSION] [--stage STAGE] [--summary FILE]
 
 --base VERSION (an id or "current") builds incrementally on that version: its anchors and G are
 kept, only new and changed items are scored, and untouched shards are shared with it.
-Without --stage every stage runs in this one application; with it only that stage runs (it
-needs --version and the earlier stages' outputs), which is how the Airflow DAG runs a build.
-The JSON summary goes to --summary FILE when given, else to stdout; logs go to stderr.
+Without --stage every stage runs in this one application (resuming the stages an earlier
+attempt at the same --version completed); with it only that stage runs (it needs --version and
+the earlier stages' outputs), which is how the Airflow DAG's per-stage layout runs a build.
+The JSON summary (a stage's: its version and stage, and after commit the build's summary)
+goes to --summary FILE when given, else to stdout; logs go to stderr. A curindex error is
+printed as ``error: ...`` and recorded in the summary file as ``{"error": {"class",
+"message"}}``, and the job exits with 2.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from curindex.errors import CurIndexError
+from curindex.manifest import Manifest
 from curindex.pipeline.run import BuildResult, run_build, run_stage
 from curindex.pipeline.stages import STAGES
 
@@ -70,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", required=True, help="TOML build config")
     p.add_argument("--version", help="version id (default: UTC time + random suffix)")
     p.add_argument("--publish", action="store_true", help="point CURRENT at the new version")
+    p.add_argument("--allow-scorer-change", action="store_true",
+                   help="with --publish: even when the current version has another scorer")
     p.add_argument("--base", help="build incrementally on this version (an id or 'current'); "
                    "it must have been built with [index] keep_scores = true")
     p.add_argument("--stage", choices=list(STAGES), help="run only this stage (needs --version)")
@@ -100,11 +107,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.stage:
                 state = run_stage(spark, cfg, version=args.version, stage=args.stage,
                                   base=args.base)
-                doc = {"version": args.version, "stage": args.stage,
-                       "state": state.to_dict() if hasattr(state, "to_dict") else state}
+                # the commit stage's manifest as the build's summary; another stage's state
+                # (scores' progress, the plan) stays in the store, out of the task's log
+                doc = {"stage": args.stage, **summary(BuildResult(
+                    version=args.version, store_uri=cfg.store.uri,
+                    manifest=state if isinstance(state, Manifest) else None,
+                    published=False))}
             else:
                 doc = summary(run_build(spark, cfg, version=args.version,
-                                        publish=args.publish, base=args.base))
+                                        publish=args.publish, base=args.base,
+                                        allow_scorer_change=args.allow_scorer_change))
         finally:
             spark.stop()
     except CurIndexError as e:

@@ -30,13 +30,16 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pyarrow.fs as pafs
 from pyspark.sql import SparkSession
 
 from curindex.config import BuildConfig
 from curindex.errors import ConfigError
 from curindex.manifest import Manifest
 from curindex.ops.publish import publish_version
+from curindex.pipeline.chunks import open_dir
 from curindex.pipeline.context import BuildContext
+from curindex.pipeline.files import remove_work
 from curindex.pipeline.stages import STAGES
 from curindex.store import Lock, validate_version_id
 
@@ -71,6 +74,7 @@ def _run(ctx: BuildContext, stage: str, lock: Lock) -> dict | Manifest:
     committed = ctx.committed_manifest()
     if committed is not None:  # a re-run of a finished build: nothing to do, nothing to undo
         log.info("version %s is already committed: stage %s skipped", ctx.version, stage)
+        _remove_leftovers(ctx)
         return committed if stage == "commit" else {"skipped": "version already committed"}
     lock.check()  # a build whose lock was taken over (it stalled past its expiry) stops here
     ctx.store.record_build(ctx.version, ctx.work)
@@ -86,10 +90,23 @@ def _run(ctx: BuildContext, stage: str, lock: Lock) -> dict | Manifest:
     return result
 
 
+def _remove_leftovers(ctx: BuildContext) -> None:
+    """What the commit stage of an earlier attempt did not remove because it died after
+    writing the manifest: the work folder (every item's score rows) and the stage states."""
+    fs, path = open_dir(ctx.work)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        log.info("version %s: removing the work folder its committed build left: %s",
+                 ctx.version, ctx.work)
+        remove_work(ctx.spark, ctx.work)
+    ctx.store.forget_build(ctx.version)
+
+
 def run_build(spark: SparkSession, cfg: BuildConfig, *, version: str | None = None,
-              publish: bool = False, base: str | None = None) -> BuildResult:
-    """Build every stage of one version, then publish it when asked and it passed its gate.
-    With `base` (a version id or "current") the build is incremental on that version."""
+              publish: bool = False, base: str | None = None,
+              allow_scorer_change: bool = False) -> BuildResult:
+    """Build every stage of one version, then publish it when asked and it passed its gate
+    (and, unless `allow_scorer_change`, was built with the current version's scorer). With
+    `base` (a version id or "current") the build is incremental on that version."""
     version = validate_version_id(version or new_version_id())
     log.info("building version %s into %s%s", version, cfg.store.uri,
              f" (incremental on {base})" if base else "")
@@ -111,7 +128,7 @@ def run_build(spark: SparkSession, cfg: BuildConfig, *, version: str | None = No
             if isinstance(result, Manifest):
                 manifest = result
     if publish:
-        publish_version(ctx.store, version)
+        publish_version(ctx.store, version, allow_scorer_change=allow_scorer_change)
         log.info("published version %s", version)
     return BuildResult(version=version, store_uri=ctx.store.uri, manifest=manifest,
                        published=publish)

@@ -26,6 +26,7 @@ difference starts the folder over.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -98,12 +99,12 @@ def score_fn(
     n_q = len(queries)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from curindex.scoring.base import checked_scores, get_scorer, truncated_mask
+        from curindex.scoring import base
 
         _set_threads(scorer_cfg.threads)
         # No query to score against every item (a sparse build with pooled validation): the
         # rows carry texts and embeddings only, and no model is loaded.
-        scorer = get_scorer(scorer_cfg, fingerprint) if n_q else None
+        scorer = base.get_scorer(task_scorer_config(scorer_cfg), fingerprint) if n_q else None
         embedder = None
         if biencoder:
             from curindex.scoring.biencoder import get_biencoder
@@ -129,15 +130,18 @@ def score_fn(
                 ids = block.column("id").combine_chunks()
                 texts = block.column("text").to_pylist()
                 where = f"items {ids[0].as_py()!r}..{ids[-1].as_py()!r}"
-                scores = checked_scores(
-                    scorer.score_block(queries, texts), n_q, len(texts), where=where
-                ) if scorer is not None else np.zeros((0, len(texts)), np.float32)  # [n_q, n]
+                if scorer is not None:
+                    with base.scorer_errors(scorer_cfg, where=where):
+                        raw = scorer.score_block(queries, texts)
+                    scores = base.checked_scores(raw, n_q, len(texts), where=where)  # [n_q, n]
+                else:
+                    scores = np.zeros((0, len(texts)), np.float32)
                 columns = [
                     ids.cast(pa.string()),
                     block.column("shard").combine_chunks().cast(pa.int32()),
                     block.column("text").combine_chunks().cast(pa.string()),
-                    pa.array(truncated_mask(scorer, texts, role="item") if scorer is not None
-                             else np.zeros(len(texts), bool)),
+                    pa.array(base.truncated_mask(scorer, texts, role="item")
+                             if scorer is not None else np.zeros(len(texts), bool)),
                     scorerows.list_array(scores.T),  # one row per item
                 ]
                 if embedder is not None:
@@ -165,6 +169,26 @@ def _set_threads(threads: int) -> None:
         threads = int(ctx.cpus()) if ctx is not None else 1
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def task_scorer_config(cfg: ScorerConfig) -> ScorerConfig:
+    """`cfg` with ``device`` resolved for this Spark task: the GPU Spark assigned it (its
+    ``TaskContext.resources()["gpu"]``), never every GPU of the executor; the CPU for "auto"
+    when torch sees no GPU (`curindex.scoring.device.choose_device`)."""
+    import torch
+    from pyspark import TaskContext
+
+    from curindex.scoring.device import choose_device
+
+    ctx = TaskContext.get()
+    resources = ctx.resources() if ctx is not None else {}
+    gpus = resources["gpu"].addresses if "gpu" in resources else None
+    device = choose_device(cfg.device, gpus=gpus, cuda_count=torch.cuda.device_count())
+    if device.startswith("cuda") and not gpus and torch.cuda.device_count() > 1:
+        log.warning("score: Spark assigned this task no GPU; it uses %s. Set "
+                    "spark.executor.resource.gpu.amount and spark.task.resource.gpu.amount "
+                    "so that tasks spread over the GPUs", device)
+    return dataclasses.replace(cfg, device=device)
 
 
 @dataclass(frozen=True)
@@ -212,6 +236,7 @@ def score_items(
     chunk's metadata: chunks scored with another stamp are never kept.
     """
     from curindex.scoring.base import prepare_queries
+    from curindex.scoring.device import driver_device
 
     n_chunks = max(1, int(partitions))
     fs, root = open_dir(out_path)
@@ -237,7 +262,9 @@ def score_items(
     )
     prepared = None
     try:
-        state = prepare_queries(scorer_cfg, fingerprint, queries) if queries else None
+        # on the driver, whose GPUs (if any) are not the executors'
+        driver_cfg = dataclasses.replace(scorer_cfg, device=driver_device(scorer_cfg.device))
+        state = prepare_queries(driver_cfg, fingerprint, queries) if queries else None
         prepared = sc.broadcast(state) if state is not None else None
         rows = items.select("id", "text").withColumns(
             {"shard": shard_of("id", num_shards), "chunk": chunk_of("id", n_chunks)})

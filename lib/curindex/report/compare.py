@@ -24,9 +24,18 @@ def total_bytes(manifest: Manifest) -> int | None:
 
 def comparison(manifest: Manifest, previous: Manifest | None) -> dict[str, Any] | None:
     """This version against `previous` (None: nothing to compare with). Every "delta" is
-    now - then, None where either side is missing."""
+    now - then, None where either side is missing. Recall figures of two models say nothing
+    about each other: when `previous` was built with another scorer (fingerprint) the
+    comparison holds only the versions and why they are not compared (``comparable`` False)."""
     if previous is None:
         return None
+    if previous.scorer.fingerprint != manifest.scorer.fingerprint:
+        return {"previous_version": previous.version,
+                "previous_created_at": previous.created_at, "comparable": False,
+                "reason": f"the published version was built with another scorer "
+                          f"({previous.scorer.kind} {previous.scorer.fingerprint}; this "
+                          f"version: {manifest.scorer.kind} {manifest.scorer.fingerprint}): "
+                          "the recall of two models is not compared"}
     then_s, now_s = served_search(previous.search), served_search(manifest.search)
     then_r, now_r = previous.validation.recall, manifest.validation.recall
     names = sorted(set(then_r) | set(now_r), key=Figure.parse)
@@ -34,6 +43,7 @@ def comparison(manifest: Manifest, previous: Manifest | None) -> dict[str, Any] 
     return {
         "previous_version": previous.version,
         "previous_created_at": previous.created_at,
+        "comparable": True,
         "served": {"then": then_s["name"], "now": now_s["name"],
                    "then_budget": then_s["budget"], "now_budget": now_s["budget"],
                    "changed": _key(then_s) != _key(now_s)},

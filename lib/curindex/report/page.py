@@ -68,6 +68,10 @@ def comparison_html(c: dict[str, Any] | None) -> str:
     if c is None:
         return ('<section class="compare"><h2>Compared with the published version</h2>'
                 "<p>No published version to compare with.</p></section>")
+    if not c.get("comparable", True):
+        return ('<section class="compare"><h2>Compared with the published version</h2>'
+                f"<p>Not compared with published version {e(c['previous_version'])}: "
+                f"{e(c['reason'])}.</p></section>")
     served = c["served"]
     rows = [[head("served search"), cell(f"{served['then']} at budget {served['then_budget']}"),
              cell(f"{served['now']} at budget {served['now_budget']}"),

@@ -20,11 +20,16 @@ from curindex.report.fmt import (
 )
 
 
-def summary_table(manifest: Manifest, *, previous: Manifest | None = None) -> str:
+def summary_table(manifest: Manifest, *, previous: Manifest | None = None,
+                  recorded: dict[str, Any] | None = None) -> str:
     """Plain text: the version and its served search, the gate's verdict, the comparison with
     `previous` (the published version) when given, the served search's recall beside the
-    bi-encoder baseline's (and exact search's, and the thresholds), counts and timings."""
+    bi-encoder baseline's (and exact search's, and the thresholds), counts and timings.
+    `recorded`: the version's stored ``report.json``, whose comparison (made when it was
+    built, as its HTML page shows it) is printed instead."""
     f = report_figures(manifest, previous=previous)
+    if recorded is not None:
+        f["comparison"] = recorded.get("comparison")
     h, gate, search = f["headline"], f["gate"], f["search"]
     served = search["served"]
     lines = [
@@ -55,6 +60,8 @@ def summary_table(manifest: Manifest, *, previous: Manifest | None = None) -> st
 def _comparison_lines(c: dict[str, Any] | None) -> list[str]:
     if c is None:
         return ["no published version to compare with"]
+    if not c.get("comparable", True):
+        return [f"not compared with published version {c['previous_version']}: {c['reason']}"]
     s = c["served"]
     rows = [["served search", f"{s['then']} @{s['then_budget']}",
              f"{s['now']} @{s['now_budget']}", "changed" if s["changed"] else "unchanged"]]

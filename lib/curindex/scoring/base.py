@@ -14,14 +14,14 @@ import hashlib
 import importlib
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from curindex.config import ScorerConfig
-from curindex.errors import ScorerError
+from curindex.errors import CurIndexError, ScorerError
 from curindex.scoring.models import (
     cached_model_dir,
     default_minilm_path,
@@ -75,7 +75,8 @@ def localized(cfg: ScorerConfig) -> ScorerConfig:
 def fingerprint_for(cfg: ScorerConfig) -> str:
     """A digest of everything that determines the scores: the kind, the score-affecting
     settings, and the content of the model files (not their location, so the same weights in
-    another folder give the same fingerprint). Computed on the driver without loading a model.
+    another folder give the same fingerprint). Computed on the driver without loading a model;
+    a scorer that could not run (`check_positions`) has none: ScorerError.
     """
     h = hashlib.sha256()
     settings = {
@@ -93,10 +94,31 @@ def fingerprint_for(cfg: ScorerConfig) -> str:
         settings["revision"] = cfg.revision
     h.update(json.dumps(settings, sort_keys=True).encode())
     if d is not None:
+        check_positions(cfg, d)
         h.update(model_files_digest(d, what="[scorer] path").encode())
     if cfg.kind == "callable":
         h.update(_target_source_digest(cfg.target).encode())
     return "sha256:" + h.hexdigest()[:32]
+
+
+def check_positions(cfg: ScorerConfig, folder: Path) -> None:
+    """Raise ScorerError naming the setting when a token limit of `cfg` cannot fit the
+    model's position embeddings (``max_position_embeddings`` in its ``config.json``), which
+    would otherwise stop a build mid-score with a tensor size error. A model whose config
+    does not say is left to its loader."""
+    try:
+        doc = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        limit = int(doc["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for key, specials in KINDS[cfg.kind].positions:
+        value = getattr(cfg, key)
+        if value + specials > limit:
+            beside = f" with the pair's {specials} special tokens" if specials else ""
+            raise ScorerError(
+                f"[scorer] {key} = {value}{beside} does not fit the model's {limit} positions "
+                f"(max_position_embeddings in {folder / 'config.json'}): use at most "
+                f"{limit - specials}")
 
 
 def _target_source_digest(target: str) -> str:
@@ -148,17 +170,20 @@ def build_scorer(cfg: ScorerConfig, fingerprint: str | None = None) -> Scorer:
     return scorer
 
 
-# One scorer per Python worker process, keyed by fingerprint (Spark reuses Python workers
-# across tasks, so this survives from one task to the next).
-_CACHE: dict[str, Scorer] = {}
+# One scorer per Python worker process, keyed by fingerprint and device (Spark reuses Python
+# workers across tasks, so this survives from one task to the next; a later task may be
+# assigned another GPU).
+_CACHE: dict[tuple[str, str], Scorer] = {}
 
 
 def get_scorer(cfg: ScorerConfig, fingerprint: str) -> Scorer:
-    """The cached scorer of this process for `fingerprint`, built on first use."""
-    scorer = _CACHE.get(fingerprint)
+    """The cached scorer of this process for `fingerprint` on ``cfg.device``, built on first
+    use."""
+    key = (fingerprint, cfg.device)
+    scorer = _CACHE.get(key)
     if scorer is None:
         scorer = build_scorer(cfg, fingerprint)
-        _CACHE[fingerprint] = scorer
+        _CACHE[key] = scorer
     return scorer
 
 
@@ -168,6 +193,20 @@ def prepare_queries(cfg: ScorerConfig, fingerprint: str, queries: Sequence[str])
     if not KINDS[cfg.kind].encodes_queries:
         return None
     return build_scorer(cfg, fingerprint).prepare_queries(queries)  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def scorer_errors(cfg: ScorerConfig, *, where: str) -> Iterator[None]:
+    """Report a scorer's own failure inside the block (any exception but a curindex error:
+    a bug in a user's scorer, a model that cannot take the input) as a ScorerError naming
+    the scorer and `where`, so a build stopped by it exits as a bad scorer, not a crash."""
+    try:
+        yield
+    except CurIndexError:
+        raise
+    except Exception as e:
+        name = f"target {cfg.target!r}" if cfg.kind == "callable" else f"kind {cfg.kind!r}"
+        raise ScorerError(f"[scorer] {name} failed on {where}: {type(e).__name__}: {e}") from e
 
 
 def checked_scores(scores: object, n_queries: int, n_items: int, *, where: str) -> np.ndarray:

@@ -113,11 +113,32 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, torch.nn.Module, bo
     if model is None:  # not a BERT checkpoint curindex reads: transformers loads it
         from transformers import AutoModel
 
-        quiet_transformers()
-        model = AutoModel.from_pretrained(str(path), local_files_only=True,
-                                          dtype=torch.float32).eval()
+        model = complete_model(AutoModel, path, what="a text encoder")
     fused = is_plain_bert(model)
     return model, (BertTokensForward(model) if fused else model), fused
+
+
+def complete_model(auto_class: type, path: str | Path, *, what: str) -> torch.nn.Module:
+    """``auto_class.from_pretrained(path)`` from local files, float32, eval mode, refused with
+    a ScorerError naming the parameters the checkpoint does not provide: transformers would
+    initialise them at random ("newly initialized") and every score would be noise. A
+    bi-encoder's folder read as a cross-encoder is the usual case (no classification head)."""
+    quiet_transformers()
+    model, info = auto_class.from_pretrained(str(path), local_files_only=True,
+                                             dtype=torch.float32, output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or ())
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k)
+                        for k in info.get("mismatched_keys") or ())
+    if missing or mismatched:
+        names = missing + mismatched
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        raise ScorerError(
+            f"[scorer] path {str(path)!r}: the checkpoint does not provide every weight of "
+            f"{what} ({type(model).__name__}): {shown} would be initialised at random. "
+            "Point [scorer] path at a checkpoint trained for this kind (a cross-encoder needs "
+            "a sequence-classification head; a bi-encoder such as all-MiniLM-L6-v2 is the "
+            "maxsim-minilm kind)")
+    return model.eval()
 
 
 def quiet_transformers() -> None:
@@ -281,6 +302,8 @@ class BertClsForward(torch.nn.Module):
         attn_mask = None if mask is None else mask[:, None, None, :].bool()
         for layer in self.layers:
             h = layer(h, attn_mask)
+        # the [CLS]-only last layer may run in a wider type than the others (fp16 on a GPU)
+        h = h.to(self.last.value_b.dtype)
         cls = self.last(h, None if mask is None else mask.bool())  # [n, hidden]
         return self.classifier(self.pooler(cls[:, None]))
 

@@ -19,8 +19,14 @@ compute matters more than how: little padding and no keys and values for the las
 ``options.precision``: ``fp32`` (default); ``int8`` (the encoder layers' Linear layers with
 int8 weights and dynamically quantised int8 activations, the [CLS] row in float: the fast path
 on x86 CPUs, see `Int8Linear`); ``bf16`` (for CPUs with native bf16, AVX512-BF16 or AMX; slower
-than fp32 on others). Both change the scores slightly and, like every option, the scorer
-fingerprint.
+than fp32 on others); ``fp16`` (half precision: the default on a GPU, see
+``[scorer] device`` and `curindex.scoring.device`). Each changes the scores slightly; set
+explicitly, like every option, it changes the scorer fingerprint (the device does not: fp16 on
+a GPU ranks as fp32 does within the tolerance the int8 path meets).
+
+Weights: a checkpoint that does not provide every parameter of the model (a bi-encoder's
+folder has no classification head, which transformers would initialise at random) is refused
+with a ScorerError naming the missing parameters (`bert.complete_model`).
 
 Truncation: a query keeps at most ``max_query_tokens`` content tokens; the item gets the rest of
 ``max_query_tokens + max_item_tokens`` (and of the model's own maximum length), special tokens
@@ -32,6 +38,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,31 +47,44 @@ import torch.nn.functional as F
 from curindex.config import ScorerConfig
 from curindex.errors import ScorerError
 from curindex.scoring import bert
+from curindex.scoring.device import check_precision, choose_device, default_precision
 from curindex.scoring.tokens import load_tokenizer
 
-PRECISIONS = ("fp32", "int8", "bf16")
+PRECISIONS = ("fp32", "int8", "bf16", "fp16")
+
+
+class PairTokens(NamedTuple):
+    """The token ids of a block's queries and items after truncation."""
+
+    q_ids: np.ndarray  # [n_q, w] query token ids, padded
+    q_len: np.ndarray  # [n_q] query tokens kept
+    i_ids: np.ndarray  # [n_i, w'] item token ids, padded
+    i_len: np.ndarray  # [n_i] item tokens, at most the model's length
+    budget: np.ndarray  # [n_q] item tokens a pair with each query keeps at most
 
 
 class CrossEncoderScorer:
     def __init__(self, cfg: ScorerConfig, *, fingerprint: str) -> None:
         self.fingerprint = fingerprint
         self.cfg = cfg
-        self.precision = precision_option(cfg)
+        self.device = torch.device(torch_device(cfg.device))
+        self.precision = precision_option(cfg, self.device.type)
         try:
             self.tokenizer = load_tokenizer(cfg.path)
             model = bert.load_bert(cfg.path, classifier=True)
             if model is None:  # not a BERT checkpoint it reads: transformers loads it
                 from transformers import AutoModelForSequenceClassification
 
-                bert.quiet_transformers()
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    cfg.path, local_files_only=True, dtype=torch.float32
-                ).eval()
+                model = bert.complete_model(AutoModelForSequenceClassification, cfg.path,
+                                            what="a sequence classifier (cross-encoder)")
         except (OSError, ValueError) as e:
             raise ScorerError(f"[scorer] path {cfg.path!r}: cannot load a model: {e}") from e
         n_labels = model.config.num_labels
         if "label_index" in cfg.options:
             self.label = int(cfg.options["label_index"])
+            if not 0 <= self.label < n_labels:
+                raise ScorerError(f"[scorer] options.label_index = {self.label}: the model at "
+                                  f"{cfg.path!r} has {n_labels} labels (0 to {n_labels - 1})")
         elif n_labels == 1:
             self.label = 0
         else:
@@ -76,6 +96,13 @@ class CrossEncoderScorer:
         model_max = int(getattr(model.config, "max_position_embeddings", 512))
         self.max_len = min(model_max, self.tokenizer.model_max_length,
                            cfg.max_query_tokens + cfg.max_item_tokens)
+        if cfg.max_query_tokens + self.n_special > min(model_max,
+                                                       self.tokenizer.model_max_length):
+            # a longer query would not fit the pair: the forward pass would fail mid-build
+            raise ScorerError(
+                f"[scorer] max_query_tokens = {cfg.max_query_tokens} with the pair's "
+                f"{self.n_special} special tokens does not fit the model's "
+                f"{min(model_max, self.tokenizer.model_max_length)} positions ({cfg.path!r})")
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.uses_types = self.tokenizer.uses_types
         self.cls_only = bert.is_plain_bert(model)
@@ -85,6 +112,7 @@ class CrossEncoderScorer:
         self.cls_forward = (
             with_precision(bert.BertClsForward(model), self.precision) if self.cls_only else None
         )
+        (self.cls_forward if self.cls_only else self.model).to(self.device)
 
     def _template(self) -> None:
         """Learn where the special tokens go around a pair from one probe pair."""
@@ -119,50 +147,62 @@ class CrossEncoderScorer:
         n_q, n_i = len(queries), len(items)
         if n_q == 0 or n_i == 0:
             return np.zeros((n_q, n_i), dtype=np.float32)
-        plan = self._plan(self._content(queries), self._content(items))
-        q_len, i_kept = plan[1], plan[3]
-        lengths = (self.n_special + q_len[:, None] + i_kept).reshape(-1)  # query-major
+        tokens = self._plan(self._content(queries), self._content(items))
+        qs, its = np.divmod(np.arange(n_q * n_i), n_i)  # query-major
+        return self._score(qs, its, tokens).reshape(n_q, n_i)
+
+    @torch.inference_mode()
+    def score_pairs(self, queries: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        """Scores of the aligned pairs ``(queries[j], items[j])``: float32 [len(queries)].
+
+        Each distinct text is tokenised once, and pairs of different queries share forward
+        batches, sorted by length as in `score_block` (a batch of queries costs what their
+        pairs cost, not one padded block per query). ValueError when the lengths differ."""
+        if len(queries) != len(items):
+            raise ValueError(f"{len(queries)} queries and {len(items)} items do not pair up")
+        if not len(queries):
+            return np.zeros(0, dtype=np.float32)
+        q_texts, qs = _distinct(queries)
+        i_texts, its = _distinct(items)
+        return self._score(qs, its, self._plan(self._content(q_texts), self._content(i_texts)))
+
+    def _score(self, qs: np.ndarray, its: np.ndarray, tokens: PairTokens) -> np.ndarray:
+        """Scores of the pairs (query qs[j], item its[j]) of `tokens`: float32 [len(qs)]."""
+        lengths = self.n_special + tokens.q_len[qs] + _kept(tokens, qs, its)
         # Longest first: the first batch allocates the largest activations, and the later ones
         # reuse that memory from the heap. Growing batches would each get fresh pages from the
         # OS (above glibc's mmap threshold), which costs several percent of the forward time.
         order = np.argsort(-lengths, kind="stable")
-        out = np.empty(n_q * n_i, dtype=np.float32)
+        out = np.empty(len(qs), dtype=np.float32)
 
         def run(idx: np.ndarray) -> None:
-            out[idx] = self._logits(*self._batch(idx // n_i, idx % n_i, *plan)).numpy()
+            out[idx] = self._logits(*self._batch(qs[idx], its[idx], tokens)).cpu().numpy()
 
         batches = [order[s : s + self.cfg.batch_size]
                    for s in range(0, len(order), self.cfg.batch_size)]
-        in_streams(run, batches, torch.get_num_threads())
-        return out.reshape(n_q, n_i)
+        # a GPU runs one batch at a time (its streams are not CPU cores)
+        in_streams(run, batches, 1 if self.device.type == "cuda" else torch.get_num_threads())
+        return out
 
-    def _plan(
-        self, q_tok: list[list[int]], i_tok: list[list[int]]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Query token ids [n_q, w] and lengths [n_q] after truncation, item token ids
-        [n_i, w'], and the item tokens each pair keeps [n_q, n_i]."""
+    def _plan(self, q_tok: list[list[int]], i_tok: list[list[int]]) -> PairTokens:
+        """The queries' and items' token ids after truncation (see `PairTokens`)."""
         q_tok = [t[: self.cfg.max_query_tokens] for t in q_tok]
         i_tok = [t[: self.max_len] for t in i_tok]
         q_len = np.array([len(t) for t in q_tok], dtype=np.int64)
         i_len = np.array([len(t) for t in i_tok], dtype=np.int64)
         budget = np.maximum(0, self.max_len - self.n_special - q_len)  # item tokens per query
-        i_kept = np.minimum(i_len[None, :], budget[:, None])
-        return _padded(q_tok, self.pad_id), q_len, _padded(i_tok, self.pad_id), i_kept
+        return PairTokens(_padded(q_tok, self.pad_id), q_len, _padded(i_tok, self.pad_id), i_len,
+                          budget)
 
     def _batch(
-        self,
-        qs: np.ndarray,
-        its: np.ndarray,
-        q_ids: np.ndarray,
-        q_len: np.ndarray,
-        i_ids: np.ndarray,
-        i_kept: np.ndarray,
+        self, qs: np.ndarray, its: np.ndarray, tokens: PairTokens
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Padded input ids, token types and attention mask of the pairs (qs[r], its[r]),
         filled segment by segment with numpy rather than pair by pair in Python."""
+        q_ids, i_ids = tokens.q_ids, tokens.i_ids
         pre, mid, post = (np.asarray(t, dtype=np.int64) for t in self.t_ids)
         tp, tq, tm, ti, tpost = self.t_types
-        lq, li = q_len[qs], i_kept[qs, its]
+        lq, li = tokens.q_len[qs], _kept(tokens, qs, its)
         q0 = np.full_like(lq, len(pre))
         m0 = q0 + lq
         i0 = m0 + len(mid)
@@ -189,8 +229,10 @@ class CrossEncoderScorer:
 
     def _logits(self, ids: np.ndarray, types: np.ndarray, mask: np.ndarray) -> torch.Tensor:
         """The relevance logit of each row of a batch, float32."""
-        ids_t, types_t = torch.from_numpy(ids), torch.from_numpy(types)
-        mask_t = None if mask.all() else torch.from_numpy(mask)  # equal lengths: no masking
+        ids_t, types_t = torch.from_numpy(ids).to(self.device), torch.from_numpy(types).to(
+            self.device)
+        # equal lengths: no masking
+        mask_t = None if mask.all() else torch.from_numpy(mask).to(self.device)
         if self.cls_only:
             logits = self.cls_forward(ids_t, types_t, mask_t)
         else:
@@ -233,14 +275,22 @@ def in_streams(run: Callable[[np.ndarray], None], batches: list[np.ndarray], thr
         torch.set_num_threads(threads)
 
 
-def precision_option(cfg: ScorerConfig) -> str:
-    """The `options.precision` of a scorer config, validated."""
-    precision = cfg.options.get("precision", "fp32")
+def precision_option(cfg: ScorerConfig, device: str = "cpu") -> str:
+    """The `options.precision` of a scorer config, validated for `device` (a torch device
+    type); unset, fp32 on a CPU and fp16 on a GPU (``curindex.scoring.device``)."""
+    precision = cfg.options.get("precision", default_precision(device))
     if precision not in PRECISIONS:
         raise ScorerError(
             f"[scorer] options.precision: {precision!r} is not one of {', '.join(PRECISIONS)}"
         )
+    check_precision(precision, device)
     return precision
+
+
+def torch_device(setting: str) -> str:
+    """`setting` (``[scorer] device``, or the device a Spark task resolved) as a torch device
+    string, for this process's GPUs (``curindex.scoring.device.choose_device``)."""
+    return choose_device(setting, gpus=None, cuda_count=torch.cuda.device_count())
 
 
 def with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
@@ -250,6 +300,12 @@ def with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     (it runs on one row per pair) and every int8 Linear computes the [CLS] row in float."""
     if precision == "bf16":
         return model.to(torch.bfloat16)
+    if precision == "fp16":
+        if isinstance(model, bert.BertClsForward):  # as for int8: the [CLS] row in float32
+            model.embeddings.half()
+            model.layers.half()
+            return model
+        return model.to(torch.float16)
     if precision == "int8":
         cls_first = isinstance(model, bert.BertClsForward)
         if isinstance(model, bert.BertClsForward | bert.BertTokensForward):
@@ -302,6 +358,19 @@ class Int8Linear(torch.nn.Module):
         if self.float_first_row:
             y[:, 0] = F.linear(x[:, 0], self.weight, self.bias)
         return y
+
+
+def _kept(tokens: PairTokens, qs: np.ndarray, its: np.ndarray) -> np.ndarray:
+    """The item tokens each pair (qs[r], its[r]) keeps: [len(qs)]."""
+    return np.minimum(tokens.i_len[its], tokens.budget[qs])
+
+
+def _distinct(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The distinct texts, first seen first, and each text's place among them."""
+    at: dict[str, int] = {}
+    where = np.fromiter((at.setdefault(t, len(at)) for t in texts), dtype=np.int64,
+                        count=len(texts))
+    return list(at), where
 
 
 def _padded(tokens: list[list[int]], pad: int) -> np.ndarray:

@@ -7,18 +7,21 @@ most `max_query_tokens`, items at most `max_item_tokens` tokens (special tokens 
 Each text is tokenised and encoded once; encoder batches are sorted by token length so they
 carry little padding. BERT encoders (all-MiniLM-L6-v2 among them) are read by `bert.load_bert`,
 without transformers' model classes, and run `BertTokensForward`. Query token embeddings are
-kept per worker (cached by text, or handed over whole with `load_queries`, which the build uses
-to encode them once on the driver and broadcast them), unpadded: one [query tokens, dim] matrix
-for all queries. A block's scores come from one matrix product per chunk of length-sorted
-items, so neither side pays for padding in the product.
+kept per worker (the latest QUERY_CACHE_SIZE cached by text, or handed over whole with
+`load_queries`, which the build uses to encode them once on the driver and broadcast them),
+unpadded: one [query tokens, dim] matrix for all queries. A block's scores come from one matrix
+product per chunk of length-sorted items, so neither side pays for padding in the product.
+`score_pairs` scores aligned pairs of many queries, encoding each distinct item once.
 
-``options.precision``: ``fp32`` (default), ``int8`` (dynamic int8 quantisation of the
-encoder's Linear layers) or ``bf16``, as for the cross-encoder; the similarity product itself is
-always fp32.
+``options.precision``: ``fp32`` (the default on a CPU), ``int8`` (dynamic int8 quantisation of
+the encoder's Linear layers), ``bf16`` or ``fp16`` (the default on a GPU), as for the
+cross-encoder; the similarity product itself is always fp32, on the CPU. ``[scorer] device``
+places the encoder (`curindex.scoring.device`).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,12 +29,14 @@ import torch
 
 from curindex.config import ScorerConfig
 from curindex.scoring import bert
-from curindex.scoring.cross_encoder import precision_option, with_precision
+from curindex.scoring.cross_encoder import precision_option, torch_device, with_precision
 from curindex.scoring.models import default_minilm_path
 from curindex.scoring.tokens import encoded_lengths, load_tokenizer
 
 # Bound on the similarity chunk [query tokens, item tokens] in floats (256 MB).
 _SIM_CHUNK_FLOATS = 1 << 26
+# Queries encoded on demand that are kept (at most ~50 KB each: 32 tokens x 384 floats).
+QUERY_CACHE_SIZE = 1024
 
 
 class MaxSimScorer:
@@ -45,13 +50,18 @@ class MaxSimScorer:
         # BERT encoders run `BertTokensForward` (fused query/key/value); others their own forward
         model, encoder, self.fused = bert.load_encoder(path)
         self.dim = int(model.config.hidden_size)
-        self.encoder = with_precision(encoder, precision_option(cfg))
+        self.device = torch.device(torch_device(cfg.device))
+        self.encoder = with_precision(encoder, precision_option(cfg, self.device.type))
+        self.encoder.to(self.device)
         tok = self.tokenizer
         # Only [CLS], [SEP] and padding are dropped; [UNK] carries content.
         special = (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id)
         self._special = np.array(sorted({t for t in special if t is not None}), dtype=np.int64)
         self.pad_id = tok.pad_token_id or 0
-        self._query_cache: dict[str, torch.Tensor] = {}  # text -> [tokens, dim], normalised
+        # text -> [tokens, dim], normalised: the queries given by `load_queries` (kept), and the
+        # latest QUERY_CACHE_SIZE others (a long-running reader sees unbounded distinct queries)
+        self._query_cache: dict[str, torch.Tensor] = {}
+        self._recent: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def truncated(self, texts: Sequence[str], *, role: str) -> np.ndarray:
         limit = self.cfg.max_query_tokens if role == "query" else self.cfg.max_item_tokens
@@ -71,7 +81,8 @@ class MaxSimScorer:
                 ids[row, : len(tokens[i])] = tokens[i]
             mask = np.arange(width)[None, :] < np.array([len(tokens[i]) for i in idx])[:, None]
             # a batch of equal lengths runs without a mask
-            hidden = self._hidden(ids, None if mask.all() else mask).float()  # [b, t, dim]
+            # [b, t, dim]; the similarities are computed on the CPU, in float32
+            hidden = self._hidden(ids, None if mask.all() else mask).float().cpu()
             hidden = torch.nn.functional.normalize(hidden, dim=-1)
             keep = mask & ~np.isin(ids, self._special)
             for row, i in enumerate(idx):
@@ -79,12 +90,13 @@ class MaxSimScorer:
         return result
 
     def _hidden(self, ids: np.ndarray, mask: np.ndarray | None) -> torch.Tensor:
-        ids_t = torch.from_numpy(ids)
+        ids_t = torch.from_numpy(ids).to(self.device)
         if self.fused:
-            return self.encoder(ids_t, None if mask is None else torch.from_numpy(mask))
+            return self.encoder(ids_t, None if mask is None else
+                                torch.from_numpy(mask).to(self.device))
         inputs = {"input_ids": ids_t}
         if mask is not None:
-            inputs["attention_mask"] = torch.from_numpy(mask.astype(np.int64))
+            inputs["attention_mask"] = torch.from_numpy(mask.astype(np.int64)).to(self.device)
         return self.encoder(**inputs).last_hidden_state
 
     def prepare_queries(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -100,25 +112,65 @@ class MaxSimScorer:
         parts = torch.from_numpy(flat).split(counts.tolist())
         self._query_cache.update(zip(queries, parts, strict=True))
 
+    def _query_embs(self, queries: Sequence[str]) -> list[torch.Tensor]:
+        """The token embeddings [tokens, dim] of each query: cached, or encoded (in one pass)."""
+        known = {q: e for q in dict.fromkeys(queries)
+                 if (e := self._query_cache.get(q, self._recent.get(q))) is not None}
+        missing = [q for q in dict.fromkeys(queries) if q not in known]
+        if missing:
+            known.update(zip(missing, self.encode(missing, self.cfg.max_query_tokens),
+                             strict=True))
+        for q in dict.fromkeys(queries):
+            if q not in self._query_cache:
+                self._recent[q] = known[q]
+                self._recent.move_to_end(q)
+        while len(self._recent) > QUERY_CACHE_SIZE:
+            self._recent.popitem(last=False)
+        return [known[q] for q in queries]
+
     def _queries(self, queries: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """All query tokens [tokens, dim] and the query each token belongs to [tokens]."""
-        missing = [q for q in dict.fromkeys(queries) if q not in self._query_cache]
-        if missing:
-            embs = self.encode(missing, self.cfg.max_query_tokens)
-            self._query_cache.update(zip(missing, embs, strict=True))
-        embs = [self._query_cache[q] for q in queries]
+        embs = self._query_embs(queries)
         counts = torch.tensor([e.shape[0] for e in embs])
         return torch.cat(embs), torch.repeat_interleave(torch.arange(len(queries)), counts)
 
     @torch.inference_mode()
     def score_block(self, queries: Sequence[str], items: Sequence[str]) -> np.ndarray:
         n_q, n_i = len(queries), len(items)
-        scores = np.zeros((n_q, n_i), dtype=np.float32)
         if n_q == 0 or n_i == 0:
-            return scores
+            return np.zeros((n_q, n_i), dtype=np.float32)
         q_flat, owner = self._queries(queries)  # [tq, d], [tq]
+        return self._scores(q_flat, owner, n_q, self.encode(items, self.cfg.max_item_tokens))
+
+    @torch.inference_mode()
+    def score_pairs(self, queries: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        """Scores of the aligned pairs ``(queries[j], items[j])``: float32 [len(queries)].
+
+        Each distinct text is encoded once (an item that several queries retrieved costs one
+        encoding), then each query is scored against its items as `score_block` would.
+        ValueError when the lengths differ."""
+        if len(queries) != len(items):
+            raise ValueError(f"{len(queries)} queries and {len(items)} items do not pair up")
+        out = np.zeros(len(queries), dtype=np.float32)
+        if not len(queries):
+            return out
+        i_texts = list(dict.fromkeys(items))
+        embs = dict(zip(i_texts, self.encode(i_texts, self.cfg.max_item_tokens), strict=True))
+        rows: dict[str, list[int]] = {}
+        for j, q in enumerate(queries):
+            rows.setdefault(q, []).append(j)
+        for js, q_emb in zip(rows.values(), self._query_embs(list(rows)), strict=True):
+            owner = torch.zeros(q_emb.shape[0], dtype=torch.long)
+            out[js] = self._scores(q_emb, owner, 1, [embs[items[j]] for j in js])[0]
+        return out
+
+    def _scores(self, q_flat: torch.Tensor, owner: torch.Tensor, n_q: int,
+                item_embs: list[torch.Tensor]) -> np.ndarray:
+        """MaxSim of n_q queries (their tokens [tq, d], the query of each token [tq]) with
+        encoded items ([tokens, d] each): float32 [n_q, len(item_embs)]."""
+        n_i = len(item_embs)
+        scores = np.zeros((n_q, n_i), dtype=np.float32)
         q_counts = torch.bincount(owner, minlength=n_q).clamp(min=1).float()
-        item_embs = self.encode(items, self.cfg.max_item_tokens)
         lengths = np.array([e.shape[0] for e in item_embs])
         order = np.argsort(lengths, kind="stable")
         limit = max(1, _SIM_CHUNK_FLOATS // max(1, q_flat.shape[0]))

@@ -21,18 +21,19 @@ def choice(*allowed: str) -> OptionCheck:
     return check
 
 
-def integer(minimum: int) -> OptionCheck:
+def integer(minimum: int, maximum: int) -> OptionCheck:
+    """An integer option in [minimum, maximum] (bounded: a scorer allocates or seeds with it)."""
     def check(value: str) -> str | None:
         try:
-            ok = int(value) >= minimum
+            ok = len(value) <= 24 and minimum <= int(value) <= maximum
         except ValueError:
             ok = False
-        return None if ok else f"must be an integer >= {minimum}"
+        return None if ok else f"must be an integer in [{minimum:,}, {maximum:,}]"
 
     return check
 
 
-PRECISION = choice("fp32", "int8", "bf16")
+PRECISION = choice("fp32", "int8", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,24 @@ class Kind:
     encodes_queries: bool = False
     # reads a model directory (its files enter the fingerprint)
     reads_model: bool = False
+    # (setting, special tokens beside it) that must fit the model's position embeddings
+    positions: tuple[tuple[str, int], ...] = ()
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
+    # maxsim's limits count the special tokens; a cross-encoder's pair holds the query, at
+    # least two special tokens, and as much of the item as the positions left allow
     Kind("maxsim-minilm", "curindex.scoring.maxsim:MaxSimScorer", "optional",
-         {"precision": PRECISION}, encodes_queries=True, reads_model=True),
+         {"precision": PRECISION}, encodes_queries=True, reads_model=True,
+         positions=(("max_query_tokens", 0), ("max_item_tokens", 0))),
     Kind("cross-encoder", "curindex.scoring.cross_encoder:CrossEncoderScorer", "required",
-         {"precision": PRECISION, "label_index": integer(0)}, reads_model=True),
+         {"precision": PRECISION, "label_index": integer(0, 1 << 16)}, reads_model=True,
+         positions=(("max_query_tokens", 2),)),
+    # The toy's embedding table is vocab x dim float64: at most 2 GB (a vocab of 2e9 once
+    # had a reader allocate 256 GB).
     Kind("toy", "curindex.scoring.toy:ToyScorer", "unused",
-         {"dim": integer(1), "vocab": integer(1), "seed": integer(0)}),
+         {"dim": integer(1, 256), "vocab": integer(1, 1 << 20),
+          "seed": integer(0, 2**63 - 1)}),
     Kind("callable", "", "optional", None),
 )}
 

@@ -1,6 +1,7 @@
-"""Query time: the Searcher over a published version (``searcher``), the search methods, pure
-numpy (``methods``), a version's shards opened for reading (``reader``), and the faiss
-shard layout (``shardindex``).
+"""Query time: the Searcher over a store's serving version, refreshed as the store publishes
+(``searcher``; ``follow`` polls CURRENT), one version opened for search (``version``), which
+scorer a manifest may name (``trust``), the search methods, pure numpy (``methods``), a
+version's shards opened for reading (``reader``), and the faiss shard layout (``shardindex``).
 
 ``from curindex.search import Searcher`` imports the Searcher on first use, so that importing
 ``curindex.search.methods`` does not load faiss and torch.
@@ -15,14 +16,15 @@ if TYPE_CHECKING:
     from curindex.search.searcher import (
         DEFAULT_MAX_BUDGET,
         LEGACY_SEARCH,
+        OpenVersion,
         Searcher,
         SearchResult,
         trusted_scorer_config,
     )
 
-_LAZY = ("DEFAULT_MAX_BUDGET", "LEGACY_SEARCH", "SearchResult", "Searcher",
+_LAZY = ("DEFAULT_MAX_BUDGET", "LEGACY_SEARCH", "OpenVersion", "SearchResult", "Searcher",
          "trusted_scorer_config")
-__all__ = ["DEFAULT_MAX_BUDGET", "LEGACY_SEARCH", "SearchResult", "Searcher",
+__all__ = ["DEFAULT_MAX_BUDGET", "LEGACY_SEARCH", "OpenVersion", "SearchResult", "Searcher",
            "trusted_scorer_config"]
 
 

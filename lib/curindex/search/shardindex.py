@@ -9,7 +9,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from curindex.errors import ConfigError, StoreError
+from curindex.errors import ConfigError, IntegrityError
 
 LABEL_SHIFT = 40  # up to 2^40 items per shard, 2^23 shards
 # The segments of the extra index a shard can carry beside its item vectors, same labels, in
@@ -63,6 +63,26 @@ def split_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(shard, row) of each faiss label."""
     labels = np.asarray(labels, dtype=np.int64)
     return labels >> LABEL_SHIFT, labels & ((1 << LABEL_SHIFT) - 1)
+
+
+def bad_label(labels: np.ndarray, sizes: dict[int, int]) -> int | None:
+    """The first of `labels` that names no row of the shards (`sizes`: shard number -> its
+    row count), or None: a label read from a file must be checked before it indexes a
+    shard's id map."""
+    labels = np.asarray(labels, dtype=np.int64)
+    shard, row = split_labels(labels)
+    numbers = np.array(sorted(sizes), dtype=np.int64)
+    counts = np.array([sizes[n] for n in sorted(sizes)], dtype=np.int64)
+    at = np.clip(np.searchsorted(numbers, shard), 0, max(0, len(numbers) - 1))
+    ok = (labels >= 0) & (numbers[at] == shard) & (row < counts[at]) if len(numbers) else \
+        np.zeros(len(labels), dtype=bool)
+    return None if ok.all() else int(labels[np.argmin(ok)])
+
+
+def id_map_labels(index: faiss.Index) -> np.ndarray | None:
+    """The labels an IDMap index stores (in RAM, where faiss reads them), else None."""
+    index = faiss.downcast_index(index)
+    return faiss.vector_to_array(index.id_map) if isinstance(index, faiss.IndexIDMap) else None
 
 
 def empty_index(factory: str, dim: int) -> faiss.Index:
@@ -253,11 +273,11 @@ def _centroids(quantizer: faiss.Index) -> np.ndarray | None:
 def read_index(path: str) -> faiss.Index:
     """Read a shard memory-mapped where faiss can: IO_FLAG_MMAP_IFC maps flat codes (plain
     IO_FLAG_MMAP would load them), IO_FLAG_MMAP maps IVF inverted lists; so shards need not
-    fit in RAM. Raises StoreError naming the file when it is not a readable index."""
+    fit in RAM. Raises IntegrityError naming the file when it is not a readable index."""
     errors = []
     for flag in (faiss.IO_FLAG_MMAP_IFC, faiss.IO_FLAG_MMAP, 0):
         try:
             return faiss.read_index(path, flag)
         except RuntimeError as e:
             errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    raise StoreError(f"{path}: not a readable faiss index ({errors[-1]})")
+    raise IntegrityError(f"{path}: not a readable faiss index ({errors[-1]})")

@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 
 from curindex.errors import IntegrityError, StoreError
 from curindex.store.cas import Cas
-from curindex.store.io import StoreIO, dumps
+from curindex.store.io import MAX_SMALL_JSON_BYTES, StoreIO, dumps
 from curindex.store.layout import BUILD_RECORD, Layout, is_version_id
 from curindex.store.lock import Holder, Lock, read_holder
 from curindex.store.versions import now_iso
@@ -66,6 +66,10 @@ class Builds:
             else:
                 self.io.delete_file(info.path)
 
+    def forget(self, version: str) -> None:
+        """Remove the build's state folder, record included (its work folder is gone)."""
+        self.io.delete_dir(self.state_dir(version))
+
     def default_work_dir(self, version: str) -> str:
         if not self.io.local:
             raise self.io.err(
@@ -86,7 +90,8 @@ class Builds:
         return self._path(self.layout.build_record, version)
 
     def recorded_work_uri(self, version: str) -> str | None:
-        doc = self.io.read_json(self._path(self.layout.build_record, version))
+        doc = self.io.read_json(self._path(self.layout.build_record, version),
+                                limit=MAX_SMALL_JSON_BYTES)
         if doc is None:
             return None
         if not isinstance(doc, dict) or not isinstance(doc.get("work_uri"), str):

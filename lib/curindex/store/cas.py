@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from curindex.errors import ConflictError, StoreError
+import curindex.store.io as store_io
+from curindex.errors import ConflictError, IntegrityError, StoreError
 from curindex.store.io import StoreIO
 
 GUARD = ".cas-guard"  # in the store root: local conditional writes hold it, briefly
@@ -61,8 +62,9 @@ class LocalCas:
     def _guarded(self, path: str) -> Iterator[Tagged | None]:
         try:
             # O_CREAT makes only the guard file: the store folder itself must exist (open
-            # checked it), so a store deleted meanwhile is not re-created here.
-            fd = os.open(self.guard, os.O_RDWR | os.O_CREAT, 0o644)
+            # checked it), so a store deleted meanwhile is not re-created here; O_NOFOLLOW:
+            # a link put in its place must not make it create a file elsewhere.
+            fd = os.open(self.guard, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
             raise self.io.err(f"cannot open {self.guard}: {e}") from e
         try:
@@ -72,7 +74,7 @@ class LocalCas:
             os.close(fd)  # closing the descriptor releases the flock
 
     def read(self, path: str) -> Tagged | None:
-        data = self.io.read(path)
+        data = self.io.read(path, limit=store_io.MAX_SMALL_JSON_BYTES)
         return None if data is None else Tagged(data, hashlib.sha256(data).hexdigest())
 
     def write(self, path: str, data: bytes, *, expect: str | None) -> str:
@@ -159,13 +161,18 @@ class S3Cas:
 
     def read(self, path: str) -> Tagged | None:
         bucket, key = self._bucket_key(path)
+        limit = store_io.MAX_SMALL_JSON_BYTES
         try:
             got = self.client().get_object(Bucket=bucket, Key=key)
-            return Tagged(got["Body"].read(), got["ETag"])
+            data = got["Body"].read(limit + 1)  # never more than a document can hold
         except Exception as e:
             if _code(e) in _MISSING:
                 return None
             raise self._fail("read", path, e) from e
+        if len(data) > limit:
+            raise IntegrityError(f"store {self.uri}: {path} is larger than {limit} bytes, "
+                                 "more than any document curindex writes there")
+        return Tagged(data, got["ETag"])
 
     def write(self, path: str, data: bytes, *, expect: str | None) -> str:
         bucket, key = self._bucket_key(path)
@@ -213,7 +220,7 @@ class NoCas:
         )
 
     def read(self, path: str) -> Tagged | None:
-        data = self.io.read(path)
+        data = self.io.read(path, limit=store_io.MAX_SMALL_JSON_BYTES)
         return None if data is None else Tagged(data, hashlib.sha256(data).hexdigest())
 
     def write(self, path: str, data: bytes, *, expect: str | None) -> str:

@@ -31,7 +31,7 @@ class Store:
         self.uri, self.fs, self.root = uri, fs, root
         self.crash_at: str | None = None
         self.on_publish_step: Callable[[str], None] | None = None
-        self._io = StoreIO(uri, fs)
+        self._io = StoreIO(uri, fs, root)
         self._layout = Layout(root)
         self._cas = cas_for(self._io, root)
         self._versions = Versions(self._io, self._layout)
@@ -219,6 +219,11 @@ class Store:
     def clear_build_state(self, version: str) -> None:
         """Remove the stage states of ``version``'s build (its work record stays)."""
         self._builds.clear(version)
+
+    def forget_build(self, version: str) -> None:
+        """Remove everything ``_builds/<version>/`` holds, the work folder's record included:
+        for a build whose work folder is removed (a committed version's)."""
+        self._builds.forget(version)
 
     def build_state_dir(self, version: str) -> str:
         return self._builds.state_dir(version)

@@ -8,8 +8,11 @@ Rules (:meth:`Collector.prune`):
   interrupted build), unless its build lock is live;
 - a version's build state (``_builds/<v>/``) and work folder (``_work/<v>/``, or the one the
   build recorded) go with the version, and those of failed or abandoned builds once untouched
-  for ``build_retention_s``; never while the build's lock is live, and each is deleted while
+  for ``build_retention_s``; those a kept version's build left (it died after writing the
+  manifest) go at once; never while the build's lock is live, and each is deleted while
   prune holds that build's lock, so no build can start on it meanwhile;
+- nothing is read, listed or deleted through a symbolic link inside the store (a linked build
+  state folder or history is reported and kept);
 - prune refuses, deleting nothing, when CURRENT names a version that is not complete (deciding
   "current and previous" from a wrong pointer deleted the real ones) or when a committed
   version's manifest cannot be read (what it references is unknown).
@@ -173,21 +176,33 @@ class Collector:
             if newest is not None and newest < now_ns - STALE_AFTER_S * 1e9 and not live(v):
                 stale.append(v)
         candidates = (set(self.builds.state_ids()) | set(self.builds.local_work_ids())
-                      | set(doomed) | set(stale) | set(self._lock_ids())) - kept - set(refused)
+                      | set(doomed) | set(stale) | set(self._lock_ids())) - set(refused)
         builds, states, work, keep_record = [], [], {}, set()
         for v in sorted(candidates):
-            location = self._work_location(v, skipped, work_roots)
-            if v not in doomed and self._touched_since(v, location, now_ns - retention_s * 1e9):
+            if (why := self.io.unconfined(self.builds.state_dir(v))) is not None:
+                skipped.append((f"build state folder of version {v}", why))
                 continue
+            # A kept version's build is over: what it left (it died after writing the manifest)
+            # goes now, and why its work folder is kept is said only when something is left.
+            finished, reasons = v in kept, []
+            location = self._work_location(v, reasons if finished else skipped, work_roots)
+            if not finished and v not in doomed and self._touched_since(
+                    v, location, now_ns - retention_s * 1e9):
+                continue
+            record = self.builds.record_path(v)
+            has_states = any(i.path != record for i in self.io.listdir(self.builds.state_dir(v)))
+            has_work = location is not None and _exists(location[0], location[1])
+            if finished and not (has_states or has_work):
+                continue
+            skipped += reasons
             if live(v):
                 continue
             builds.append(v)
-            record = self.builds.record_path(v)
-            if any(i.path != record for i in self.io.listdir(self.builds.state_dir(v))):
+            if has_states:
                 states.append(v)
-            if location is not None and _exists(location[0], location[1]):
+            if has_work:
                 work[v] = location
-            elif location is None and self.builds.recorded_work_uri(v) is not None:
+            elif location is None and self.io.is_file(record):
                 keep_record.add(v)
         try:
             orphans = self.pointer.orphans()
@@ -225,7 +240,11 @@ class Collector:
                        ) -> tuple[pafs.FileSystem, str, str] | None:
         """(filesystem, path, shown name) of the work folder of ``v``'s build, None if none is
         known or it may not be touched (recorded in ``skipped``)."""
-        uri = self.builds.recorded_work_uri(v)
+        try:
+            uri = self.builds.recorded_work_uri(v)
+        except IntegrityError as e:  # a damaged record names no folder prune may delete
+            skipped.append((f"build record of version {v}", str(e)))
+            return None
         if uri is None and not self.io.local:
             return None
         located = (self.io.fs, self.layout.work_dir(v)) if uri is None else \
@@ -314,6 +333,8 @@ class Collector:
         """Temp files of writes that died before their rename, once a day old."""
         cutoff = time.time_ns() - int(STALE_AFTER_S * 1e9)
         for folder in (self.layout.root, self.layout.history_dir(), self.layout.locks_dir()):
+            if self.io.unconfined(folder) is not None:
+                continue  # a link: reported with the history, or refused by the pointer lock
             for info in self.io.listdir(folder):
                 if ".tmp-" in info.base_name and (info.mtime_ns or cutoff) < cutoff:
                     self.io.delete_file(info.path)

@@ -14,7 +14,6 @@ well within the ttl.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
@@ -28,7 +27,7 @@ from types import TracebackType
 
 from curindex.errors import ConflictError
 from curindex.store.cas import Cas, PreconditionFailed, Tagged
-from curindex.store.io import dumps
+from curindex.store.io import dumps, loads
 
 
 def iso(t: float) -> str:
@@ -49,10 +48,12 @@ class Holder:
     def parse(cls, data: bytes) -> Holder:
         """The holder a lock document names; one that is no lock document counts as expired."""
         try:
-            doc = json.loads(data)
-            return cls(str(doc["owner"]), str(doc.get("host", "?")), doc.get("pid"),
-                       str(doc.get("since", "?")), float(doc["expires_at"]))
-        except (ValueError, KeyError, TypeError):
+            doc = loads(data)
+            pid = doc.get("pid")
+            return cls(str(doc["owner"]), str(doc.get("host", "?")),
+                       pid if type(pid) is int else None, str(doc.get("since", "?")),
+                       float(doc["expires_at"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return cls(None, "?", None, "?", 0.0)
 
     def live(self, now: float | None = None) -> bool:
@@ -64,8 +65,22 @@ class Holder:
                     and not _process_exists(int(self.pid)))
 
     def describe(self) -> str:
-        return (f"{self.host} pid {self.pid} since {self.since} "
-                f"(expires {iso(self.expires_at)})")
+        """Who holds the lock, for a message: host and time as the lock document says (read
+        from the store, so escaped: a control character there must not reach a terminal)."""
+        return (f"{_printable(self.host)} pid {self.pid} since {_printable(self.since)} "
+                f"(expires {_expiry(self.expires_at)})")
+
+
+def _printable(text: str) -> str:
+    """`text` unchanged when every character is printable, else in repr form."""
+    return text if text.isprintable() else repr(text)
+
+
+def _expiry(t: float) -> str:
+    try:
+        return iso(t)
+    except (OverflowError, OSError, ValueError):  # a forged expiry beyond any date
+        return repr(t)
 
 
 def _process_exists(pid: int) -> bool:

@@ -21,7 +21,6 @@ that lost the swap, is never on it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -32,7 +31,7 @@ from curindex.errors import (
     VersionNotFoundError,
 )
 from curindex.store.cas import Cas, PreconditionFailed, Tagged
-from curindex.store.io import StoreIO, dumps
+from curindex.store.io import MAX_SMALL_JSON_BYTES, StoreIO, dumps, loads
 from curindex.store.layout import HISTORY_DIR, POINTER, Layout, validate_version_id
 from curindex.store.lock import Lock
 from curindex.store.versions import Versions, now_iso
@@ -91,7 +90,7 @@ class Pointer:
 
     def read(self) -> dict[str, Any] | None:
         """The CURRENT document, None if nothing was ever published."""
-        doc = self.io.read_json(self.layout.pointer())
+        doc = self.io.read_json(self.layout.pointer(), limit=MAX_SMALL_JSON_BYTES)
         return None if doc is None else self._parse(doc, POINTER)
 
     def current(self) -> str | None:
@@ -105,7 +104,8 @@ class Pointer:
         seq = None if doc is None else doc["seq"]
         while seq is not None:
             where = f"{HISTORY_DIR}/{seq:012d}.json"
-            entry = self.io.read_json(self.layout.history_entry(seq))
+            entry = self.io.read_json(self.layout.history_entry(seq),
+                                      limit=MAX_SMALL_JSON_BYTES)
             if entry is None:
                 raise self.io.err(f"{where} is missing from the history chain", IntegrityError)
             entry = self._parse(entry, where)
@@ -214,6 +214,7 @@ class Pointer:
 
 def _json(got: Tagged, where: str, io: StoreIO) -> Any:
     try:
-        return json.loads(got.data)
+        return loads(got.data)
     except ValueError as e:
-        raise io.err(f"{where} is not JSON: {e}", IntegrityError) from e
+        raise io.err(f"{where} is not JSON that curindex reads: {e}",
+                     IntegrityError) from e

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import re
 import tempfile
@@ -23,13 +22,14 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+import curindex.store.io as store_io
 from curindex.errors import (
     ConflictError,
     IntegrityError,
     StoreError,
     VersionNotFoundError,
 )
-from curindex.store.io import StoreIO, dumps
+from curindex.store.io import StoreIO, dumps, loads
 from curindex.store.layout import (
     MANIFEST,
     SIGNATURE,
@@ -112,15 +112,15 @@ class Versions:
         except StoreError as e:
             raise self.io.err(str(e)) from None
 
-    def folder(self, version: str) -> str:
-        """The folder of ``version`` to read or delete: on a local store it must be a real
-        folder under ``versions/`` (not a symbolic link, not resolving elsewhere), else
-        StoreError: what a link points at is not this store's to open or delete."""
+    def folder(self, version: str, rel: str = "") -> str:
+        """The folder of ``version`` (or its file ``rel``) to read or delete: on a local store
+        a real folder under ``versions/`` (no symbolic link on the way, not resolving
+        elsewhere), else IntegrityError: what a link points at is not this store's."""
         vdir = self.vdir(version)
         why = self.io.outside(vdir, self.layout.versions_dir()) if self.io.local else None
         if why is not None:
-            raise self.io.err(f"version folder {vdir} is refused: {why}")
-        return vdir
+            raise self.io.err(f"version folder {vdir} is refused: {why}", IntegrityError)
+        return self.io.confine(f"{vdir}/{rel}" if rel else vdir)
 
     def outside_folders(self) -> list[tuple[str, str]]:
         """(version folder name, why) of the entries of ``versions/`` that are not this store's
@@ -234,11 +234,11 @@ class Versions:
     def manifest(self, version: str) -> dict[str, Any] | None:
         """The checked manifest, None when the version is not committed."""
         vdir = self.folder(version)
-        data = self.io.read(f"{vdir}/{MANIFEST}")
+        data = self.io.read(f"{vdir}/{MANIFEST}", limit=store_io.MAX_JSON_BYTES)
         if data is None:
             return None
         if (key := _signing_key()) is not None:
-            sig = self.io.read(f"{vdir}/{SIGNATURE}")
+            sig = self.io.read(f"{vdir}/{SIGNATURE}", limit=store_io.MAX_SMALL_JSON_BYTES)
             if sig is None:
                 raise self.io.err(f"version {version}: {MANIFEST} has no signature "
                                   f"({KEY_ENV} is set)", IntegrityError)
@@ -246,10 +246,10 @@ class Versions:
                 raise self.io.err(f"version {version}: {MANIFEST}: signature does not match "
                                   f"(not signed with the key in {KEY_ENV})", IntegrityError)
         try:
-            return check_envelope(json.loads(data), version)
+            return check_envelope(loads(data), version)
         except ValueError as e:
-            raise self.io.err(f"version {version}: {MANIFEST} is not JSON: {e}",
-                              IntegrityError) from e
+            raise self.io.err(f"version {version}: {MANIFEST} is not JSON that curindex "
+                              f"reads: {e}", IntegrityError) from e
         except IntegrityError as e:
             raise self.io.err(str(e), IntegrityError) from None
 
@@ -310,7 +310,7 @@ class Versions:
     def open_input(self, version: str, rel: str) -> Any:
         holder = self.holder(version, rel)
         try:
-            return self.io.fs.open_input_file(f"{self.folder(holder)}/{self._rel(holder, rel)}")
+            return self.io.fs.open_input_file(self.folder(holder, self._rel(holder, rel)))
         except FileNotFoundError:
             raise self._missing(holder, rel) from None
         except OSError as e:
@@ -318,7 +318,7 @@ class Versions:
 
     def local_path(self, version: str, rel: str, cache_dir: str | None) -> str:
         holder = self.holder(version, rel)
-        path = f"{self.folder(holder)}/{self._rel(holder, rel)}"
+        path = self.folder(holder, self._rel(holder, rel))
         if self.io.local:
             if not os.path.isfile(path):
                 raise self._missing(holder, rel)

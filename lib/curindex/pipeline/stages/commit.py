@@ -1,5 +1,6 @@
 """Commit stage: the build report rendered, the manifest written last (the version becomes
-complete), the work folder and the stage states removed."""
+complete), the work folder and the stage states removed (by a re-run, or the next prune, when
+the build dies in between)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def run(ctx: BuildContext) -> mf.Manifest:
     doc = ctx.store.commit_version(ctx.version, body, files, references=shards["references"],
                                    created_at=created_at)
     remove_work(ctx.spark, ctx.work)
-    ctx.clear_states()
+    ctx.store.forget_build(ctx.version)  # the record too: the folder it names is gone
     return mf.Manifest.from_dict(doc)
 
 
