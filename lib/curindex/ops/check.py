@@ -36,11 +36,11 @@ from curindex.errors import ConfigError, CurIndexError, InputError
 from curindex.inputs.sources import (
     Inspected,
     anchor_count_problems,
-    sparse_count_problems,
     inspect_source,
     is_remote,
     resolve_source,
     source_problems,
+    sparse_count_problems,
 )
 
 
