@@ -76,6 +76,15 @@ def airflow_home(tmp_path_factory):
                           spark={"conf": SPARK_CONF})
         configs[name] = root / f"{name}.toml"
         configs[name].write_text(toml(cfg))
+    sparse = tiny_config(corpus, store=root / "store-sparse",
+                         index={"kind": "sparse", "methods": ["bi-rerank", "bi-seeded"]},
+                         sparse={"neighbours": 5, "random_items": 3, "synthetic_queries": 40,
+                                 "hidden": 16, "epochs": 5},
+                         validate={"ks": [10], "budgets": [20], "seed_sizes": [10],
+                                   "rounds": [2]},
+                         spark={"conf": SPARK_CONF})
+    configs["sparse"] = root / "sparse.toml"
+    configs["sparse"].write_text(toml(sparse))
     env = {
         "AIRFLOW_HOME": str(root / "home"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -448,3 +457,24 @@ def test_failed_quality_gate_fails_the_run_and_publishes_nothing(rebuilt, staged
     index = {rel: entry for rel, entry in weak["files"].items() if not rel.startswith("report/")}
     assert index == {rel: entry for rel, entry in good.items() if not rel.startswith("report/")}
     assert {"G.npy", "shards/shard-00000.faiss", "shards/ids-00002.arrow"} <= set(index)
+
+
+def test_the_dag_runs_a_sparse_build(dag, airflow_home):
+    """`[index] kind = "sparse"` through the same DAG: checked, built (training pairs, fitted
+    maps), validated (pooled: the index costs far less than scoring every item would), gated
+    and published."""
+    from curindex.search import Searcher
+    from curindex.store import Store
+
+    run, tasks = run_dag(dag, airflow_home["configs"]["sparse"],
+                         logical_date=LOGICAL_DATE + timedelta(days=30), keep_versions=5)
+    assert run.state == "success" and tasks == {t: ("success", 1) for t in TASKS}
+    store = Store.open(str(airflow_home["root"] / "store-sparse"))
+    version = store.current()
+    manifest = store.read_manifest(version)
+    assert manifest["config"]["index"]["kind"] == "sparse"
+    assert manifest["counts"]["index_pairs"] == manifest["sparse"]["pairs"] > 0
+    assert manifest["validation"]["ground_truth"] == "pooled"
+    (result,) = Searcher.open(store.uri).search(["river data"], k=2, budget=30,
+                                                method="bi-seeded")
+    assert len(result.ids) == 2 and result.model_calls == 30

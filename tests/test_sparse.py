@@ -130,10 +130,12 @@ def test_an_incremental_sparse_build_scores_no_pair_for_new_items(spark, tmp_pat
     m = run_build(spark, config_from_dict(raw2), version="v2", base="v1").manifest
     pairs = recorded_pairs(log)
     assert m.counts.index_pairs == 0 and m.sparse.pairs > 0  # the base's pairs, kept
-    # Only validation's truth was scored: each new or changed item against each test query,
-    # once; no training query, no other item.
-    tests = _queries(store, "v2", role="test")
-    assert sorted(pairs) == sorted((q, t) for q in tests for _, t in changed + new)
+    # Only validation scored (its pools, test queries alone, each pair once): no training
+    # query, so no pair of the index, for any item, new or not.
+    tests = set(_queries(store, "v2", role="test"))
+    assert m.validation.ground_truth == "pooled"  # as its base: the index is that cheap
+    assert pairs and {q for q, _ in pairs} <= tests
+    assert len(pairs) == len(set(pairs)) == m.counts.validation_pairs
     # A new item's vector is the base's item map of its embedding: no model call made it.
     maps = LatentMaps.from_bytes(store.read_bytes("v2", MAPS_FILE))
     ids, vectors = read_version_vectors(store, "v2")

@@ -136,19 +136,19 @@ class SparseConfig:
     queries x (neighbours + random_items), whatever the corpus size."""
 
     neighbours: int = 10  # k_d: each training query's bi-encoder top items, scored exactly
-    random_items: int = 5  # r: uniformly random items per training query, scored exactly
+    random_items: int = 10  # r: uniformly random items per training query, scored exactly
     log_queries: int = 10_000  # at most this many queries of the log (not test ones) train
     synthetic_queries: int = 2_000  # training queries made from items (first sentences)
-    hidden: int = 768  # the maps' hidden layer
+    hidden: int = 256  # the maps' hidden layer
     epochs: int = 200  # at most; training stops when the held-out entries stop improving
-    patience: int = 10  # epochs without improvement on the held-out entries
+    patience: int = 5  # epochs without improvement on the held-out entries
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
     holdout: float = 0.1  # share of the entries held out of the fit, for early stopping
     batch_size: int = 4096  # entries per optimiser step
     # Search: how strongly the query's latent vector stays near its prior (the query map of
     # its bi-encoder embedding) when the rounds re-solve it on the items scored so far.
-    prior_weight: float = 1.0
+    prior_weight: float = 0.5
     seed: int = 0
 
 

@@ -76,7 +76,7 @@ def check_table(table: pa.Table, columns: dict[str, tuple[pa.DataType, ...]], *,
 
 def read_anchor_items(store: Store, version: str, manifest: Manifest) -> pa.Table:
     """The anchor items (id, text) of a version, checked against its manifest: one per
-    dimension of the item vectors."""
+    dimension of the item vectors (a sparse version: none, its vectors are latent)."""
     rel = manifest.anchors.items_file
     path = store.local_path(version, rel)
     try:
@@ -85,10 +85,11 @@ def read_anchor_items(store: Store, version: str, manifest: Manifest) -> pa.Tabl
     except (pa.ArrowException, OSError, ValueError) as e:
         raise IntegrityError(f"version {version}: {rel}: not readable ({e})") from e
     check_table(table, {"id": _TEXT, "text": _TEXT}, what=f"version {version}: {rel}")
-    if not table.num_rows == manifest.anchors.n_items == manifest.index.dim:
+    dim = manifest.anchors.n_items if manifest.sparse is None else manifest.sparse.dim
+    if not (table.num_rows == manifest.anchors.n_items and manifest.index.dim == dim):
         raise IntegrityError(f"version {version}: {rel} holds {table.num_rows} anchor items, "
-                             f"the manifest says {manifest.anchors.n_items} (dimension "
-                             f"{manifest.index.dim})")
+                             f"the manifest says {manifest.anchors.n_items} (item vectors of "
+                             f"dimension {manifest.index.dim}, expected {dim})")
     return table
 
 

@@ -55,7 +55,9 @@ def run(ctx: BuildContext) -> mf.Manifest:
             pairs_scored_this_run=score["pairs_scored_this_run"] + pooled,
             index_pairs=score["index_pairs"], validation_pairs=score["validation_pairs"] + pooled),
         factorization={k: v for k, v in states["factorize"].items() if k != "sparse"},
-        index={"factory": cfg.index.factory, "dim": len(anchors.item_ids),
+        index={"factory": cfg.index.factory,
+               "dim": (states["factorize"]["sparse"]["dim"] if cfg.index.kind == "sparse"
+                       else len(anchors.item_ids)),
                "metric": "inner_product", "label_shift": LABEL_SHIFT, "g_file": "G.npy",
                "shards": shards["shards"], "bytes": shards["bytes"],
                "extra_bytes": shards["extra_bytes"], "extra_layout": shards["extra_layout"]},

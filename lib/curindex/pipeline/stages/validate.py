@@ -46,7 +46,7 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     reporting = range(n_tune, n_test)
     state: dict = {"n_test": len(reporting), "min_recall": dict(v.min_recall), "recall": {},
                    "recall_exact_search": {}, "index_recall_vs_exact": {}, "baseline": None,
-                   "index": cfg.index.factory,
+                   "index": cfg.index.factory, "pool": None,
                    "min_lift_over_baseline": v.min_lift_over_baseline}
     tab, done = Table({}), None
     if n_test and budgets:
