@@ -131,8 +131,9 @@ def main() -> None:
     try:
         # Synthetic anchor queries need exact scores too: the same seeded choice the build
         # makes (curindex.pipeline.anchors), scored with the rest.
-        n_synthetic = max([args.synthetic] + [METHODS[m][0]["anchors"].get("synthetic_queries", 0)
-                                              for m in args.methods.split(",")])
+        n_synthetic = max([args.synthetic] + [
+            METHODS[m][0].get("anchors", {}).get("synthetic_queries", 0)
+            for m in args.methods.split(",")])
         extra = synthetic_queries(spark, items, n_synthetic)
         teacher = teacher_config(args.teacher)
         s, s_path, seconds = exact_matrix(spark, items, queries + extra, args.cache, teacher)
@@ -162,7 +163,7 @@ def main() -> None:
                     n_test = SHIPPED_TEST if real + SHIPPED_TEST <= len(rest) else 10
                     overrides["anchors"] = {**overrides["anchors"], "n_test": n_test}
                 if args.synthetic:
-                    overrides["anchors"] = {**overrides["anchors"],
+                    overrides["anchors"] = {**overrides.get("anchors", {}),
                                             "synthetic_queries": args.synthetic // divisor}
                 t0 = time.perf_counter()
                 manifest, store = build(spark, tmp, name, overrides, method_q, s_path, items,

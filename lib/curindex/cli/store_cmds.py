@@ -59,23 +59,37 @@ def version_facts(m: dict[str, Any]) -> dict[str, Any]:
     the served search and its budget, its recall figures ("k@budget" -> value) and the figure
     the build chose the search on (its selection's objective, else its config's, else
     "10@200", the first that was measured); None where the manifest records nothing (an older
-    or a hand-made version)."""
-    scorer, search = m.get("scorer") or {}, (m.get("search") or {}).get("default") or {}
-    chosen = ((m.get("search") or {}).get("selection") or {}).get("objective") or []
+    or a hand-made version) or records something of the wrong type (a damaged one must not
+    stop the listing)."""
+    scorer, search = _section(m, "scorer"), _section(m, "search", "default")
     served = None
-    if search.get("method"):
-        from curindex.search.methods import SearchSpec
+    try:
+        if isinstance(search.get("method"), str):
+            from curindex.search.methods import SearchSpec
 
-        served = {"search": SearchSpec(search["method"], int(search.get("rounds") or 1),
-                                       int(search.get("seed_size") or 0)).describe(),
-                  "budget": search.get("budget")}
-    recall = dict((m.get("validation") or {}).get("recall") or {})
-    wanted = [*map(str, chosen), *(n.strip() for n in str(((m.get("config") or {}).get(
-        "validate") or {}).get("objective") or "").split(",") if n.strip()), "10@200"]
-    return {"scorer": {"kind": scorer.get("kind"), "fingerprint": scorer.get("fingerprint")}
-            if scorer.get("fingerprint") else None,
+            served = {"search": SearchSpec(search["method"], int(search.get("rounds") or 1),
+                                           int(search.get("seed_size") or 0)).describe(),
+                      "budget": search.get("budget")}
+    except (TypeError, ValueError):
+        served = None
+    recall = {str(k): float(v) for k, v in _section(m, "validation", "recall").items()
+              if type(v) in (int, float)}
+    chosen = _section(m, "search", "selection").get("objective")
+    objective = _section(m, "config", "validate").get("objective")
+    wanted = [*map(str, chosen if isinstance(chosen, list) else []),
+              *(n.strip() for n in str(objective or "").split(",") if n.strip()), "10@200"]
+    fingerprint = scorer.get("fingerprint")
+    return {"scorer": {"kind": str(scorer.get("kind")), "fingerprint": fingerprint}
+            if isinstance(fingerprint, str) and fingerprint else None,
             "served": served, "recall": recall,
             "objective": next((n for n in wanted if n in recall), None)}
+
+
+def _section(doc: Any, *keys: str) -> dict[str, Any]:
+    """doc[k1][k2]..., or {} where a step is missing or not an object."""
+    for key in keys:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc if isinstance(doc, dict) else {}
 
 
 def _scorer_text(scorer: dict[str, Any] | None) -> str:
