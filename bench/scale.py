@@ -286,9 +286,11 @@ def build_one(spark, sampler_roots, n_items: int, args, tmp: Path) -> dict:
                     "n_test": args.test_queries, "seed": 0},
         "scorer": {"kind": "callable", "target": "scale:hash_scorer"},
         "index": {"num_shards": args.shards, "keep_scores": bool(args.incremental),
-                  "methods": args.methods.split(",")},
+                  "methods": args.methods.split(","), "kind": args.kind},
+        "validate": {"ground_truth": args.ground_truth},
         "store": {"uri": str(store)},
         "spark": {"block_items": args.block_items, "score_partitions": args.partitions},
+        **({"sparse": {"synthetic_queries": args.synthetic}} if args.kind == "sparse" else {}),
     })
     jvm_pid, worker_roots = sampler_roots
     reset = reset_peak(jvm_pid)
@@ -318,7 +320,20 @@ def build_one(spark, sampler_roots, n_items: int, args, tmp: Path) -> dict:
         "stages": manifest["timings_s"],
         "effective_rank": manifest["factorization"]["effective_rank"],
         "recall": manifest["validation"]["recall"],
+        "kind": args.kind,
+        # exact-model pairs: the index's (a dense build: items x k_q; a sparse one: its
+        # training pairs, whatever the corpus) and validation's (exact or pooled truth)
+        "index_pairs": manifest["counts"]["index_pairs"],
+        "validation_pairs": manifest["counts"]["validation_pairs"],
+        "ground_truth": manifest["validation"]["ground_truth"],
     }
+    pool = manifest["validation"].get("pool")
+    if pool:
+        out["pool"] = {k: pool[k] for k in ("depth", "audit_items", "pairs_per_query",
+                                            "mean_pool_size", "misses")}
+        out["recall_bounds"] = manifest["validation"]["recall_bounds"]
+    if args.compare_exact and manifest["validation"]["ground_truth"] == "pooled":
+        out["exact"] = exact_check(spark, cfg, manifest, tmp)
     if manifest.get("plan"):
         estimate, measured = manifest["plan"]["score_seconds"], manifest["timings_s"]["score"]
         out["plan"] = {"score_s_estimated": estimate, "score_s_measured": measured,
@@ -337,6 +352,35 @@ def build_one(spark, sampler_roots, n_items: int, args, tmp: Path) -> dict:
         out["incremental"] = build_incremental(spark, cfg, items, args.incremental, tmp)
     log.info("%s items: %s", f"{n_items:,}", json.dumps(out))
     return out
+
+
+def exact_check(spark, cfg, pooled: dict, tmp: Path) -> dict:
+    """The same build with exact truth (every test query against every item): its recall
+    for each figure of the pooled build's served search, and whether the pooled build's
+    bounds (pooled recall minus the audit's upper estimate of what the pools missed) hold it
+    (methods whose tuned parameters differ between the two builds are left out)."""
+    import dataclasses
+
+    from curindex.pipeline import run_build
+
+    exact_cfg = dataclasses.replace(
+        cfg, validate=dataclasses.replace(cfg.validate, ground_truth="exact"),
+        store=dataclasses.replace(cfg.store, uri=str(tmp / "store-exact")))
+    exact = run_build(spark, exact_cfg, version="bench-exact").manifest.to_dict()
+    rows, v = {}, pooled["validation"]
+    served = {(m["method"], m["rounds"], m["seed_size"]): m for m in exact["search"]["methods"]}
+    for m in pooled["search"]["methods"]:
+        e = served.get((m["method"], m["rounds"], m["seed_size"]))
+        if e is None:
+            continue
+        for name, value in m["recall"].items():
+            low = value - v["pool"]["misses"][name][2] / v["n_test"] / int(name.split("@")[0])
+            rows[f"{m['method']} {name}"] = {
+                "pooled": value, "exact": e["recall"][name],
+                "within_bounds": low - 1e-9 <= e["recall"][name] <= value + 1e-9}
+    return {"validation_pairs": exact["counts"]["validation_pairs"], "figures": rows,
+            "all_within_bounds": all(r["within_bounds"] for r in rows.values()),
+            "max_abs_difference": max(abs(r["pooled"] - r["exact"]) for r in rows.values())}
 
 
 def reader_memory(store: Path) -> dict:
@@ -391,6 +435,15 @@ def main() -> None:
     p.add_argument("--methods", default="cur,adaptive",
                    help="[index] methods of the builds (the bi-encoder methods embed every "
                         "item with MiniLM, which dominates a build with the hash scorer)")
+    p.add_argument("--kind", choices=("dense", "sparse"), default="dense",
+                   help="[index] kind (sparse: the items are embedded with MiniLM, which "
+                        "dominates a build with the hash scorer)")
+    p.add_argument("--synthetic", type=int, default=2000,
+                   help="a sparse build's synthetic training queries")
+    p.add_argument("--ground-truth", choices=("auto", "exact", "pooled"), default="auto",
+                   help="[validate] ground_truth")
+    p.add_argument("--compare-exact", action="store_true",
+                   help="with pooled truth, also build with exact truth and compare the figures")
     p.add_argument("--reader", action="store_true",
                    help="also measure the reader's memory on each version (bench/reader.py)")
     p.add_argument("--warmup", type=int, default=2000,

@@ -177,20 +177,24 @@ def test_the_gate_refuses_a_served_search_under_the_baseline(spark, served, tmp_
     assert run_build(spark, config_from_dict(raw), version="g", publish=True).published
 
 
-def test_a_pool_that_cannot_miss_reproduces_exact_recall_bit_for_bit(spark, tmp_path):
-    """Pooled validation whose pools hold every item (the bi-encoder's top N) finds the same
-    exact top items, so every method's figures and the choice equal exact validation's."""
+def _exact_and_pooled(spark, tmp_path, methods: list[str], **validate):
+    """The manifests of two builds of one config, with exact and with pooled truth."""
     root = corpus(tmp_path)
-    docs = {}
+    docs = []
     for truth in ("exact", "pooled"):
         raw = tiny_config(root, store=tmp_path / truth,
                           scorer={"kind": "toy", "options": {"dim": "24"}},
                           anchors={"n_queries": 40, "n_items": 8, "n_test": 24, "seed": 3},
-                          index={"methods": ALL},
-                          validate={**VALIDATE, "ground_truth": truth, "pool_depth": 1000,
-                                    "audit_items": 0})
-        docs[truth] = run_build(spark, config_from_dict(raw), version="p").manifest
-    exact, pooled = docs["exact"], docs["pooled"]
+                          index={"methods": methods},
+                          validate={**VALIDATE, "ground_truth": truth, **validate})
+        docs.append(run_build(spark, config_from_dict(raw), version="p").manifest)
+    return docs
+
+
+def test_a_pool_that_cannot_miss_reproduces_exact_recall_bit_for_bit(spark, tmp_path):
+    """Pooled validation whose pools hold every item (the bi-encoder's top N) finds the same
+    exact top items, so every method's figures and the choice equal exact validation's."""
+    exact, pooled = _exact_and_pooled(spark, tmp_path, ALL, pool_depth=1000, audit_items=0)
     assert (exact.validation.ground_truth, pooled.validation.ground_truth) == ("exact", "pooled")
     assert pooled.validation.pool.mean_pool_size == pooled.counts.items  # nothing outside
     assert [m.recall for m in pooled.search.methods] == [m.recall for m in exact.search.methods]
@@ -200,3 +204,24 @@ def test_a_pool_that_cannot_miss_reproduces_exact_recall_bit_for_bit(spark, tmp_
     assert exact.counts.validation_pairs == exact.counts.items * 24
     assert pooled.counts.validation_pairs == pooled.validation.pool.pairs > 0
     assert pooled.counts.index_pairs == exact.counts.index_pairs == exact.counts.items * 40
+
+
+def test_pooled_validation_without_the_bi_encoder_brackets_exact_recall(spark, tmp_path):
+    """A build that does not embed its items pools only what its searches scored (no
+    bi-encoder neighbours); with an audit of every item the audit counts the pool's misses
+    exactly, and each method's exact recall lies within its pooled recall minus them."""
+    exact, pooled = _exact_and_pooled(spark, tmp_path, ["cur", "adaptive"], audit_items=1000)
+    pool = pooled.validation.pool
+    assert pool.depth == 0 and pool.mean_pool_size < pooled.counts.items
+    n_report = pooled.validation.n_test
+    checked = 0
+    for e, p in zip(exact.search.methods, pooled.search.methods, strict=True):
+        assert (e.method, e.rounds, e.seed_size) == (p.method, p.rounds, p.seed_size)
+        for name, value in e.recall.items():
+            k = Figure.parse(name).k
+            estimate, _, high = pool.misses[name]
+            assert p.recall[name] - high / n_report / k - 1e-9 <= value <= p.recall[name] + 1e-9
+            # the audit saw every item outside the pool: its estimate is the count of misses
+            assert estimate == int(estimate)
+            checked += 1
+    assert checked > 0

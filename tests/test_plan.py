@@ -7,7 +7,8 @@ import json
 import pytest
 
 from curindex.config import config_from_dict
-from curindex.ops.plan import count_rows, plan_build, rate_from_history, sample_texts
+from curindex.ops.plan import plan_build, rate_from_history
+from curindex.ops.sample import count_rows, sample_texts
 from curindex.pipeline import run_build
 from support import tiny_config, to_toml
 

@@ -138,7 +138,7 @@ class SparseConfig:
     neighbours: int = 10  # k_d: each training query's bi-encoder top items, scored exactly
     random_items: int = 10  # r: uniformly random items per training query, scored exactly
     log_queries: int = 10_000  # at most this many queries of the log (not test ones) train
-    synthetic_queries: int = 2_000  # training queries made from items (first sentences)
+    synthetic_queries: int = 1_000  # training queries made from items (first sentences)
     hidden: int = 256  # the maps' hidden layer
     epochs: int = 200  # at most; training stops when the held-out entries stop improving
     patience: int = 5  # epochs without improvement on the held-out entries

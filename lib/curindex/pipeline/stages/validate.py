@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curindex.config import objective_figures
+from curindex.config import BuildConfig, objective_figures
+from curindex.ops.plan import bi_depth, needs_biencoder
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.kinds import QuerySide, kind_for
 from curindex.pipeline.pooled import PairScores, Pools, Scored, pool_truth
@@ -68,7 +69,7 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
     state.update(ground_truth=truth["kind"], ground_truth_why=truth["why"],
                  **_intervals(tab, served_by, reporting, done.pools if done else None))
     if done is not None and done.pools is not None:
-        state["pool"] = _pool_info(done, reporting, ctx.cfg.validate, budgets)
+        state["pool"] = _pool_info(done, reporting, ctx.cfg, budgets)
     if "bi-rerank" in cfg.index.methods:
         state["baseline"] = {"name": "bi-encoder",
                              "recall": tab.mean(SearchSpec("bi-rerank"), reporting)}
@@ -144,7 +145,7 @@ def _intervals(tab: Table, served_by: dict[int, SearchSpec], reporting: range,
     return {"recall_interval": interval, "recall_bounds": bounds}
 
 
-def _pool_info(done: Searches, reporting: range, v, budgets: list[int]) -> dict:
+def _pool_info(done: Searches, reporting: range, cfg: BuildConfig, budgets: list[int]) -> dict:
     pools, n = done.pools, max(1, len(done.truth))
     misses = {}
     for k, per_query in pools.misses.items():
@@ -154,7 +155,7 @@ def _pool_info(done: Searches, reporting: range, v, budgets: list[int]) -> dict:
         for b in budgets:
             if k < b:
                 misses[str(Figure(b, k))] = total
-    return {"depth": v.pool_depth or 2 * max(budgets), "audit_items": v.audit_items,
+    return {"depth": bi_depth(cfg, budgets), "audit_items": cfg.validate.audit_items,
             "pairs": done.scores.pairs, "pairs_per_query": round(done.scores.pairs / n, 1),
             "mean_pool_size": round(float(np.mean(pools.sizes)), 1), "misses": misses}
 
@@ -224,7 +225,9 @@ def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], budgets: list[
     live = np.array([a not in detached for a in anchors.item_ids], dtype=bool)
     live_ids = [a for a, ok in zip(anchors.item_ids, live, strict=True) if ok]
     bi = None
-    if any(s.seed == "bi-encoder" for s in specs) or kind.NEEDS_BI or scores:
+    # the bi-encoder's neighbours join a pool only where the build embedded every item
+    if any(s.seed == "bi-encoder" for s in specs) or kind.NEEDS_BI or (
+            scores and needs_biencoder(cfg)):
         from curindex.scoring.biencoder import get_biencoder
 
         bi = get_biencoder().encode(anchors.test_texts)  # [n_test, dim]
@@ -238,7 +241,7 @@ def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], budgets: list[
     if scores is not None:
         v = cfg.validate
         pools = pool_truth(scores, inner, plans, bi, live_ids, n_test=n_test, ks=ks,
-                           depth=v.pool_depth or 2 * max(budgets, default=0),
+                           depth=bi_depth(cfg, budgets),
                            audit=v.audit_items, n_items=n_items, seed=cfg.anchors.seed)
         truth = pools.truth
     else:
