@@ -40,6 +40,26 @@ class CachedScorer:
             out[unknown] = self.teacher().score_block([queries[i] for i in unknown], items)
         return out
 
+    def score_pairs(self, queries, items) -> np.ndarray:
+        """Aligned pairs: known queries from the matrix, the rest by the teacher's own pair
+        scoring (MaxSim encodes each distinct text once)."""
+        from curindex.scoring.base import score_pairs
+
+        out = np.empty(len(queries), dtype=np.float32)
+        known = [j for j, q in enumerate(queries) if q in self.query_row]
+        if known:
+            try:
+                cols = [self.item_col[items[j]] for j in known]
+            except KeyError as e:
+                raise KeyError(f"cached scorer: no exact score for item {e.args[0]!r:.80}") from e
+            rows = [self.query_row[queries[j]] for j in known]
+            out[known] = np.asarray(self.s[rows, cols], dtype=np.float32)
+        unknown = [j for j, q in enumerate(queries) if q not in self.query_row]
+        if unknown:
+            out[unknown] = score_pairs(self.teacher(), [queries[j] for j in unknown],
+                                       [items[j] for j in unknown], where="the bench's teacher")
+        return out
+
     def teacher(self):
         if self._teacher is None:
             if not self.teacher_kind:
