@@ -195,7 +195,8 @@ def main() -> None:
                                  "validation_pairs": manifest["counts"]["validation_pairs"],
                                  "ground_truth": manifest["validation"]["ground_truth"]}
                 log.info("%s: %s", name, out["methods"][name])
-                if name == "curindex":  # the bi-encoder index is there: measure the baseline
+                if (name in ("curindex", "curindex-sparse")  # the bi-encoder index is there
+                        and "bi-encoder-rerank" not in out["methods"]):  # measure the baseline
                     out["methods"]["bi-encoder-rerank"] = measure(
                         store, test_texts, exact_top, ks, budgets, {"method": "bi-rerank"},
                         s[test], items)

@@ -432,8 +432,9 @@ def main() -> None:
                    help="cross-encoder stage pairs/s (bench/scoring.py) to extrapolate to")
     p.add_argument("--incremental", type=float, default=0.0, metavar="F",
                    help="also time an incremental build with a fraction F of items changed")
-    p.add_argument("--methods", default="cur,adaptive",
-                   help="[index] methods of the builds (the bi-encoder methods embed every "
+    p.add_argument("--methods", default="",
+                   help="[index] methods of the builds (default: cur,adaptive, or a sparse "
+                        "build's bi-rerank,bi-seeded; the bi-encoder methods embed every "
                         "item with MiniLM, which dominates a build with the hash scorer)")
     p.add_argument("--kind", choices=("dense", "sparse"), default="dense",
                    help="[index] kind (sparse: the items are embedded with MiniLM, which "
@@ -454,6 +455,8 @@ def main() -> None:
                         format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+    args.methods = args.methods or ("bi-rerank,bi-seeded" if args.kind == "sparse"
+                                    else "cur,adaptive")
 
     # Spark's Python workers run this interpreter and import the scorer from bench/; set before
     # the JVM starts, which they inherit their environment from.

@@ -73,3 +73,12 @@ def test_to_dict_round_trips():
     assert cfg.spark.conf == {"x": "1", "y": "true"}
     again = config_from_dict(cfg.to_dict())
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_a_sparse_build_has_no_anchor_items_to_outnumber_its_queries():
+    """k_i > k_q is refused for a dense build only: a sparse one uses no anchor items."""
+    raw = {**MINIMAL, "anchors": {"n_items": 50, "n_queries": 15},
+           "index": {"kind": "sparse", "methods": ["bi-rerank", "bi-seeded"]}}
+    assert config_from_dict(raw).index.kind == "sparse"
+    with pytest.raises(ConfigError, match="k_i = 50 > k_q"):
+        config_from_dict({**raw, "index": {"kind": "dense"}})

@@ -54,8 +54,8 @@ def check_values(cfg: Any, source: str) -> None:
         need(inp.format in INPUT_FORMATS, f"[{name}] format", f"must be one of {INPUT_FORMATS}")
         need(bool(inp.id_column), f"[{name}] id_column", "must not be empty")
         need(bool(inp.text_columns), f"[{name}] text_columns", "must name at least one column")
-    need(
-        a.n_items <= a.n_queries,
+    need(  # a sparse build has no anchor items
+        a.n_items <= a.n_queries or cfg.index.kind == "sparse",
         "[anchors] n_items",
         f"k_i = {a.n_items} > k_q = n_queries = {a.n_queries}: the intersection matrix would be "
         "wide and its pseudo-inverse under-determined; use several times more anchor queries",
