@@ -14,8 +14,9 @@ reference ANNCUR method and of bi-encoder retrieve-and-rerank, on the same held-
 3. Each method's index is built by the real pipeline (`run_build`: anchors or training pairs,
    factorize, faiss shards, store) from the non-held-out queries, with a scorer that returns
    S's entries (`cached_scorer`: the same numbers as the model, at lookup speed, so a bench
-   run does not re-score the corpus per method; a query S has no row for, such as a sparse
-   build's synthetic training queries, is scored by the teacher itself).
+   run does not re-score the corpus per method). S has a row for every synthetic query a
+   method makes (a sparse build's training queries among them); a query it has none for
+   would be scored by the teacher itself.
 4. Each method is measured with the real `Searcher` on the held-out queries: it spends
    `budget` exact-model calls per query (counted by the Searcher: anchor items, every round)
    and returns its top k by exact score; recall is against S's exact top k over the corpus.
@@ -129,11 +130,11 @@ def main() -> None:
     sys.path.insert(0, str(BENCH))
     spark = _spark()
     try:
-        # Synthetic anchor queries need exact scores too: the same seeded choice the build
-        # makes (curindex.pipeline.anchors), scored with the rest.
+        # Synthetic queries need exact scores too: the same seeded choice the build makes
+        # (curindex.pipeline.anchors; a sparse build's training queries are a longer prefix
+        # of the same order), scored with the rest.
         n_synthetic = max([args.synthetic] + [
-            METHODS[m][0].get("anchors", {}).get("synthetic_queries", 0)
-            for m in args.methods.split(",")])
+            synthetic_needed(METHODS[m][0]) for m in args.methods.split(",")])
         extra = synthetic_queries(spark, items, n_synthetic)
         teacher = teacher_config(args.teacher)
         s, s_path, seconds = exact_matrix(spark, items, queries + extra, args.cache, teacher)
@@ -278,6 +279,17 @@ def exact_matrix(spark, items, queries, cache: Path, cfg) -> tuple[np.ndarray, P
         s = np.array(table.column("scores").to_pylist(), dtype=np.float32).T
     np.save(path, s, allow_pickle=False)
     return s, path, seconds
+
+
+def synthetic_needed(overrides: dict) -> int:
+    """How many synthetic queries a method's build makes: its dense anchor queries, or a
+    sparse build's training queries (`[sparse] synthetic_queries`, the default unless set)."""
+    from curindex.config import SparseConfig
+
+    if overrides.get("index", {}) and overrides["index"].get("kind") == "sparse":
+        return overrides.get("sparse", {}).get("synthetic_queries",
+                                               SparseConfig().synthetic_queries)
+    return overrides.get("anchors", {}).get("synthetic_queries", 0)
 
 
 def synthetic_queries(spark, items, n: int) -> list[tuple[str, str]]:

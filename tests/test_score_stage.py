@@ -25,6 +25,11 @@ def test_progress_line_rate_and_eta():
     # A retried task may count its items twice: never more than the total.
     assert progress_line("score", 12, 10, 1, 1.0).startswith("score: 10/10 items (100.0%)")
     assert progress_line("score", 7, None, 2, 7.0) == "score: 7 items scored, 2.0 pairs/s, 7s in"
+    # a pass that scores no pair (a sparse build's embeddings) gives its own rate
+    assert progress_line("score", 300, 600, 0, 10.0) == \
+        "score: 300/600 items (50.0%), 30.0 items/s, ETA 10s"
+    assert progress_line("pairs", 500, 1000, 1, 5.0, unit="pairs") == \
+        "pairs: 500/1,000 pairs (50.0%), 100.0 pairs/s, ETA 5s"
 
 
 def test_progress_logger_logs_at_a_steady_rate(caplog):

@@ -217,7 +217,7 @@ def score_pair_chunks(spark: SparkSession, pairs: DataFrame, rows: DataFrame, *,
     try:
         with worker_errors(), ProgressLogger("pairs", lambda: done.value,
                                              total=n_pairs - resumed, pairs_per_item=1,
-                                             every_s=30.0):
+                                             every_s=30.0, unit="pairs"):
             committed = (todo.repartitionByRange(max(1, n_chunks - len(kept)), "chunk")
                          .sortWithinPartitions("chunk", "item_id", "query")
                          .mapInArrow(pair_score_fn(scorer_cfg, fingerprint, q_b,

@@ -17,17 +17,22 @@ log = logging.getLogger("curindex.pipeline")
 
 
 def progress_line(
-    stage: str, done: int, total: int | None, pairs_per_item: int, elapsed_s: float
+    stage: str, done: int, total: int | None, pairs_per_item: int, elapsed_s: float, *,
+    unit: str = "items",
 ) -> str:
-    """One progress line: items done / total, pairs/s since the stage began, and the ETA."""
-    rate = done * pairs_per_item / elapsed_s if elapsed_s > 0 else 0.0
+    """One progress line: `unit`s done / total, pairs/s since the stage began (`unit`s/s when
+    a pass scores no pair: the bi-encoder's embeddings alone), and the ETA."""
+    per = pairs_per_item if pairs_per_item > 0 else 1
+    rate = done * per / elapsed_s if elapsed_s > 0 else 0.0
+    rate_unit = "pairs/s" if pairs_per_item > 0 else f"{unit}/s"
     if not total:
-        return f"{stage}: {done:,} items scored, {rate:,.1f} pairs/s, {_duration(elapsed_s)} in"
+        return (f"{stage}: {done:,} {unit} scored, {rate:,.1f} {rate_unit}, "
+                f"{_duration(elapsed_s)} in")
     done = min(done, total)  # a retried task adds its items twice
     eta = f"ETA {_duration(elapsed_s * (total - done) / done)}" if done else "ETA unknown"
     return (
-        f"{stage}: {done:,}/{total:,} items ({100 * done / total:.1f}%), "
-        f"{rate:,.1f} pairs/s, {eta}"
+        f"{stage}: {done:,}/{total:,} {unit} ({100 * done / total:.1f}%), "
+        f"{rate:,.1f} {rate_unit}, {eta}"
     )
 
 
@@ -55,8 +60,9 @@ class ProgressLogger:
         pairs_per_item: int,
         every_s: float,
         sample_s: float = 5.0,
+        unit: str = "items",
     ) -> None:
-        self.stage, self.read_done = stage, read_done
+        self.stage, self.read_done, self.unit = stage, read_done, unit
         self.total, self.pairs_per_item, self.every_s = total, pairs_per_item, every_s
         self.sample_s = min(sample_s, every_s)
         self.samples: list[tuple[float, int]] = []
@@ -67,7 +73,7 @@ class ProgressLogger:
     def line(self) -> str:
         return progress_line(
             self.stage, self.read_done(), self.total, self.pairs_per_item,
-            time.perf_counter() - self._t0,
+            time.perf_counter() - self._t0, unit=self.unit,
         )
 
     def _sample(self) -> None:
