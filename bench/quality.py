@@ -286,7 +286,7 @@ def synthetic_needed(overrides: dict) -> int:
     sparse build's training queries (`[sparse] synthetic_queries`, the default unless set)."""
     from curindex.config import SparseConfig
 
-    if overrides.get("index", {}) and overrides["index"].get("kind") == "sparse":
+    if (overrides.get("index") or {}).get("kind") == "sparse":
         return overrides.get("sparse", {}).get("synthetic_queries",
                                                SparseConfig().synthetic_queries)
     return overrides.get("anchors", {}).get("synthetic_queries", 0)

@@ -22,8 +22,7 @@ def progress_line(
 ) -> str:
     """One progress line: `unit`s done / total, pairs/s since the stage began (`unit`s/s when
     a pass scores no pair: the bi-encoder's embeddings alone), and the ETA."""
-    per = pairs_per_item if pairs_per_item > 0 else 1
-    rate = done * per / elapsed_s if elapsed_s > 0 else 0.0
+    rate = done * max(pairs_per_item, 1) / elapsed_s if elapsed_s > 0 else 0.0
     rate_unit = "pairs/s" if pairs_per_item > 0 else f"{unit}/s"
     if not total:
         return (f"{stage}: {done:,} {unit} scored, {rate:,.1f} {rate_unit}, "
