@@ -11,7 +11,14 @@ from curindex.kinds.cur import solve_g
 from curindex.pipeline import run_build
 from curindex.scoring.base import build_scorer
 from curindex.search import Searcher
-from curindex.search.methods import Plan, SearchSpec, query_weights, round_sizes, run_plans
+from curindex.search.methods import (
+    Plan,
+    SearchSpec,
+    deeper_asks,
+    query_weights,
+    round_sizes,
+    run_plans,
+)
 from support import make_texts, tiny_config, write_corpus
 
 
@@ -105,6 +112,27 @@ def test_one_round_returns_round_one_unchanged():
     want = [int(j) for j in np.argsort(-(np.eye(3, 40) @ s[:40]).T @ s[40, :3], kind="stable")
             if j > 2][:2]
     assert plan.keys == want and plan.exact == s[40, want].tolist()
+
+
+@pytest.mark.parametrize("spec", [SearchSpec("cur"), SearchSpec("adaptive", 2),
+                                  SearchSpec("adaptive", 3)])
+def test_deeper_asks_read_each_ranking_one_round_further(spec):
+    """A pool's deeper candidates: after a plan ran, its next n items are what one more round
+    of it would retrieve (plain CUR: its ranking read further), leaving out what it scored."""
+    s = low_rank_scores(5, n_q=70, n=300, rank=6, noise=0.3)
+    h, tests, anchors = s[:40], s[40:], np.arange(6)
+    retriever = MatrixRetriever(h, solve_g(h[:, anchors], rcond=1e-6).g, tests)
+    sizes = spec.sizes(60, k_i=6, n_items=300, n_anchors_listed=6)
+    ran, longer = ([Plan(q, spec, 60, sz, tests[q, anchors], tests[q, anchors],
+                         frozenset(anchors.tolist())) for q in range(5)]
+                   for sz in (sizes, [*sizes[:-1], sizes[-1] + 30] if len(sizes) == 1
+                              else [*sizes, 30]))
+    for plans in (ran, longer):
+        run_plans(plans, retriever, anchor_columns=h[:, anchors], rcond=1e-6)
+    asks = deeper_asks(ran, 30, retriever, anchor_columns=h[:, anchors], rcond=1e-6)
+    for a, (keys, _), want in zip(asks, retriever.retrieve(asks), longer, strict=True):
+        assert not set(keys) & set(ran[a.query].keys) and len(keys) == 30
+        assert ran[a.query].keys + keys == want.keys
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -207,12 +207,13 @@ def test_a_pool_that_cannot_miss_reproduces_exact_recall_bit_for_bit(spark, tmp_
 
 
 def test_pooled_validation_without_the_bi_encoder_brackets_exact_recall(spark, tmp_path):
-    """A build that does not embed its items pools only what its searches scored (no
-    bi-encoder neighbours); with an audit of every item the audit counts the pool's misses
-    exactly, and each method's exact recall lies within its pooled recall minus them."""
+    """A build that does not embed its items pools what its searches scored and their
+    rankings read further (no bi-encoder neighbours); with an audit of every item the audit
+    counts the pool's misses exactly, and each method's exact recall lies within its pooled
+    recall minus them."""
     exact, pooled = _exact_and_pooled(spark, tmp_path, ["cur", "adaptive"], audit_items=1000)
     pool = pooled.validation.pool
-    assert pool.depth == 0 and pool.mean_pool_size < pooled.counts.items
+    assert pool.depth == 2 * 60 and pool.mean_pool_size < pooled.counts.items
     n_report = pooled.validation.n_test
     checked = 0
     for e, p in zip(exact.search.methods, pooled.search.methods, strict=True):

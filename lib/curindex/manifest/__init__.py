@@ -187,7 +187,7 @@ class PoolInfo:
     audit's estimate of the true top-k items it missed (per figure, summed over the reporting
     queries: estimate and 95% interval)."""
 
-    depth: int  # the bi-encoder's top items in each pool
+    depth: int  # each method's ranking past its largest budget, and the bi-encoder's top items
     audit_items: int
     pairs: int  # exact-model pairs validation scored
     pairs_per_query: float

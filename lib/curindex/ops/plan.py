@@ -148,15 +148,20 @@ def pool_size(cfg: BuildConfig, n_items: int) -> int:
     v = cfg.validate
     budget = max([b for b in v.budgets if b < n_items], default=0)
     specs = candidates(cfg.index.methods, v.rounds, v.seed_sizes)
-    return min(n_items, len(specs) * budget + bi_depth(cfg, [budget]) + v.audit_items)
+    deep = len({s.method for s in specs} - {"bi-rerank"}) * pool_depth(cfg, [budget])
+    return min(n_items, len(specs) * budget + deep + bi_depth(cfg, [budget]) + v.audit_items)
+
+
+def pool_depth(cfg: BuildConfig, budgets: list[int]) -> int:
+    """How far each pool reads every method's ranking past its largest budget, and the
+    bi-encoder's: `[validate] pool_depth`, else twice the largest budget."""
+    return cfg.validate.pool_depth or 2 * max(budgets, default=0)
 
 
 def bi_depth(cfg: BuildConfig, budgets: list[int]) -> int:
-    """The bi-encoder's top items in each pool: `[validate] pool_depth`, else twice the largest
-    budget; none where the build does not embed its items."""
-    if not needs_biencoder(cfg):
-        return 0
-    return cfg.validate.pool_depth or 2 * max(budgets, default=0)
+    """The bi-encoder's top items in each pool (`pool_depth`); none where the build does not
+    embed its items."""
+    return pool_depth(cfg, budgets) if needs_biencoder(cfg) else 0
 
 
 def training_queries(cfg: BuildConfig, *, n_items: int, n_queries: int | None = None) -> int:

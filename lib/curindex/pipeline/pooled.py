@@ -8,9 +8,12 @@ top items are the top of a pool (``curindex.quality.pooling``).
 - ``Scored``: the methods' retriever over the score rows (which hold no test score), whose
   candidates get their exact scores from ``PairScores``; every round is one retrieval job and
   one scoring job;
-- ``pool_truth``: after every search ran, each query's pool (everything scored for it, the
-  bi-encoder's top ``depth`` items, and ``audit`` uniformly random items) is scored, and its top
-  items are the truth; the audit items outside the pool estimate what it missed.
+- ``pool_truth``: after every search ran, each query's pool is scored, and its top items are
+  the truth: everything scored for it, every method's next ``depth`` items past what it scored
+  at the largest budget (its ranking read further: one more round of its deepest search, its
+  weights re-solved on everything that search scored), the bi-encoder's top ``depth`` items,
+  and ``audit`` uniformly random items; the audit items outside the pool estimate what it
+  missed.
 
 Everything kept on the driver is per test query and bounded by the pool: independent of the
 corpus size.
@@ -29,7 +32,7 @@ from curindex.pipeline.context import BuildContext
 from curindex.pipeline.pairs import score_pairs_now
 from curindex.pipeline.retrieval import SparkRetriever
 from curindex.quality.pooling import Misses, misses, truth_from_pool
-from curindex.search.methods import Ask, Plan
+from curindex.search.methods import Ask, Plan, deeper_asks
 
 
 class PairScores:
@@ -87,18 +90,34 @@ class Pools:
     sizes: list[int]
 
 
+def deepest(plans: Sequence[Plan]) -> list[Plan]:
+    """Per test query and method, the plan that scored most (the largest budget, then the
+    most rounds and seed): the one whose ranking the pool reads further."""
+    best: dict[tuple[int, str], Plan] = {}
+    for p in plans:
+        if p.spec.method == "bi-rerank":  # its ranking is the bi-encoder's, pooled apart
+            continue
+        key = (p.query, p.spec.method)
+        if key not in best or (p.budget, p.spec.complexity) > (best[key].budget,
+                                                                best[key].spec.complexity):
+            best[key] = p
+    return list(best.values())
+
+
 def pool_truth(scores: PairScores, retriever: SparkRetriever, plans: Sequence[Plan],
                bi: np.ndarray | None, anchor_ids: Sequence[str], *, n_test: int, ks: list[int],
-               depth: int, audit: int, n_items: int, seed: int) -> Pools:
-    """Score every test query's pool and take its top items as the truth (module docstring)."""
+               depth: int, bi_depth: int, audit: int, n_items: int, seed: int,
+               **deeper: object) -> Pools:
+    """Score every test query's pool and take its top items as the truth (module docstring).
+    `deeper`: `deeper_asks`'s keyword arguments (what re-solves a plan's weights)."""
     pool: list[dict[str, None]] = [dict.fromkeys(anchor_ids) for _ in range(n_test)]
     for p in plans:
         pool[p.query].update(dict.fromkeys(p.keys))
-    if bi is not None and depth:  # the bi-encoder's top items, in one retrieval job
-        found = retriever.retrieve([Ask(t, "bi", bi[t], depth, frozenset())
-                                    for t in range(n_test)])
-        for t, (keys, _) in enumerate(found):
-            pool[t].update(dict.fromkeys(keys))
+    asks = deeper_asks(deepest(plans), depth, retriever, **deeper) if depth else []
+    if bi is not None and bi_depth:  # the bi-encoder's top items
+        asks += [Ask(t, "bi", bi[t], bi_depth, frozenset()) for t in range(n_test)]
+    for a, (keys, _) in zip(asks, retriever.retrieve(asks) if asks else [], strict=True):
+        pool[a.query].update(dict.fromkeys(keys))  # one retrieval job for every query
     sample = audit_sample(retriever.rows, audit, seed=seed)
     inside = [set(p) for p in pool]
     scored = scores.get([(t, k) for t in range(n_test) for k in [*pool[t], *sample]])

@@ -274,6 +274,25 @@ def run_plans(plans: Sequence[Plan], retriever: Retriever, *, anchor_columns: np
             p.exact += [float(x) for x in exact]
 
 
+def deeper_asks(plans: Sequence[Plan], n: int, retriever: Retriever, *,
+                anchor_columns: np.ndarray | None, rcond: float, workers: int = 1,
+                cos: bool = False, latent: Latent | None = None) -> list[Ask]:
+    """Per plan that ran, the ask for its next `n` items after everything it scored: a
+    multi-round plan's weights re-solved on all of it (one more round), plain CUR's and
+    the bi-encoder rerank's round-1 vector (its ranking, read further)."""
+    out = []
+    multi = [Plan(p.query, p.spec, p.budget, [*p.sizes, n], p.first, p.anchor_exact,
+                  p.excluded, p.keys, p.exact, p.prior)
+             for p in plans if len(p.sizes) > 1]
+    if multi:  # round -1: each extended plan's last size, n
+        out += _resolve(multi, retriever, anchor_columns, rcond, -1, workers, cos, latent)
+    for p in plans:
+        if len(p.sizes) == 1:
+            out.append(Ask(p.query, "e" if p.spec.seed == "anchors" else "bi", p.first, n,
+                           p.excluded | frozenset(p.keys)))
+    return out
+
+
 def _resolve(active: Sequence[Plan], retriever: Retriever, anchor_columns: np.ndarray | None,
              rcond: float, r: int, workers: int, cos: bool, latent: Latent | None
              ) -> list[Ask]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curindex.config import BuildConfig, objective_figures
-from curindex.ops.plan import bi_depth, needs_biencoder
+from curindex.ops.plan import bi_depth, needs_biencoder, pool_depth
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.kinds import QuerySide, kind_for
 from curindex.pipeline.pooled import PairScores, Pools, Scored, pool_truth
@@ -155,7 +155,7 @@ def _pool_info(done: Searches, reporting: range, cfg: BuildConfig, budgets: list
         for b in budgets:
             if k < b:
                 misses[str(Figure(b, k))] = total
-    return {"depth": bi_depth(cfg, budgets), "audit_items": cfg.validate.audit_items,
+    return {"depth": pool_depth(cfg, budgets), "audit_items": cfg.validate.audit_items,
             "pairs": done.scores.pairs, "pairs_per_query": round(done.scores.pairs / n, 1),
             "mean_pool_size": round(float(np.mean(pools.sizes)), 1), "misses": misses}
 
@@ -235,14 +235,17 @@ def searches(ctx: BuildContext, anchors, specs: list[SearchSpec], budgets: list[
     job_list = jobs(specs, n_test=n_test, budgets=budgets, k_i=k_i)
     plans = [_plan(j, side, bi, live_ids, k_i=k_i, n_items=n_items) for j in job_list]
     # the driver's cores are idle while it solves: every one re-solves weights
-    run_plans(plans, retriever, anchor_columns=side.anchor_columns, rcond=side.rcond,
-              workers=os.cpu_count() or 1, cos=set(names) == {"h", "bi"}, latent=side.latent)
+    resolve = {"anchor_columns": side.anchor_columns, "rcond": side.rcond,
+               "workers": os.cpu_count() or 1, "cos": set(names) == {"h", "bi"},
+               "latent": side.latent}
+    run_plans(plans, retriever, **resolve)
     pools = None
     if scores is not None:
         v = cfg.validate
         pools = pool_truth(scores, inner, plans, bi, live_ids, n_test=n_test, ks=ks,
-                           depth=bi_depth(cfg, budgets),
-                           audit=v.audit_items, n_items=n_items, seed=cfg.anchors.seed)
+                           depth=pool_depth(cfg, budgets), bi_depth=bi_depth(cfg, budgets),
+                           audit=v.audit_items, n_items=n_items, seed=cfg.anchors.seed,
+                           **resolve)
         truth = pools.truth
     else:
         if retriever.truth_found is None:  # no plan ran (nothing to retrieve at any budget)
