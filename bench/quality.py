@@ -134,7 +134,8 @@ def main() -> None:
         # (curindex.pipeline.anchors; a sparse build's training queries are a longer prefix
         # of the same order), scored with the rest.
         n_synthetic = max([args.synthetic] + [
-            synthetic_needed(METHODS[m][0]) for m in args.methods.split(",")])
+            synthetic_needed(*method_overrides(m, k_q, args.synthetic, len(rest))[:2])
+            for m in args.methods.split(",")])
         extra = synthetic_queries(spark, items, n_synthetic)
         teacher = teacher_config(args.teacher)
         s, s_path, seconds = exact_matrix(spark, items, queries + extra, args.cache, teacher)
@@ -153,19 +154,9 @@ def main() -> None:
             write_jsonl(tmp / "items.jsonl", [{"_id": i, "text": t} for i, t in items])
             write_jsonl(tmp / "queries.jsonl", [{"_id": i, "text": t} for i, t in pool])
             for name in args.methods.split(","):
-                overrides, kwargs = METHODS[name]
-                overrides = dict(overrides)
-                method_q = overrides.pop("k_q", k_q)
-                divisor = overrides.pop("k_q_divisor", 1)
-                method_q //= divisor
-                real_q = overrides.pop("real_q", None)
-                if name.startswith("shipped"):  # its own test queries choose its search
-                    real = method_q - args.synthetic
-                    n_test = SHIPPED_TEST if real + SHIPPED_TEST <= len(rest) else 10
-                    overrides["anchors"] = {**overrides["anchors"], "n_test": n_test}
-                if args.synthetic:
-                    overrides["anchors"] = {**overrides.get("anchors", {}),
-                                            "synthetic_queries": args.synthetic // divisor}
+                overrides, method_q, real_q = method_overrides(name, k_q, args.synthetic,
+                                                               len(rest))
+                kwargs = METHODS[name][1]
                 t0 = time.perf_counter()
                 manifest, store = build(spark, tmp, name, overrides, method_q, s_path, items,
                                         queries + extra, pool_size=real_q, teacher=teacher)
@@ -281,15 +272,38 @@ def exact_matrix(spark, items, queries, cache: Path, cfg) -> tuple[np.ndarray, P
     return s, path, seconds
 
 
-def synthetic_needed(overrides: dict) -> int:
-    """How many synthetic queries a method's build makes: its dense anchor queries, or a
-    sparse build's training queries (`[sparse] synthetic_queries`, the default unless set)."""
-    from curindex.config import SparseConfig
+def method_overrides(name: str, k_q: int, synthetic: int, rest: int
+                     ) -> tuple[dict, int, int | None]:
+    """A method's config overrides on this split, its k_q and the log queries its build sees
+    (None: all): `shipped` holds out its own test queries (SHIPPED_TEST, or 10 when the `rest`
+    queries the build sees are too few), and `--synthetic` makes that many of every dense
+    build's anchor queries."""
+    overrides = dict(METHODS[name][0])
+    method_q = overrides.pop("k_q", k_q)
+    real_q = overrides.pop("real_q", None)
+    divisor = overrides.pop("k_q_divisor", 1)
+    method_q //= divisor
+    if name.startswith("shipped"):  # its own test queries choose its search
+        n_test = SHIPPED_TEST if method_q - synthetic + SHIPPED_TEST <= rest else 10
+        overrides["anchors"] = {**overrides["anchors"], "n_test": n_test}
+    if synthetic:
+        overrides["anchors"] = {**overrides.get("anchors", {}),
+                                "synthetic_queries": synthetic // divisor}
+    return overrides, method_q, real_q
 
-    if (overrides.get("index") or {}).get("kind") == "sparse":
-        return overrides.get("sparse", {}).get("synthetic_queries",
-                                               SparseConfig().synthetic_queries)
-    return overrides.get("anchors", {}).get("synthetic_queries", 0)
+
+def synthetic_needed(overrides: dict, k_q: int) -> int:
+    """How many synthetic queries a method's build makes, all a prefix of one seeded order of
+    the items: its dense anchor queries (or a sparse build's training queries, `[sparse]
+    synthetic_queries`), then its synthetic tuning queries (`[validate] synthetic_tuning`,
+    where its test queries leave too few to tune on)."""
+    from curindex.config import config_from_dict, synthetic_tests
+
+    cfg = config_from_dict(method_config(overrides, k_q, items={"path": "-"},
+                                         queries={"path": "-"}))
+    made = cfg.sparse.synthetic_queries if cfg.index.kind == "sparse" else \
+        cfg.anchors.synthetic_queries
+    return made + synthetic_tests(cfg)
 
 
 def synthetic_queries(spark, items, n: int) -> list[tuple[str, str]]:
@@ -301,6 +315,27 @@ def synthetic_queries(spark, items, n: int) -> list[tuple[str, str]]:
     df = spark.createDataFrame(items, "id string, text string")
     return [(SYNTHETIC_PREFIX + i, synthetic_query(t))
             for i, t in seeded_sample(df, n, seed=0, salt="synthetic")]
+
+
+def method_config(overrides: dict, k_q: int, **sections) -> dict:
+    """A method's build config: the bench's base (a fixed search: no synthetic tuning query),
+    `sections` (sources, scorer, store), then the method's overrides (None, or a section named
+    in `_defaults`: that section from the build's defaults)."""
+    raw = {
+        "anchors": {"n_queries": k_q, "n_items": 50, "n_test": 10, "seed": 0},
+        "factorize": {"rcond": 1e-3, "min_rank": 2},
+        "index": {"num_shards": 4},
+        "validate": {"ks": [1, 10], "budgets": [200], "synthetic_tuning": 0},
+        **sections,
+    }
+    overrides = dict(overrides)
+    defaults = overrides.pop("_defaults", ())
+    for section, values in overrides.items():
+        if values is None or section in defaults:  # (shards aside): no method settings
+            raw[section] = {k: v for k, v in raw.get(section, {}).items() if k == "num_shards"}
+        if values is not None:
+            raw[section] = {**raw.get(section, {}), **values}
+    return raw
 
 
 def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, items, queries,
@@ -321,27 +356,16 @@ def build(spark, tmp: Path, name: str, overrides: dict, k_q: int, s_path: Path, 
         with open(query_file, encoding="utf-8") as f:
             rows = [json.loads(line) for line in f][: pool_size + 10]  # + the build's tests
         query_file = write_jsonl(tmp / f"queries-{pool_size}.jsonl", rows)
-    raw = {
+    raw = method_config(overrides, k_q, **{
         "items": {"path": str(tmp / "items.jsonl"), "text_columns": ["text"]},
         "queries": {"path": str(query_file)},
-        "anchors": {"n_queries": k_q, "n_items": 50, "n_test": 10, "seed": 0},
         "scorer": {"kind": "callable", "target": "cached_scorer:cached",
                    "options": {"scores": str(s_path), "texts": str(index_file),
                                # queries S has no row for (a sparse build's synthetic
                                # training queries) are scored by the teacher itself
                                "teacher_kind": teacher.kind, "teacher_path": teacher.path}},
-        "factorize": {"rcond": 1e-3, "min_rank": 2},
-        "index": {"num_shards": 4},
-        "validate": {"ks": [1, 10], "budgets": [200]},
         "store": {"uri": str(tmp / f"store-{name}")},
-        "spark": {"score_partitions": 8, "block_items": 512},
-    }
-    defaults = overrides.pop("_defaults", ())  # sections that start from the build's defaults
-    for section, values in overrides.items():
-        if values is None or section in defaults:  # (shards aside): no method settings
-            raw[section] = {k: v for k, v in raw.get(section, {}).items() if k == "num_shards"}
-        if values is not None:
-            raw[section] = {**raw.get(section, {}), **values}
+        "spark": {"score_partitions": 8, "block_items": 512}})
     cfg = config_from_dict(raw)
     result = run_build(spark, cfg, version="v1", publish=True)
     return result.manifest.to_dict(), Store.open(cfg.store.uri)

@@ -56,6 +56,8 @@ def tiny_config(corpus: dict, *, store: Path | None = None, **sections) -> dict:
         "anchors": {"n_queries": 40, "n_items": 12, "n_test": 10, "seed": 3},
         "scorer": {"kind": "toy", "options": {"dim": "8"}},
         "factorize": {"rcond": 1e-6},
+        # 10 test queries leave 5 to tune on: no synthetic tuning queries unless a test asks
+        "validate": {"synthetic_tuning": 0},
         # plain CUR alone unless a test asks for more: most tests are about the pipeline
         "index": {"num_shards": 3, "methods": ["cur"]},
         "store": {"uri": str(store or corpus["root"] / "store")},

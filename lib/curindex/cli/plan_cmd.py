@@ -57,6 +57,7 @@ def _side_by_side(*plans: Any) -> str:
 
 def _history(cfg: Any) -> Any:
     """The rate of the config's store's newest full build with the same scorer, if any."""
+    from curindex.config import validation_queries
     from curindex.errors import StoreError
     from curindex.ops.plan import needs_biencoder, rate_from_history
     from curindex.scoring.base import fingerprint_for
@@ -69,7 +70,7 @@ def _history(cfg: Any) -> Any:
         return None
     return rate_from_history(listing, fingerprint=fingerprint_for(cfg.scorer),
                              bi=needs_biencoder(cfg),
-                             n_q=cfg.anchors.n_queries + cfg.anchors.n_test)
+                             n_q=cfg.anchors.n_queries + validation_queries(cfg))
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

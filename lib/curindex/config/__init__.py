@@ -175,8 +175,15 @@ class ValidateConfig:
     # pool_depth items and audit_items random items, scored exactly), or "auto" (exact while
     # n_test x items is at most half the index's own pairs, pooled otherwise).
     ground_truth: str = "auto"
-    pool_depth: int = 0  # the bi-encoder's top items in each pool; 0: twice the largest budget
+    # how far each pool reads every method's ranking past its largest budget, and the
+    # bi-encoder's top items; 0: twice the largest budget
+    pool_depth: int = 0
     audit_items: int = 1000  # uniform random items in each pool, to estimate what it misses
+    # Where the test queries leave fewer than MIN_TUNING_QUERIES to tune on (n_test x
+    # tune_fraction), this many tuning queries are made from items (as synthetic anchor queries
+    # are, disjoint from them) and every test query from the log reports; 0: never (the
+    # bi-encoder baseline then serves).
+    synthetic_tuning: int = 50
 
 
 @dataclass(frozen=True)
@@ -346,6 +353,24 @@ def scorer_from_dict(data: Any, *, source: str) -> ScorerConfig:
     for key, problem in scorer_value_problems(scorer):
         raise _err(source, f"[scorer] {key}", problem)
     return scorer
+
+
+MIN_TUNING_QUERIES = 10  # fewer tuning queries cannot tell search methods apart
+
+
+def synthetic_tests(cfg: BuildConfig) -> int:
+    """Tuning queries a build makes from items (``[validate] synthetic_tuning``): where its
+    test queries leave fewer than MIN_TUNING_QUERIES to tune on, else none (none without
+    test queries)."""
+    a = cfg.anchors
+    if not a.n_test or int(a.n_test * cfg.factorize.tune_fraction) >= MIN_TUNING_QUERIES:
+        return 0
+    return cfg.validate.synthetic_tuning
+
+
+def validation_queries(cfg: BuildConfig) -> int:
+    """Every test query a build validates on: the log's n_test and the synthetic ones."""
+    return cfg.anchors.n_test + synthetic_tests(cfg)
 
 
 def objective_figures(v: ValidateConfig) -> list[Figure]:

@@ -31,6 +31,7 @@ INT_BOUNDS: dict[tuple[str, str], tuple[int, int]] = {
     ("validate", "seed_sizes"): (1, 100_000),
     ("validate", "pool_depth"): (0, 1_000_000),
     ("validate", "audit_items"): (0, 1_000_000),
+    ("validate", "synthetic_tuning"): (0, 100_000),
     ("sparse", "neighbours"): (0, 100_000),
     ("sparse", "random_items"): (0, 100_000),
     ("sparse", "log_queries"): (0, 100_000_000),

@@ -262,6 +262,8 @@ class Selection:
     tune_ids: tuple[str, ...]
     reason: str
     candidates: tuple[Candidate, ...]
+    # of the tuning queries, how many were made from items (``[validate] synthetic_tuning``)
+    synthetic: int = 0
 
 
 @dataclass(frozen=True)

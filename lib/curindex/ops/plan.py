@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from curindex.config import BuildConfig
+from curindex.config import BuildConfig, validation_queries
 from curindex.ops.sample import count_rows
 from curindex.ops.sample_cost import sample_cost
 from curindex.quality.pooling import resolve_truth
@@ -112,13 +112,13 @@ def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None
     n_train = training_queries(cfg, n_items=n, n_queries=n_queries) if sparse else 0
     sp = cfg.sparse
     index = min(n_train * (sp.neighbours + sp.random_items), n_train * n) if sparse else n * k_q
-    truth, _ = resolve_truth(cfg.validate.ground_truth, n_test=cfg.anchors.n_test, n_items=n,
+    truth, _ = resolve_truth(cfg.validate.ground_truth, n_test=validation_queries(cfg), n_items=n,
                              index_pairs=index)
     # exact truth: the test queries are scored against every item, in the score stage;
     # pooled: each test query's pool (at most) is scored in validation
-    n_test = cfg.anchors.n_test if truth == "exact" else 0
+    n_test = validation_queries(cfg) if truth == "exact" else 0
     n_q = k_q + n_test  # scored against every item
-    test = n * n_test if truth == "exact" else cfg.anchors.n_test * pool_size(cfg, n)
+    test = n * n_test if truth == "exact" else validation_queries(cfg) * pool_size(cfg, n)
     pairs = {"anchor": n * k_q, "index": index, "test": test, "total": index + test}
     pair_s = 0.0
     if rate:
@@ -242,7 +242,7 @@ def plan_bytes(cfg: BuildConfig, n: int) -> dict[str, int]:
 
     sparse = cfg.index.kind == "sparse"
     k_q = cfg.anchors.n_queries if not sparse else 0
-    n_q = k_q + cfg.anchors.n_test
+    n_q = k_q + validation_queries(cfg)
     dim = BI_DIM if sparse else cfg.anchors.n_items  # a latent vector: the embedding's size
     shards = cfg.index.num_shards
     out = {"vectors": _index_bytes(cfg.index.factory, dim, n, shards)}

@@ -12,7 +12,10 @@ after the score pass, ``curindex.pipeline.leverage``: here no item is chosen yet
 
 Synthetic anchor queries (``[anchors] synthetic_queries = S``, for small query logs): S of the
 k_q anchor queries are the first sentences of a seeded sample of items (ids
-``synthetic:<item id>``); test queries always come from the query source.
+``synthetic:<item id>``). Test queries come from the query source, except synthetic tuning
+queries (``[validate] synthetic_tuning``, where the log leaves too few to tune on): made the
+same way from the next items of the same seeded order, they come first among the test
+queries and tune, and the log's test queries report.
 """
 
 from __future__ import annotations
@@ -64,10 +67,25 @@ def seeded_sample(df: DataFrame, n: int, *, seed: int, salt: str) -> list[tuple[
     return [(r["id"], r["text"]) for r in rows]
 
 
+def made_queries(items: DataFrame, used: int, tuning: int, *, seed: int, n_items: int
+                 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Queries made from items, (id, text): the first `used` (synthetic anchor or training
+    queries) and the next `tuning` (synthetic tuning queries, none empty) of one seeded order
+    of the items, so the two never share an item (at most one query per item)."""
+    n = min(used + tuning, n_items)
+    if n <= 0:
+        return [], []
+    made = [(f"{SYNTHETIC_PREFIX}{i}", synthetic_query(t))
+            for i, t in seeded_sample(items, n, seed=seed, salt="synthetic")]
+    return made[:used], [m for m in made[used:] if m[1].strip()]
+
+
 def choose_anchors(
-    items: DataFrame, queries: DataFrame, cfg: AnchorsConfig, *, n_items: int, n_queries: int
+    items: DataFrame, queries: DataFrame, cfg: AnchorsConfig, *, n_items: int, n_queries: int,
+    synthetic_tests: int = 0,
 ) -> Anchors:
-    """Pick k_q anchor queries, n_test test queries (disjoint) and k_i anchor items.
+    """Pick k_q anchor queries, n_test test queries (disjoint) and k_i anchor items; with
+    `synthetic_tests`, that many more test queries made from items come first (they tune).
 
     Raises InputError when the sources hold fewer rows than asked for.
     """
@@ -84,9 +102,10 @@ def choose_anchors(
     else:
         it = seeded_sample(items, cfg.n_items, seed=cfg.seed, salt="items")
     anchor_q, test_q = q[:n_real], q[n_real:]
-    if cfg.synthetic_queries:
-        made = seeded_sample(items, cfg.synthetic_queries, seed=cfg.seed, salt="synthetic")
-        anchor_q += [(f"{SYNTHETIC_PREFIX}{i}", synthetic_query(t)) for i, t in made]
+    made, tuning = made_queries(items, cfg.synthetic_queries, synthetic_tests, seed=cfg.seed,
+                                n_items=n_items)
+    anchor_q += made
+    test_q = tuning + test_q
     return Anchors(
         query_ids=[i for i, _ in anchor_q],
         query_texts=[t for _, t in anchor_q],

@@ -25,7 +25,7 @@ from curindex.errors import ConfigError, CurIndexError, StoreError
 from curindex.kinds import scorerows
 from curindex.manifest import Manifest, read_manifest
 from curindex.pipeline import incremental
-from curindex.pipeline.anchors import Anchors
+from curindex.pipeline.anchors import SYNTHETIC_PREFIX, Anchors
 from curindex.pipeline.chunks import chunk_name, open_dir, stale_chunks
 from curindex.pipeline.corpus import input_digest, read_texts
 from curindex.scoring.base import fingerprint_for
@@ -132,7 +132,12 @@ class BuildContext:
 
     def n_tune(self) -> int:
         """Test queries (the first ones) that choose the served search and tune the
-        inversion, never reported: ``tune_fraction`` of them (none with fewer than two)."""
+        inversion, never reported: the synthetic tuning queries where the build made them
+        (``[validate] synthetic_tuning``), else ``tune_fraction`` of the test queries (none
+        with fewer than two)."""
+        made = sum(i.startswith(SYNTHETIC_PREFIX) for i in self.anchors().test_ids)
+        if made:
+            return made
         n = self.cfg.anchors.n_test
         return int(n * self.cfg.factorize.tune_fraction) if n >= 2 else 0
 

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curindex.config import MIN_TUNING_QUERIES
 from curindex.search.methods import SearchSpec
 
 MARGIN = 0.005  # a simpler method serves when its mean objective is within this of the best
 Z = 2.0  # the recorded "measurably worse": one-sided, about 97.7%
-MIN_QUERIES = 10
+MIN_QUERIES = MIN_TUNING_QUERIES
 
 
 @dataclass(frozen=True)

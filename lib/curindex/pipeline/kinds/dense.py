@@ -11,6 +11,7 @@ import time
 import numpy as np
 from pyspark.sql import DataFrame
 
+from curindex.config import synthetic_tests
 from curindex.kinds.dense import DenseFeatures
 from curindex.pipeline.anchors import Anchors, choose_anchors, write_anchor_tables
 from curindex.pipeline.context import BuildContext
@@ -35,7 +36,8 @@ DEFINING_FILES = ("anchors/items.parquet", "anchors/queries.parquet", "G.npy",
 
 def choose(ctx: BuildContext, items: DataFrame, queries: DataFrame, n_items: int,
            n_queries: int) -> Anchors:
-    return choose_anchors(items, queries, ctx.cfg.anchors, n_items=n_items, n_queries=n_queries)
+    return choose_anchors(items, queries, ctx.cfg.anchors, n_items=n_items, n_queries=n_queries,
+                          synthetic_tests=synthetic_tests(ctx.cfg))
 
 
 def scored_queries(ctx: BuildContext, anchors: Anchors) -> list[str]:

@@ -18,11 +18,12 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from curindex.config import synthetic_tests
 from curindex.errors import CurIndexError, InputError
 from curindex.kinds import scorerows
 from curindex.kinds.latent import LatentMaps, fit_maps
 from curindex.kinds.sparse import MAPS_FILE, SparseFeatures
-from curindex.pipeline.anchors import SYNTHETIC_PREFIX, Anchors, seeded_sample, synthetic_query
+from curindex.pipeline.anchors import Anchors, made_queries, seeded_sample
 from curindex.pipeline.chunks import open_dir
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.kinds.base import QuerySide
@@ -44,17 +45,18 @@ def choose(ctx: BuildContext, items: DataFrame, queries: DataFrame, n_items: int
            n_queries: int) -> Anchors:
     """n_test test queries and up to `log_queries` training queries from the log (a seeded
     choice, disjoint), and `synthetic_queries` training queries made from a seeded sample of
-    items. No anchor items."""
+    items (synthetic tuning queries, where made, from the next items of that sample). No
+    anchor items."""
     a, sp = ctx.cfg.anchors, ctx.cfg.sparse
     if n_queries < a.n_test:
         raise InputError(f"queries: {n_queries} queries, fewer than n_test = {a.n_test}")
     n_log = min(sp.log_queries, n_queries - a.n_test)
     q = seeded_sample(queries, a.n_test + n_log, seed=a.seed, salt="queries")
     test, train = q[: a.n_test], q[a.n_test:]
-    made = seeded_sample(items, min(sp.synthetic_queries, n_items), seed=a.seed,
-                         salt="synthetic") if sp.synthetic_queries else []
-    train += [(f"{SYNTHETIC_PREFIX}{i}", synthetic_query(t)) for i, t in made]
-    train = [(i, t) for i, t in train if t.strip()]
+    made, tuning = made_queries(items, sp.synthetic_queries, synthetic_tests(ctx.cfg),
+                                seed=a.seed, n_items=n_items)
+    test = tuning + test  # synthetic tuning queries first: they tune
+    train = [(i, t) for i, t in train + made if t.strip()]
     if not train:
         raise InputError("queries: no training query (the log holds only the test queries and "
                          "[sparse] synthetic_queries is 0)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from curindex.config import validation_queries
 from curindex.errors import ConfigError
 from curindex.manifest import read_manifest
 from curindex.ops.plan import needs_biencoder, plan_build, plan_dict, rate_from_history
@@ -44,10 +45,11 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
                       history=rate_from_history(store.versions_listing()[0],
                                                 fingerprint=fingerprint,
                                                 bi=needs_biencoder(cfg),
-                                                n_q=cfg.anchors.n_queries + cfg.anchors.n_test))
+                                                n_q=cfg.anchors.n_queries
+                                                + validation_queries(cfg)))
     for line in plan.lines():
         log.info("%s", line)
-    truth, why = resolve_truth(cfg.validate.ground_truth, n_test=cfg.anchors.n_test,
+    truth, why = resolve_truth(cfg.validate.ground_truth, n_test=validation_queries(cfg),
                                n_items=item_stats.rows, index_pairs=plan.pairs["index"])
     if base is not None:  # the base's rows hold its test scores or none: the same truth
         truth, why = manifest.validation.ground_truth, f"as the base version {base}"

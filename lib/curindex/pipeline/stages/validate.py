@@ -14,6 +14,7 @@ import numpy as np
 
 from curindex.config import BuildConfig, objective_figures
 from curindex.ops.plan import bi_depth, needs_biencoder, pool_depth
+from curindex.pipeline.anchors import SYNTHETIC_PREFIX
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.kinds import QuerySide, kind_for
 from curindex.pipeline.pooled import PairScores, Pools, Scored, pool_truth
@@ -57,6 +58,11 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
         finally:
             ctx.spark.sparkContext.setJobDescription(None)
         state.update(exact_cur)
+    made = sum(i.startswith(SYNTHETIC_PREFIX) for i in anchors.test_ids)
+    if made:
+        log.info("tuning on %d queries made from items ([validate] synthetic_tuning): the "
+                 "log's %d test queries leave too few; all of them report", made,
+                 n_test - made)
     choices = _choices(tab, specs, budgets, sorted(v.ks), range(n_tune))
     served_by = {b: c.chosen for b, c in choices.items()}
     default = served_at(served_by, objective[0].budget) if served_by else \
@@ -84,6 +90,7 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
         "selection": {
             "objective": [str(f) for f in objective], "n_tune": n_tune,
             "tune_ids": anchors.test_ids[:n_tune], "reason": reason,
+            "synthetic": made,
             "candidates": _candidates(choices[_budget_of(choices, objective[0].budget)])
             if choices else []},
         "by_budget": [{"budget": b, "method": c.chosen.method, "rounds": c.chosen.rounds,
