@@ -1,6 +1,6 @@
 """Synthetic tuning queries (``[validate] synthetic_tuning``): where the log's test queries
-leave too few to tune on, a build makes its tuning queries from items, chooses its search on
-them, and reports on every test query from the log."""
+leave too few to tune on, a build makes tuning queries from items and chooses its search on
+them, held to the baseline on the log's own tuning queries."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from curindex.config import ConfigError, config_from_dict, synthetic_tests, validation_queries
 from curindex.pipeline import run_build
 from curindex.pipeline.anchors import SYNTHETIC_PREFIX, synthetic_query
+from curindex.store import Store
 from support import tiny_config
 
 pytestmark = pytest.mark.spark
@@ -44,8 +45,6 @@ def test_a_negative_synthetic_tuning_is_refused():
 
 def _queries(store_uri, version: str) -> list[tuple[str, str, str]]:
     """(id, text, role) of every query a version's prepare stage chose, in order."""
-    from curindex.store import Store
-
     t = pq.read_table(io.BytesIO(Store.open(str(store_uri)).read_bytes(
         version, "anchors/queries.parquet"))).to_pydict()
     return list(zip(t["id"], t["text"], t["role"], strict=True))
@@ -56,8 +55,8 @@ def test_a_small_log_tunes_on_queries_made_from_items_and_reports_on_its_own(
         spark, tiny_corpus, tmp_path, kind):
     """6 test queries leave 3 to tune on: with synthetic_tuning = 20 the build makes 20
     tuning queries from items (none shares an item with the synthetic anchor or training
-    queries), chooses on them, and reports on all 6 of the log's; without, the same 6 split
-    3 and 3 and the baseline serves for want of tuning queries."""
+    queries) and chooses on them; the log's 6 split 3 (holding the choice to the baseline)
+    and 3 (reported) as without, where the baseline serves for want of tuning queries."""
     index = {"methods": ["bi-rerank", "cur", "adaptive"]} if kind == "dense" else {
         "kind": "sparse", "methods": ["bi-rerank", "bi-seeded"]}
     made = {"anchors": {"synthetic_queries": 5}} if kind == "dense" else {
@@ -74,17 +73,19 @@ def test_a_small_log_tunes_on_queries_made_from_items_and_reports_on_its_own(
         cfg = config_from_dict(raw)
         docs[setting] = (run_build(spark, cfg, version="v").manifest,
                          _queries(cfg.store.uri, "v"))
+        page = Store.open(cfg.store.uri).read_bytes("v", "report/report.html").decode()
+        assert ("Chosen on 23 tuning queries (20 made from items" in page) == (setting == 20)
     (with_made, queries), (without, queries0) = docs[20], docs[0]
     tests = [i for i, _, r in queries if r == "test"]
     logged = [i for i in tests if not i.startswith(SYNTHETIC_PREFIX)]
-    assert (with_made.anchors.n_test, with_made.anchors.n_tune) == (26, 20)
-    assert tests[:20] == list(with_made.search.selection.tune_ids)
+    assert (with_made.anchors.n_test, with_made.anchors.n_tune) == (26, 23)
+    assert tests[:23] == list(with_made.search.selection.tune_ids)
     assert all(i.startswith(SYNTHETIC_PREFIX) for i in tests[:20])
     assert with_made.search.selection.synthetic == 20
-    # the log's test queries are the build's without synthetic tuning, and all of them report
+    # the log's test queries are the build's without synthetic tuning, split the same way
     assert logged == tests[20:] == [i for i, _, r in queries0 if r == "test"]
-    assert with_made.validation.n_test == 6
-    assert (without.anchors.n_tune, without.validation.n_test) == (3, 3)
+    assert with_made.validation.n_test == without.validation.n_test == 3
+    assert without.anchors.n_tune == 3
     # made from items no other synthetic query uses, as synthetic anchor queries are made
     others = {i for i, _, r in queries if r == "anchor" and i.startswith(SYNTHETIC_PREFIX)}
     assert others and not others & set(tests[:20])

@@ -133,13 +133,12 @@ class BuildContext:
     def n_tune(self) -> int:
         """Test queries (the first ones) that choose the served search and tune the
         inversion, never reported: the synthetic tuning queries where the build made them
-        (``[validate] synthetic_tuning``), else ``tune_fraction`` of the test queries (none
-        with fewer than two)."""
-        made = sum(i.startswith(SYNTHETIC_PREFIX) for i in self.anchors().test_ids)
-        if made:
-            return made
-        n = self.cfg.anchors.n_test
-        return int(n * self.cfg.factorize.tune_fraction) if n >= 2 else 0
+        (``[validate] synthetic_tuning``), then ``tune_fraction`` of the log's test queries
+        (none with fewer than two)."""
+        tests = self.anchors().test_ids
+        made = sum(i.startswith(SYNTHETIC_PREFIX) for i in tests)
+        n = len(tests) - made
+        return made + (int(n * self.cfg.factorize.tune_fraction) if n >= 2 else 0)
 
     def stale_chunks(self, folder: str = "scores") -> dict[int, list[str]]:
         """Committed chunks (of the work folder's `folder`: "scores", or the sparse build's

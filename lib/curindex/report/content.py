@@ -74,6 +74,7 @@ def search_section(search: SearchInfo | None) -> dict[str, Any]:
         "selection": None if sel is None else {
             "objective": list(sel.objective),
             "n_tune": sel.n_tune,
+            "synthetic": sel.synthetic,
             "reason": sel.reason,
             "candidates": [{"name": describe(c.method, c.rounds, c.seed_size),
                             "method": c.method, "rounds": c.rounds, "seed_size": c.seed_size,

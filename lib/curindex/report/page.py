@@ -142,7 +142,9 @@ def search_html(s: dict[str, Any]) -> str:
     if sel is None:
         return out
     objective = ", ".join(Figure.parse(n).label for n in sel["objective"])
-    out += (f"<p>Chosen on {e(sel['n_tune'])} tuning queries by the mean of "
+    made = (f" ({e(sel['synthetic'])} made from items: the log's test queries left too few)"
+            if sel.get("synthetic") else "")
+    out += (f"<p>Chosen on {e(sel['n_tune'])} tuning queries{made} by the mean of "
             f"{e(objective or DASH)}: {e(sel['reason'].rstrip('.'))}.</p>")
     if sel["candidates"]:
         header = ["candidate", "objective", "below best", "± s.e.", "measurably worse"]

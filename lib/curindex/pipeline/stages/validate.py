@@ -29,7 +29,7 @@ from curindex.pipeline.stages.write_shards import extras
 from curindex.quality.figures import Figure, by_figure
 from curindex.quality.gate import gate_failures, lift_failures
 from curindex.quality.pooling import mean_interval, recall_bounds
-from curindex.quality.selection import Choice, choose, served_at
+from curindex.quality.selection import Choice, choose, guarded, served_at
 from curindex.quality.validation import Job, Table, candidates, jobs, table
 from curindex.search.methods import Ask, Plan, SearchSpec, run_plans
 from curindex.search.shardindex import EXTRA_TRAINED, is_exact
@@ -58,18 +58,20 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
         finally:
             ctx.spark.sparkContext.setJobDescription(None)
         state.update(exact_cur)
+    # synthetic tuning queries (the first `made`) choose; the log's tuning queries then hold
+    # each choice to the baseline
     made = sum(i.startswith(SYNTHETIC_PREFIX) for i in anchors.test_ids)
+    choosing, guard = (range(made), range(made, n_tune)) if made else (range(n_tune), None)
     if made:
-        log.info("tuning on %d queries made from items ([validate] synthetic_tuning): the "
-                 "log's %d test queries leave too few; all of them report", made,
-                 n_test - made)
-    choices = _choices(tab, specs, budgets, sorted(v.ks), range(n_tune))
+        log.info("choosing on %d tuning queries made from items ([validate] "
+                 "synthetic_tuning), held to the baseline on the log's %d", made, len(guard))
+    choices = _choices(tab, specs, budgets, sorted(v.ks), choosing, guard)
     served_by = {b: c.chosen for b, c in choices.items()}
     default = served_at(served_by, objective[0].budget) if served_by else \
         min(specs, key=lambda x: x.complexity)  # nothing measured
     reason = choices[_budget_of(choices, objective[0].budget)].reason if choices else \
         "no test query or budget to measure on: the simplest method serves"
-    rows = _method_rows(tab, specs, objective, n_tune, reporting, default)
+    rows = _method_rows(tab, specs, objective, choosing, reporting, default)
     state["recall"] = _served_recall(tab, served_by, reporting)
     truth = prep.get("ground_truth") or {"kind": "exact", "why": ""}
     state.update(ground_truth=truth["kind"], ground_truth_why=truth["why"],
@@ -104,14 +106,19 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
 
 
 def _choices(tab: Table, specs: list[SearchSpec], budgets: list[int], ks: list[int],
-             tuning: range) -> dict[int, Choice]:
-    """The search served at each budget: chosen on the mean of every k figure there."""
-    out = {}
+             tuning: range, guard: range | None) -> dict[int, Choice]:
+    """The search served at each budget: chosen on the mean of every k figure there on the
+    `tuning` queries, and where they were made from items, held to the bi-encoder baseline on
+    the log's `guard` queries (``selection.guarded``)."""
+    out, base = {}, SearchSpec("bi-rerank")
     for b in budgets:
         figures = [Figure(b, k) for k in ks if k < b]
         cand = {s: o for s in specs if (o := tab.objective(s, figures, tuning)) is not None}
         if figures and cand:
             out[b] = choose(cand)
+            if guard and base in cand:
+                out[b] = guarded(out[b], base, tab.objective(out[b].chosen, figures, guard),
+                                 tab.objective(base, figures, guard))
     return out
 
 
@@ -301,7 +308,7 @@ def _exact_cur(ctx: BuildContext, run: Searches, reporting: range) -> dict:
             "index_recall_vs_exact": overlap}
 
 
-def _method_rows(tab: Table, specs: list[SearchSpec], objective: list[Figure], n_tune: int,
+def _method_rows(tab: Table, specs: list[SearchSpec], objective: list[Figure], tuning: range,
                  reporting: range, served: SearchSpec) -> list[dict]:
     """Each method at its best parameters on the tuning queries (the served one at its
     own), with its figures on the reporting queries."""
@@ -312,7 +319,7 @@ def _method_rows(tab: Table, specs: list[SearchSpec], objective: list[Figure], n
             best = served
         else:
             scored = [(float(o.mean()), s) for s in family
-                      if (o := tab.objective(s, objective, range(n_tune))) is not None
+                      if (o := tab.objective(s, objective, tuning)) is not None
                       and len(o)]
             best = max(scored, key=lambda x: (x[0], [-c for c in x[1].complexity]))[1] \
                 if scored else family[0]
