@@ -176,7 +176,7 @@ class ValidateConfig:
     # n_test x items is at most half the index's own pairs, pooled otherwise).
     ground_truth: str = "auto"
     # how far each pool reads every method's ranking past its largest budget, and the
-    # bi-encoder's top items; 0: twice the largest budget
+    # bi-encoder's top items; 0: four times the largest budget
     pool_depth: int = 0
     audit_items: int = 1000  # uniform random items in each pool, to estimate what it misses
     # Where the test queries leave fewer than MIN_TUNING_QUERIES to tune on (n_test x

@@ -152,10 +152,15 @@ def pool_size(cfg: BuildConfig, n_items: int) -> int:
     return min(n_items, len(specs) * budget + deep + bi_depth(cfg, [budget]) + v.audit_items)
 
 
+# A true top-10 item can sit deep in the bi-encoder's ranking (msmarco-5k with a teacher that
+# shares no weights with it: 4 of 500 between ranks 1,000 and 1,908, none beyond).
+POOL_DEPTH_FACTOR = 4
+
+
 def pool_depth(cfg: BuildConfig, budgets: list[int]) -> int:
     """How far each pool reads every method's ranking past its largest budget, and the
-    bi-encoder's: `[validate] pool_depth`, else twice the largest budget."""
-    return cfg.validate.pool_depth or 2 * max(budgets, default=0)
+    bi-encoder's: `[validate] pool_depth`, else POOL_DEPTH_FACTOR x the largest budget."""
+    return cfg.validate.pool_depth or POOL_DEPTH_FACTOR * max(budgets, default=0)
 
 
 def bi_depth(cfg: BuildConfig, budgets: list[int]) -> int:
