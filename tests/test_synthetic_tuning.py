@@ -96,5 +96,7 @@ def test_a_small_log_tunes_on_queries_made_from_items_and_reports_on_its_own(
     assert "too few" not in with_made.search.selection.reason
     assert "too few" in without.search.selection.reason
     # exact truth: every test query, made or logged, against every item
-    assert with_made.counts.validation_pairs == 26 * with_made.counts.items
+    # (and the plan counted them)
+    assert with_made.counts.validation_pairs == 26 * with_made.counts.items == \
+        with_made.plan.pairs["test"]
 
