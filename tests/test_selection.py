@@ -83,20 +83,20 @@ def test_too_few_tuning_queries_fall_back_to_the_simplest_method():
 
 
 @pytest.mark.parametrize(("chosen_log", "serves"), [
-    ([0.9, 0.8, 1.0], BI),  # mean 0.9 below the baseline's 0.95 on the log's queries
-    ([1.0, 0.9, 1.0], SEEDED),  # 0.967: not below
-    ([0.95, 0.95, 0.95], SEEDED),  # equal: the choice stands
+    ({"1@50": 0.9, "10@50": 0.95}, BI),  # below the baseline at 1@50
+    ({"1@50": 1.0, "10@50": 0.85}, BI),  # above at 1@50, below at 10@50
+    ({"1@50": 1.0, "10@50": 0.9}, SEEDED),  # at or above at every figure
 ])
 def test_a_choice_made_on_synthetic_queries_is_held_to_the_baseline_on_the_log(chosen_log,
                                                                                 serves):
     synthetic = {BI: np.full(20, 0.8), SEEDED: np.full(20, 1.0)}
-    choice = guarded(choose(synthetic), BI, np.array(chosen_log), np.array([1.0, 0.9, 0.95]))
+    choice = guarded(choose(synthetic), BI, chosen_log, {"1@50": 0.95, "10@50": 0.9})
     assert choice.chosen == serves
     assert choice.verdicts == choose(synthetic).verdicts
     assert ("the baseline serves" in choice.reason) == (serves == BI)
     # no log query to hold it to, or the baseline chosen: unchanged
-    assert guarded(choose(synthetic), BI, np.zeros(0), np.zeros(0)).chosen == SEEDED
-    assert guarded(choose({BI: np.ones(20)}), BI, np.zeros(3), np.ones(3)).chosen == BI
+    assert guarded(choose(synthetic), BI, {}, {}).chosen == SEEDED
+    assert guarded(choose({BI: np.ones(20)}), BI, {"1@50": 0.0}, {"1@50": 1.0}).chosen == BI
 
 
 def test_every_candidate_runs_at_every_budget_on_every_test_query():

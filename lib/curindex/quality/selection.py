@@ -81,21 +81,23 @@ def choose(per_query: Mapping[SearchSpec, np.ndarray], *, margin: float = MARGIN
     return Choice(chosen, reason, tuple(verdicts))
 
 
-def guarded(choice: Choice, baseline: SearchSpec, chosen_log: np.ndarray,
-            baseline_log: np.ndarray) -> Choice:
+def guarded(choice: Choice, baseline: SearchSpec, chosen_log: Mapping[str, float],
+            baseline_log: Mapping[str, float]) -> Choice:
     """A choice made on synthetic tuning queries, held to the bi-encoder baseline on the log's
-    own tuning queries (`chosen_log`, `baseline_log`: each one's objective per query there):
-    where the chosen search's mean is below the baseline's, the baseline serves. Queries made
-    from items favour what the items' own scores predict; the log's queries, however few,
-    are the only sample of what users ask."""
-    if choice.chosen == baseline or not len(chosen_log):
+    own tuning queries (`chosen_log`, `baseline_log`: each figure at the budget, the mean over
+    those queries): where the chosen search is below the baseline at any figure, the baseline
+    serves. Queries made from items favour what the items' own scores predict; the log's
+    queries, however few, are the only sample of what users ask."""
+    if choice.chosen == baseline or not chosen_log:
         return choice
-    got, base = float(np.mean(chosen_log)), float(np.mean(baseline_log))
-    if got >= base:
+    below = [f for f in chosen_log if chosen_log[f] < baseline_log[f]]
+    if not below:
         return choice
+    f = below[0]
     return Choice(baseline, f"{choice.chosen.describe()}, chosen on queries made from items, "
-                  f"is below {baseline.describe()} on the log's {len(chosen_log)} tuning "
-                  f"queries ({got:.4f} < {base:.4f}): the baseline serves", choice.verdicts)
+                  f"is below {baseline.describe()} at {f} on the log's tuning queries "
+                  f"({chosen_log[f]:.4f} < {baseline_log[f]:.4f}): the baseline serves",
+                  choice.verdicts)
 
 
 def served_at(choices: Mapping[int, SearchSpec], budget: int) -> SearchSpec:

@@ -108,8 +108,8 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
 def _choices(tab: Table, specs: list[SearchSpec], budgets: list[int], ks: list[int],
              tuning: range, guard: range | None) -> dict[int, Choice]:
     """The search served at each budget: chosen on the mean of every k figure there on the
-    `tuning` queries, and where they were made from items, held to the bi-encoder baseline on
-    the log's `guard` queries (``selection.guarded``)."""
+    `tuning` queries, and where they were made from items, held to the bi-encoder baseline at
+    every figure there on the log's `guard` queries (``selection.guarded``)."""
     out, base = {}, SearchSpec("bi-rerank")
     for b in budgets:
         figures = [Figure(b, k) for k in ks if k < b]
@@ -117,8 +117,9 @@ def _choices(tab: Table, specs: list[SearchSpec], budgets: list[int], ks: list[i
         if figures and cand:
             out[b] = choose(cand)
             if guard and base in cand:
-                out[b] = guarded(out[b], base, tab.objective(out[b].chosen, figures, guard),
-                                 tab.objective(base, figures, guard))
+                out[b] = guarded(out[b], base, *(
+                    {str(f): float(tab.objective(s, [f], guard).mean()) for f in figures}
+                    for s in (out[b].chosen, base)))
     return out
 
 
