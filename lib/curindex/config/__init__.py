@@ -180,9 +180,9 @@ class ValidateConfig:
     pool_depth: int = 0
     audit_items: int = 1000  # uniform random items in each pool, to estimate what it misses
     # Where the test queries leave fewer than MIN_TUNING_QUERIES to tune on (n_test x
-    # tune_fraction), this many tuning queries are made from items (as synthetic anchor queries
-    # are, disjoint from them) and every test query from the log reports; 0: never (the
-    # bi-encoder baseline then serves).
+    # tune_fraction), this many more tuning queries are made from items (as synthetic anchor
+    # queries are, disjoint from them) and choose; the log's tuning queries hold each choice
+    # to the bi-encoder baseline. 0: never (the baseline then serves).
     synthetic_tuning: int = 50
 
 

@@ -112,13 +112,14 @@ def plan_build(cfg: BuildConfig, *, rate: float | None = None, slots: int | None
     n_train = training_queries(cfg, n_items=n, n_queries=n_queries) if sparse else 0
     sp = cfg.sparse
     index = min(n_train * (sp.neighbours + sp.random_items), n_train * n) if sparse else n * k_q
-    truth, _ = resolve_truth(cfg.validate.ground_truth, n_test=validation_queries(cfg), n_items=n,
+    n_valid = validation_queries(cfg)
+    truth, _ = resolve_truth(cfg.validate.ground_truth, n_test=n_valid, n_items=n,
                              index_pairs=index)
     # exact truth: the test queries are scored against every item, in the score stage;
     # pooled: each test query's pool (at most) is scored in validation
-    n_test = validation_queries(cfg) if truth == "exact" else 0
+    n_test = n_valid if truth == "exact" else 0
     n_q = k_q + n_test  # scored against every item
-    test = n * n_test if truth == "exact" else validation_queries(cfg) * pool_size(cfg, n)
+    test = n * n_test if truth == "exact" else n_valid * pool_size(cfg, n)
     pairs = {"anchor": n * k_q, "index": index, "test": test, "total": index + test}
     pair_s = 0.0
     if rate:

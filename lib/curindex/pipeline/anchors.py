@@ -55,6 +55,11 @@ class Anchors:
     item_texts: list[str]
 
     @property
+    def made_tests(self) -> int:
+        """Test queries made from items (synthetic tuning queries: the first ones)."""
+        return sum(i.startswith(SYNTHETIC_PREFIX) for i in self.test_ids)
+
+    @property
     def scored_query_texts(self) -> list[str]:
         """Every query scored against the corpus: anchors first, then test queries."""
         return self.query_texts + self.test_texts

@@ -25,7 +25,7 @@ from curindex.errors import ConfigError, CurIndexError, StoreError
 from curindex.kinds import scorerows
 from curindex.manifest import Manifest, read_manifest
 from curindex.pipeline import incremental
-from curindex.pipeline.anchors import SYNTHETIC_PREFIX, Anchors
+from curindex.pipeline.anchors import Anchors
 from curindex.pipeline.chunks import chunk_name, open_dir, stale_chunks
 from curindex.pipeline.corpus import input_digest, read_texts
 from curindex.scoring.base import fingerprint_for
@@ -135,9 +135,9 @@ class BuildContext:
         inversion, never reported: the synthetic tuning queries where the build made them
         (``[validate] synthetic_tuning``), then ``tune_fraction`` of the log's test queries
         (none with fewer than two)."""
-        tests = self.anchors().test_ids
-        made = sum(i.startswith(SYNTHETIC_PREFIX) for i in tests)
-        n = len(tests) - made
+        anchors = self.anchors()
+        made = anchors.made_tests
+        n = len(anchors.test_ids) - made
         return made + (int(n * self.cfg.factorize.tune_fraction) if n >= 2 else 0)
 
     def stale_chunks(self, folder: str = "scores") -> dict[int, list[str]]:

@@ -32,7 +32,7 @@ Items are opaque hashable keys (faiss labels in the Searcher, item ids in valida
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -265,8 +265,7 @@ def run_plans(plans: Sequence[Plan], retriever: Retriever, *, anchor_columns: np
         if not active:
             continue
         if r == 0:
-            asks = [Ask(p.query, "e" if p.spec.seed == "anchors" else "bi", p.first,
-                        p.sizes[0], p.excluded) for p in active]
+            asks = [_first_ask(p, p.sizes[0], p.excluded) for p in active]
         else:
             asks = _resolve(active, retriever, anchor_columns, rcond, r, workers, cos, latent)
         for p, (keys, exact) in zip(active, retriever.retrieve(asks), strict=True):
@@ -280,17 +279,17 @@ def deeper_asks(plans: Sequence[Plan], n: int, retriever: Retriever, *,
     """Per plan that ran, the ask for its next `n` items after everything it scored: a
     multi-round plan's weights re-solved on all of it (one more round), plain CUR's and
     the bi-encoder rerank's round-1 vector (its ranking, read further)."""
-    out = []
-    multi = [Plan(p.query, p.spec, p.budget, [*p.sizes, n], p.first, p.anchor_exact,
-                  p.excluded, p.keys, p.exact, p.prior)
-             for p in plans if len(p.sizes) > 1]
-    if multi:  # round -1: each extended plan's last size, n
-        out += _resolve(multi, retriever, anchor_columns, rcond, -1, workers, cos, latent)
-    for p in plans:
-        if len(p.sizes) == 1:
-            out.append(Ask(p.query, "e" if p.spec.seed == "anchors" else "bi", p.first, n,
-                           p.excluded | frozenset(p.keys)))
-    return out
+    multi = [replace(p, sizes=[*p.sizes, n]) for p in plans if len(p.sizes) > 1]
+    out = _resolve(multi, retriever, anchor_columns, rcond, -1, workers, cos, latent) \
+        if multi else []  # round -1: each extended plan's last size, n
+    return out + [_first_ask(p, n, p.excluded | frozenset(p.keys))
+                  for p in plans if len(p.sizes) == 1]
+
+
+def _first_ask(p: Plan, n: int, seen: frozenset) -> Ask:
+    """Round 1's retrieval of `n` items by the plan's first vector: the CUR estimate
+    (anchor-seeded) or the bi-encoder."""
+    return Ask(p.query, "e" if p.spec.seed == "anchors" else "bi", p.first, n, seen)
 
 
 def _resolve(active: Sequence[Plan], retriever: Retriever, anchor_columns: np.ndarray | None,

@@ -14,7 +14,6 @@ import numpy as np
 
 from curindex.config import BuildConfig, objective_figures
 from curindex.ops.plan import bi_depth, needs_biencoder, pool_depth
-from curindex.pipeline.anchors import SYNTHETIC_PREFIX
 from curindex.pipeline.context import BuildContext
 from curindex.pipeline.kinds import QuerySide, kind_for
 from curindex.pipeline.pooled import PairScores, Pools, Scored, pool_truth
@@ -60,7 +59,7 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
         state.update(exact_cur)
     # synthetic tuning queries (the first `made`) choose; the log's tuning queries then hold
     # each choice to the baseline
-    made = sum(i.startswith(SYNTHETIC_PREFIX) for i in anchors.test_ids)
+    made = anchors.made_tests
     choosing, guard = (range(made), range(made, n_tune)) if made else (range(n_tune), None)
     if made:
         log.info("choosing on %d tuning queries made from items ([validate] "
