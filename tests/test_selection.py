@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curindex.quality.selection import MARGIN, MIN_QUERIES, choose, guarded, served_at
+from curindex.quality.selection import (
+    MARGIN,
+    MIN_QUERIES,
+    choose,
+    guarded,
+    made_choosable,
+    served_at,
+)
 from curindex.quality.validation import candidates, jobs
 from curindex.search.methods import SearchSpec
 
@@ -80,6 +87,16 @@ def test_too_few_tuning_queries_fall_back_to_the_simplest_method():
     assert f"{n} tuning queries are too few" in choice.reason
     with pytest.raises(ValueError, match="no candidate"):
         choose({})
+
+
+def test_queries_made_from_items_choose_among_bi_encoder_seeded_searches():
+    everything = [BI, CUR, AD2, AD4, SEEDED, SearchSpec("bi-seeded", 2, 25)]
+    assert made_choosable(everything) == [BI, SEEDED, SearchSpec("bi-seeded", 2, 25)]
+    # a version without the bi-encoder keeps every candidate
+    assert made_choosable([CUR, AD2, AD4]) == [CUR, AD2, AD4]
+    # adaptive, best on the made queries, is not among the choices; the best seeded one is
+    made = {AD4: np.full(20, 1.0), BI: np.full(20, 0.8), SEEDED: np.full(20, 0.9)}
+    assert choose({s: made[s] for s in made_choosable(list(made))}).chosen == SEEDED
 
 
 @pytest.mark.parametrize(("chosen_log", "serves"), [

@@ -95,6 +95,13 @@ def test_a_small_log_tunes_on_queries_made_from_items_and_reports_on_its_own(
     # chosen on 20 tuning queries; the build without them cannot choose
     assert "too few" not in with_made.search.selection.reason
     assert "too few" in without.search.selection.reason
+    # made queries choose among the searches that score the bi-encoder's top items only
+    weighed = {c.method for b in with_made.search.by_budget for c in b.candidates}
+    assert weighed and weighed <= {"bi-rerank", "bi-seeded"}
+    assert all("queries made from items choose among the searches seeded" in b.reason
+               for b in with_made.search.by_budget)
+    assert {c.method for b in without.search.by_budget for c in b.candidates} == \
+        set(index["methods"])
     # exact truth: every test query, made or logged, against every item
     # (and the plan counted them)
     assert with_made.counts.validation_pairs == 26 * with_made.counts.items == \

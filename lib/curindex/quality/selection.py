@@ -18,7 +18,7 @@ queries) is recorded beside, for whoever reads the manifest.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +79,18 @@ def choose(per_query: Mapping[SearchSpec, np.ndarray], *, margin: float = MARGIN
                   f"{margin:g} of the best, {best.describe()} ({means[best]:.4f}), on {n} "
                   "tuning queries")
     return Choice(chosen, reason, tuple(verdicts))
+
+
+def made_choosable(specs: Sequence[SearchSpec]) -> list[SearchSpec]:
+    """The candidates that queries made from items may choose among: the searches that score
+    the bi-encoder's top items (bi-encoder rerank, bi-seeded), where the version has any. A
+    query made from an item's first sentence comes from the same distribution as synthetic
+    anchor queries and sits next to the items it was cut from, so it measures an anchor-seeded
+    search (plain CUR, adaptive) where that search is at its best; the log's queries may lie
+    where the anchors say little, and only a search that also scores the bi-encoder's top
+    items keeps the baseline's own best candidates there."""
+    seeded = [s for s in specs if s.seed == "bi-encoder"]
+    return seeded or list(specs)
 
 
 def guarded(choice: Choice, baseline: SearchSpec, chosen_log: Mapping[str, float],

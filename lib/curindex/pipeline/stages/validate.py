@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from curindex.pipeline.stages.write_shards import extras
 from curindex.quality.figures import Figure, by_figure
 from curindex.quality.gate import gate_failures, lift_failures
 from curindex.quality.pooling import mean_interval, recall_bounds
-from curindex.quality.selection import Choice, choose, guarded, served_at
+from curindex.quality.selection import Choice, choose, guarded, made_choosable, served_at
 from curindex.quality.validation import Job, Table, candidates, jobs, table
 from curindex.search.methods import Ask, Plan, SearchSpec, run_plans
 from curindex.search.shardindex import EXTRA_TRAINED, is_exact
@@ -107,14 +107,21 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
 def _choices(tab: Table, specs: list[SearchSpec], budgets: list[int], ks: list[int],
              tuning: range, guard: range | None) -> dict[int, Choice]:
     """The search served at each budget: chosen on the mean of every k figure there on the
-    `tuning` queries, and where they were made from items, held to the bi-encoder baseline at
-    every figure there on the log's `guard` queries (``selection.guarded``)."""
+    `tuning` queries. Where they were made from items (`guard` given), they choose among the
+    searches that score the bi-encoder's top items (``selection.made_choosable``) and the
+    choice is held to the bi-encoder baseline at every figure there on the log's `guard`
+    queries (``selection.guarded``)."""
     out, base = {}, SearchSpec("bi-rerank")
     for b in budgets:
         figures = [Figure(b, k) for k in ks if k < b]
-        cand = {s: o for s in specs if (o := tab.objective(s, figures, tuning)) is not None}
+        cand = {s: o for s in (made_choosable(specs) if guard else specs)
+                if (o := tab.objective(s, figures, tuning)) is not None}
         if figures and cand:
             out[b] = choose(cand)
+            if guard:
+                out[b] = replace(out[b], reason=f"{out[b].reason} (queries made from items "
+                                 "choose among the searches seeded with the bi-encoder's "
+                                 "top items)")
             if guard and base in cand:
                 out[b] = guarded(out[b], base, *(
                     {str(f): float(tab.objective(s, [f], guard).mean()) for f in figures}
