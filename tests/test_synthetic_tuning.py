@@ -12,6 +12,9 @@ import pytest
 from curindex.config import ConfigError, config_from_dict, synthetic_tests, validation_queries
 from curindex.pipeline import run_build
 from curindex.pipeline.anchors import SYNTHETIC_PREFIX, synthetic_query
+from curindex.pipeline.stages.validate import _choices
+from curindex.quality.validation import Table
+from curindex.search.methods import SearchSpec
 from curindex.store import Store
 from support import tiny_config
 
@@ -107,3 +110,25 @@ def test_a_small_log_tunes_on_queries_made_from_items_and_reports_on_its_own(
     assert with_made.counts.validation_pairs == 26 * with_made.counts.items == \
         with_made.plan.pairs["test"]
 
+
+
+def test_made_queries_choose_among_seeded_searches_even_with_no_log_query_to_hold_them():
+    """On constructed figures where adaptive is best on 20 made queries: the choice is the
+    best bi-encoder-seeded search, whether or not the log left tuning queries (an empty
+    guard), and the log's queries, where there are, hold it to the baseline."""
+    bi, ad4, seeded = (SearchSpec("bi-rerank"), SearchSpec("adaptive", 4),
+                       SearchSpec("bi-seeded", 4, 25))
+    made = {bi: 0.8, ad4: 1.0, seeded: 0.9}
+    log_figures = {bi: 0.9, ad4: 1.0, seeded: 0.7}  # queries 20..23: the log's
+    tab = Table({s: {f: {**{t: made[s] for t in range(20)},
+                         **{t: log_figures[s] for t in range(20, 24)}}
+                     for f in ("1@50", "10@50")} for s in made})
+    specs = [bi, ad4, seeded]
+
+    def served(guard):
+        return _choices(tab, specs, [50], [1, 10], range(20), guard)[50]
+
+    assert served(None).chosen == ad4  # real tuning queries: every method
+    assert served(range(20, 20)).chosen == seeded
+    assert "made from items choose among" in served(range(20, 20)).reason
+    assert served(range(20, 24)).chosen == bi  # below the baseline on the log's

@@ -107,21 +107,21 @@ def run(ctx: BuildContext) -> tuple[dict, list[FileEntry]]:
 def _choices(tab: Table, specs: list[SearchSpec], budgets: list[int], ks: list[int],
              tuning: range, guard: range | None) -> dict[int, Choice]:
     """The search served at each budget: chosen on the mean of every k figure there on the
-    `tuning` queries. Where they were made from items (`guard` given), they choose among the
-    searches that score the bi-encoder's top items (``selection.made_choosable``) and the
-    choice is held to the bi-encoder baseline at every figure there on the log's `guard`
-    queries (``selection.guarded``)."""
+    `tuning` queries. Where they were made from items (`guard` not None: the log's tuning
+    queries, perhaps none), they choose among the searches that score the bi-encoder's top
+    items (``selection.made_choosable``) and the choice is held to the bi-encoder baseline at
+    every figure there on the log's `guard` queries (``selection.guarded``)."""
     out, base = {}, SearchSpec("bi-rerank")
     for b in budgets:
         figures = [Figure(b, k) for k in ks if k < b]
-        cand = {s: o for s in (made_choosable(specs) if guard else specs)
+        cand = {s: o for s in (specs if guard is None else made_choosable(specs))
                 if (o := tab.objective(s, figures, tuning)) is not None}
-        if figures and cand:
-            out[b] = choose(cand)
-            if guard:
-                out[b] = replace(out[b], reason=f"{out[b].reason} (queries made from items "
-                                 "choose among the searches seeded with the bi-encoder's "
-                                 "top items)")
+        if not (figures and cand):
+            continue
+        out[b] = choose(cand)
+        if guard is not None:
+            out[b] = replace(out[b], reason=f"{out[b].reason} (queries made from items choose "
+                             "among the searches seeded with the bi-encoder's top items)")
             if guard and base in cand:
                 out[b] = guarded(out[b], base, *(
                     {str(f): float(tab.objective(s, [f], guard).mean()) for f in figures}
