@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from curindex.config import ValidateConfig
 from curindex.quality.selection import (
     MARGIN,
     MIN_QUERIES,
@@ -129,3 +130,15 @@ def test_every_candidate_runs_at_every_budget_on_every_test_query():
             not in at
         assert (SearchSpec("bi-seeded", 2, 25), 25) not in at  # its seed is the whole budget
         assert (SearchSpec("bi-seeded", 4, 50), 200) in at
+
+
+def test_the_default_seed_sizes_give_every_default_budget_from_50_a_seed_of_half_of_it():
+    v = ValidateConfig()
+    run = jobs(candidates(["bi-rerank", "bi-seeded"], v.rounds, v.seed_sizes), n_test=1,
+               budgets=v.budgets, k_i=50)
+    seeds = {b: {j.spec.seed_size for j in run if j.budget == b and j.spec.rounds > 1}
+             for b in v.budgets}
+    for b in v.budgets:
+        assert all(s < b for s in seeds[b])  # a seed of the whole budget is bi-rerank
+        assert b < 50 or b // 2 in seeds[b], (b, seeds[b])
+    assert max(seeds[max(v.budgets)]) == max(v.budgets) // 2

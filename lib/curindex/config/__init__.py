@@ -162,9 +162,11 @@ class ValidateConfig:
     # (comma-separated "k@budget" names). Empty: "10@200" when ks and budgets measure it,
     # else the largest figure they measure (`objective_figures`).
     objective: str = ""
-    # The parameters tried for the multi-round methods.
+    # The parameters tried for the multi-round methods. A seed size is tried at the budgets
+    # above it; the defaults are half of each default budget from 50 up, so at every budget a
+    # bi-seeded candidate keeps the bi-encoder's top half and spends the rest adaptively.
     rounds: list[int] = field(default_factory=lambda: [2, 4])
-    seed_sizes: list[int] = field(default_factory=lambda: [25, 50])
+    seed_sizes: list[int] = field(default_factory=lambda: [25, 50, 100, 250])
     # Quality gate on the served search: {"10@200" = 0.9} means Top-10-Recall@200 >= 0.9.
     min_recall: dict[str, float] = field(default_factory=dict)
     # Optional gate rule: the served search minus the bi-encoder baseline, at every figure
