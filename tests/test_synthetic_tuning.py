@@ -111,7 +111,6 @@ def test_a_small_log_tunes_on_queries_made_from_items_and_reports_on_its_own(
         with_made.plan.pairs["test"]
 
 
-
 def test_made_queries_choose_among_seeded_searches_even_with_no_log_query_to_hold_them():
     """On constructed figures where adaptive is best on 20 made queries: the choice is the
     best bi-encoder-seeded search, whether or not the log left tuning queries (an empty
